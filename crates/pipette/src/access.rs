@@ -1,0 +1,53 @@
+//! Who may connect to a server.
+
+/// Which local users a server admits.
+///
+/// The policy is enforced twice: by the operating system's permissions on the endpoint
+/// (Unix: the socket file's mode; Windows: the pipe's security descriptor), and by pipette
+/// itself, which checks every accepted peer's identity before `accept` returns it. A refused
+/// peer never reaches the server's code; it gets a clear `PermissionDenied` error.
+///
+/// ```
+/// use pipette::{Access, ServerOptions};
+///
+/// let options = ServerOptions::new().access(Access::CurrentUser); // the default
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Access {
+    /// Only processes of the server's own user (Unix: same effective uid). The default.
+    #[default]
+    CurrentUser,
+    /// Also processes whose user belongs to the server's group (Unix: the server's effective
+    /// gid, as primary or supplementary group). The socket is created `0660`.
+    Group,
+    /// Any local user. The socket is created `0666`.
+    Everyone,
+}
+
+impl Access {
+    /// The policy's name as the command line spells it: `user`, `group` or `everyone`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Access::CurrentUser => "user",
+            Access::Group => "group",
+            Access::Everyone => "everyone",
+        }
+    }
+}
+
+impl std::str::FromStr for Access {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Access, String> {
+        match s {
+            "user" | "current-user" => Ok(Access::CurrentUser),
+            "group" => Ok(Access::Group),
+            "everyone" => Ok(Access::Everyone),
+            other => Err(format!(
+                "unknown access policy {other:?}: use user, group or everyone"
+            )),
+        }
+    }
+}

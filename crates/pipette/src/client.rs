@@ -1,0 +1,215 @@
+//! Connecting to a name.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::connection::{message_limit, Connection, Shared};
+use crate::error::{Error, Result};
+use crate::frame::{self, Hello};
+use crate::server::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::shutdown::Shutdown;
+use crate::{sys, IntoName, Name};
+
+/// Longest pause between two attempts while waiting for a server to appear.
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Connects to servers by name.
+///
+/// ```
+/// use std::time::Duration;
+/// use pipette::{Client, Error, Server};
+///
+/// let name = format!("doc-client-{}", std::process::id());
+/// // No server yet: connect fails at once.
+/// assert!(matches!(Client::connect(&name), Err(Error::NotFound { .. })));
+///
+/// let server = Server::bind(&name)?;
+/// // connect_timeout waits for the server to appear (here it already has).
+/// let mut client = Client::connect_timeout(&name, Duration::from_secs(5))?;
+/// client.send(b"hello")?;
+/// assert_eq!(server.accept()?.recv()?, b"hello");
+/// # Ok::<(), pipette::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    _private: (),
+}
+
+impl Client {
+    /// Connects with the default [`ClientOptions`]; fails at once with [`Error::NotFound`]
+    /// when no server is listening.
+    pub fn connect(name: impl IntoName) -> Result<Connection> {
+        ClientOptions::new().connect(name)
+    }
+
+    /// Connects with the default [`ClientOptions`], waiting up to `timeout` for a server to
+    /// appear. See [`ClientOptions::connect_timeout`].
+    pub fn connect_timeout(name: impl IntoName, timeout: Duration) -> Result<Connection> {
+        ClientOptions::new().connect_timeout(name, timeout)
+    }
+}
+
+/// How to connect: mode, limits, shutdown handle.
+///
+/// ```
+/// use pipette::{ClientOptions, Shutdown};
+///
+/// let stop = Shutdown::new();
+/// let options = ClientOptions::new().max_message_size(1 << 20).shutdown(&stop);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    max_message_size: usize,
+    raw: bool,
+    shutdown: Option<Shutdown>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions::new()
+    }
+}
+
+impl ClientOptions {
+    /// The defaults: framed mode, 16 MiB messages, a fresh shutdown handle per connection.
+    pub fn new() -> ClientOptions {
+        ClientOptions {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            raw: false,
+            shutdown: None,
+        }
+    }
+
+    /// The largest message this client accepts from the server (default 16 MiB, at least
+    /// 4096). The server learns it in the handshake and will not send more.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Raw mode: no handshake and no framing, for servers that are not pipette (`socat`, a
+    /// Python `socket` server, …).
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// Uses `handle` as the connection's shutdown handle: its `shutdown()` cancels a waiting
+    /// [`connect_timeout`](ClientOptions::connect_timeout) and every operation of the
+    /// connection.
+    pub fn shutdown(mut self, handle: &Shutdown) -> Self {
+        self.shutdown = Some(handle.clone());
+        self
+    }
+
+    /// Connects; fails at once with [`Error::NotFound`] when no server is listening.
+    ///
+    /// In framed mode this sends the hello and returns without waiting for the server's
+    /// reply: the first message can follow right behind it. A refusal by the server is
+    /// reported by the first `recv`, by a `send` larger than 4096 bytes, or by
+    /// [`Connection::close`].
+    pub fn connect(&self, name: impl IntoName) -> Result<Connection> {
+        self.connect_inner(name.into_name()?, None)
+    }
+
+    /// Connects, waiting up to `timeout` while the endpoint does not exist yet, is left over
+    /// from a dead server, or is busy. The wait backs off from 1 ms to 20 ms between attempts
+    /// (it never spins a core) and is cancelled by the shutdown handle.
+    pub fn connect_timeout(&self, name: impl IntoName, timeout: Duration) -> Result<Connection> {
+        self.connect_inner(name.into_name()?, Some(timeout))
+    }
+
+    fn connect_inner(&self, name: Name, wait: Option<Duration>) -> Result<Connection> {
+        let limit = message_limit(self.max_message_size)?;
+        let shutdown = self.shutdown.clone().unwrap_or_default();
+        let deadline = wait.map(|w| Instant::now() + w);
+        let mut backoff = Duration::from_millis(1);
+        let stream = loop {
+            if shutdown.is_shutdown() {
+                return Err(Error::Shutdown(
+                    "the client's shutdown handle was triggered",
+                ));
+            }
+            let e = match sys::Stream::connect(name.path()) {
+                Ok(s) => break s,
+                Err(e) => e,
+            };
+            let retry = match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => deadline.is_some(),
+                io::ErrorKind::WouldBlock => true,
+                _ => false,
+            };
+            if !retry {
+                return Err(connect_error(&name, e));
+            }
+            let now = Instant::now();
+            let mut nap = backoff;
+            if let Some(d) = deadline {
+                if now >= d {
+                    return Err(Error::TimedOut {
+                        op: "connect",
+                        after: wait.unwrap_or_default(),
+                    });
+                }
+                nap = nap.min(d - now);
+            }
+            if shutdown.sleep(nap) {
+                return Err(Error::Shutdown(
+                    "the client's shutdown handle was triggered",
+                ));
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+
+        let stream = Arc::new(stream);
+        let registration = shutdown
+            .register(stream.clone())
+            .map_err(|()| Error::Shutdown("the client's shutdown handle was triggered"))?;
+        if !self.raw {
+            let hello = Hello {
+                version: frame::VERSION,
+                max_message_size: limit,
+            }
+            .encode();
+            // A fresh socket's send buffer is empty: the 16 bytes go out in one write.
+            match stream.write(&hello) {
+                Ok(n) if n == hello.len() => {}
+                Ok(_) => {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "could not send the handshake",
+                    )))
+                }
+                Err(e) => return Err(connect_error(&name, e)),
+            }
+        }
+        let peer_limit = self.raw.then_some(u32::MAX);
+        let shared = Shared::new(
+            stream,
+            shutdown,
+            registration,
+            name,
+            self.raw,
+            None,
+            peer_limit,
+        );
+        Ok(Connection::new(shared, limit, !self.raw))
+    }
+}
+
+fn connect_error(name: &Name, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::NotFound {
+            name: name.as_str().to_owned(),
+            path: name.path().display().to_string(),
+        },
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied(format!(
+            "cannot connect to {}: {e}; the server's access policy does not admit your user",
+            name.path().display()
+        )),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::Closed,
+        _ => Error::Io(e),
+    }
+}

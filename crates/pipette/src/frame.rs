@@ -1,0 +1,465 @@
+//! The wire format, as pure functions: no I/O, no allocation.
+//!
+//! Everything pipette puts on the wire in framed mode is encoded and decoded here, so the
+//! format can be unit-tested and fuzzed in isolation. `docs/PROTOCOL.md` describes the same
+//! bytes for implementers in other languages; keep the two in step.
+//!
+//! A framed connection carries, in order:
+//!
+//! 1. the client's [`Hello`] (16 bytes),
+//! 2. the server's [`Reply`] (16 bytes),
+//! 3. messages in both directions, each a [`Header`] (8 bytes) followed by `len` payload bytes.
+//!
+//! All integers are little-endian.
+//!
+//! ```
+//! use pipette::frame::{Header, HEADER_LEN};
+//!
+//! let header = Header::new(5);
+//! let bytes = header.encode();
+//! assert_eq!(bytes.len(), HEADER_LEN);
+//! assert_eq!(Header::decode(&bytes, 1024).unwrap(), header);
+//! ```
+
+use std::fmt;
+
+/// The protocol version this crate speaks (and the highest it knows).
+pub const VERSION: u16 = 1;
+
+/// Length of an encoded [`Hello`].
+pub const HELLO_LEN: usize = 16;
+/// Length of an encoded [`Reply`].
+pub const REPLY_LEN: usize = 16;
+/// Length of an encoded message [`Header`].
+pub const HEADER_LEN: usize = 8;
+
+/// First eight bytes of a client hello.
+pub const HELLO_MAGIC: [u8; 8] = *b"PIPETTE?";
+/// First eight bytes of a server reply. It differs from [`HELLO_MAGIC`] so that a client
+/// talking to an echo server (which would send its hello back) sees a protocol error.
+pub const REPLY_MAGIC: [u8; 8] = *b"PIPETTE!";
+
+/// The smallest message-size limit an endpoint may announce.
+///
+/// Every pipette endpoint accepts messages of at least this size. That guarantee is what lets
+/// a client send its first small message right behind its hello, before the server's reply
+/// (and so the server's real limit) has arrived.
+pub const MIN_MESSAGE_LIMIT: u32 = 4096;
+
+/// The largest message-size limit an endpoint may announce (the length field is 32 bits).
+pub const MAX_MESSAGE_LIMIT: u32 = u32::MAX;
+
+/// What went wrong while decoding bytes from a peer.
+///
+/// Each variant names the offending value so that the error shown to a user can say what the
+/// peer sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The first bytes are not pipette's magic: the peer does not speak this protocol.
+    BadMagic {
+        /// The magic that was expected.
+        expected: [u8; 8],
+        /// The bytes that arrived instead.
+        found: [u8; 8],
+    },
+    /// A header carries flag bits this version does not define.
+    UnknownFlags(u32),
+    /// A reply carries a status code this version does not define.
+    UnknownStatus(u8),
+    /// A limit below [`MIN_MESSAGE_LIMIT`] was announced.
+    LimitTooSmall(u32),
+    /// A message header announces more bytes than the receiver accepts.
+    TooLarge {
+        /// The announced payload length.
+        len: u32,
+        /// The receiver's limit.
+        max: u32,
+    },
+    /// A hello announced version 0, which does not exist.
+    BadVersion(u16),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadMagic { expected, found } => write!(
+                f,
+                "expected magic {:?} but the peer sent {:?}",
+                String::from_utf8_lossy(expected),
+                String::from_utf8_lossy(found).escape_debug().to_string()
+            ),
+            DecodeError::UnknownFlags(flags) => {
+                write!(f, "message header has unknown flag bits {flags:#010x}")
+            }
+            DecodeError::UnknownStatus(s) => write!(f, "handshake reply has unknown status {s}"),
+            DecodeError::LimitTooSmall(n) => write!(
+                f,
+                "peer announced a message limit of {n} bytes, below the protocol minimum of {MIN_MESSAGE_LIMIT}"
+            ),
+            DecodeError::TooLarge { len, max } => {
+                write!(f, "message header announces {len} bytes, over the limit of {max}")
+            }
+            DecodeError::BadVersion(v) => write!(f, "hello announces invalid protocol version {v}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The client's opening bytes.
+///
+/// ```text
+/// 0..8   magic "PIPETTE?"
+/// 8..10  version    u16  highest protocol version the client speaks
+/// 10..12 flags      u16  reserved, sent as 0, ignored by v1 servers
+/// 12..16 max_len    u32  largest message payload the client accepts
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Highest protocol version the client speaks.
+    pub version: u16,
+    /// Largest payload the client accepts, in bytes.
+    pub max_message_size: u32,
+}
+
+impl Hello {
+    /// Encodes the hello.
+    pub fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[0..8].copy_from_slice(&HELLO_MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        // 10..12: flags, reserved.
+        b[12..16].copy_from_slice(&self.max_message_size.to_le_bytes());
+        b
+    }
+
+    /// Decodes a hello from however many bytes arrived; fewer than [`HELLO_LEN`] is an error
+    /// (a server calls this early only when [`could_be_hello`] already said no).
+    pub fn decode_prefix(b: &[u8]) -> Result<Hello, DecodeError> {
+        match <&[u8; HELLO_LEN]>::try_from(b) {
+            Ok(full) => Hello::decode(full),
+            Err(_) => {
+                let mut found = [0u8; 8];
+                let n = b.len().min(8);
+                found[..n].copy_from_slice(&b[..n]);
+                Err(DecodeError::BadMagic {
+                    expected: HELLO_MAGIC,
+                    found,
+                })
+            }
+        }
+    }
+
+    /// Decodes a hello.
+    pub fn decode(b: &[u8; HELLO_LEN]) -> Result<Hello, DecodeError> {
+        check_magic(b, HELLO_MAGIC)?;
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version == 0 {
+            return Err(DecodeError::BadVersion(version));
+        }
+        let max_message_size = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if max_message_size < MIN_MESSAGE_LIMIT {
+            return Err(DecodeError::LimitTooSmall(max_message_size));
+        }
+        Ok(Hello {
+            version,
+            max_message_size,
+        })
+    }
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// The connection is accepted; messages may flow.
+    Accepted = 0,
+    /// The peer's user is not allowed by the server's access policy.
+    AccessDenied = 1,
+    /// The server is shutting down and takes no new connections.
+    ShuttingDown = 2,
+    /// The server does not speak any version the client offered.
+    UnsupportedVersion = 3,
+    /// The server did not understand the hello (the peer is not a pipette client, or is a
+    /// pipette client in raw mode).
+    BadHello = 4,
+}
+
+impl Status {
+    fn from_u8(v: u8) -> Result<Status, DecodeError> {
+        Ok(match v {
+            0 => Status::Accepted,
+            1 => Status::AccessDenied,
+            2 => Status::ShuttingDown,
+            3 => Status::UnsupportedVersion,
+            4 => Status::BadHello,
+            other => return Err(DecodeError::UnknownStatus(other)),
+        })
+    }
+}
+
+/// The server's answer to a hello.
+///
+/// ```text
+/// 0..8   magic "PIPETTE!"
+/// 8..10  version    u16  version both sides speak from now on (0 when refused)
+/// 10     status     u8   0 accepted, 1 access denied, 2 shutting down, 3 unsupported version,
+///                         4 hello not understood
+/// 11     reserved   u8   0
+/// 12..16 max_len    u32  largest payload the server accepts (0 when refused)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Whether the connection was accepted.
+    pub status: Status,
+    /// The version chosen (0 when refused).
+    pub version: u16,
+    /// The server's limit (0 when refused).
+    pub max_message_size: u32,
+}
+
+impl Reply {
+    /// An acceptance.
+    pub fn accept(version: u16, max_message_size: u32) -> Reply {
+        Reply {
+            status: Status::Accepted,
+            version,
+            max_message_size,
+        }
+    }
+
+    /// A refusal with the given reason.
+    pub fn refuse(status: Status) -> Reply {
+        Reply {
+            status,
+            version: 0,
+            max_message_size: 0,
+        }
+    }
+
+    /// Encodes the reply.
+    pub fn encode(&self) -> [u8; REPLY_LEN] {
+        let mut b = [0u8; REPLY_LEN];
+        b[0..8].copy_from_slice(&REPLY_MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10] = self.status as u8;
+        b[12..16].copy_from_slice(&self.max_message_size.to_le_bytes());
+        b
+    }
+
+    /// Decodes a reply. An accepting reply must carry a valid version and limit.
+    pub fn decode(b: &[u8; REPLY_LEN]) -> Result<Reply, DecodeError> {
+        check_magic(b, REPLY_MAGIC)?;
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        let status = Status::from_u8(b[10])?;
+        let max_message_size = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        if status == Status::Accepted {
+            if version == 0 {
+                return Err(DecodeError::BadVersion(version));
+            }
+            if max_message_size < MIN_MESSAGE_LIMIT {
+                return Err(DecodeError::LimitTooSmall(max_message_size));
+            }
+        }
+        Ok(Reply {
+            status,
+            version,
+            max_message_size,
+        })
+    }
+}
+
+/// Whether `partial`, the first bytes received from a would-be client, can still turn out to
+/// be a valid hello. Lets a server turn away a peer that does not speak the protocol as soon
+/// as its first byte arrives, instead of waiting for sixteen bytes that may never come.
+pub fn could_be_hello(partial: &[u8]) -> bool {
+    let n = partial.len().min(HELLO_MAGIC.len());
+    partial[..n] == HELLO_MAGIC[..n]
+}
+
+/// Chooses the version a server speaks with a client that offered `offered`.
+///
+/// Returns `None` when there is no common version.
+pub fn negotiate(offered: u16) -> Option<u16> {
+    if offered >= 1 {
+        Some(offered.min(VERSION))
+    } else {
+        None
+    }
+}
+
+/// A message header.
+///
+/// ```text
+/// 0..4  len    u32  payload length in bytes
+/// 4..8  flags  u32  reserved; v1 senders send 0 and v1 receivers reject anything else
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Payload length in bytes.
+    pub len: u32,
+}
+
+impl Header {
+    /// A header for a payload of `len` bytes.
+    pub fn new(len: u32) -> Header {
+        Header { len }
+    }
+
+    /// Encodes the header.
+    #[inline]
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// Decodes a header, refusing lengths over `max` before anything is allocated.
+    #[inline]
+    pub fn decode(b: &[u8; HEADER_LEN], max: u32) -> Result<Header, DecodeError> {
+        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        if flags != 0 {
+            return Err(DecodeError::UnknownFlags(flags));
+        }
+        if len > max {
+            return Err(DecodeError::TooLarge { len, max });
+        }
+        Ok(Header { len })
+    }
+}
+
+fn check_magic(b: &[u8; 16], expected: [u8; 8]) -> Result<(), DecodeError> {
+    let mut found = [0u8; 8];
+    found.copy_from_slice(&b[0..8]);
+    if found == expected {
+        Ok(())
+    } else {
+        Err(DecodeError::BadMagic { expected, found })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_has_documented_layout() {
+        let h = Hello {
+            version: 1,
+            max_message_size: 16 << 20,
+        };
+        let b = h.encode();
+        assert_eq!(&b[0..8], b"PIPETTE?");
+        assert_eq!(&b[8..10], &[1, 0]);
+        assert_eq!(&b[10..12], &[0, 0]);
+        assert_eq!(&b[12..16], &[0, 0, 0, 1]);
+        assert_eq!(Hello::decode(&b), Ok(h));
+    }
+
+    #[test]
+    fn reply_round_trips_and_has_documented_layout() {
+        let r = Reply::accept(1, 4096);
+        let b = r.encode();
+        assert_eq!(&b[0..8], b"PIPETTE!");
+        assert_eq!(&b[8..10], &[1, 0]);
+        assert_eq!(b[10], 0);
+        assert_eq!(b[11], 0);
+        assert_eq!(&b[12..16], &[0, 0x10, 0, 0]);
+        assert_eq!(Reply::decode(&b), Ok(r));
+
+        for status in [
+            Status::AccessDenied,
+            Status::ShuttingDown,
+            Status::UnsupportedVersion,
+            Status::BadHello,
+        ] {
+            let r = Reply::refuse(status);
+            assert_eq!(Reply::decode(&r.encode()), Ok(r));
+        }
+    }
+
+    #[test]
+    fn an_echoed_hello_is_not_a_reply() {
+        let hello = Hello {
+            version: 1,
+            max_message_size: 4096,
+        }
+        .encode();
+        match Reply::decode(&hello) {
+            Err(DecodeError::BadMagic { found, .. }) => assert_eq!(&found, b"PIPETTE?"),
+            other => panic!("expected BadMagic, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hello_rejects_garbage_version_and_tiny_limit() {
+        assert!(matches!(
+            Hello::decode(b"GET / HTTP/1.1\r\n"),
+            Err(DecodeError::BadMagic { .. })
+        ));
+        let mut b = Hello {
+            version: 1,
+            max_message_size: 4096,
+        }
+        .encode();
+        b[8] = 0;
+        assert_eq!(Hello::decode(&b), Err(DecodeError::BadVersion(0)));
+        let b = Hello {
+            version: 1,
+            max_message_size: 100,
+        }
+        .encode();
+        assert_eq!(Hello::decode(&b), Err(DecodeError::LimitTooSmall(100)));
+    }
+
+    #[test]
+    fn reply_rejects_unknown_status_and_bad_accept() {
+        let mut b = Reply::accept(1, 4096).encode();
+        b[10] = 9;
+        assert_eq!(Reply::decode(&b), Err(DecodeError::UnknownStatus(9)));
+        let b = Reply::accept(1, 10).encode();
+        assert_eq!(Reply::decode(&b), Err(DecodeError::LimitTooSmall(10)));
+    }
+
+    #[test]
+    fn header_round_trips_and_enforces_limit_and_flags() {
+        for len in [0u32, 1, 64, 65536, 16 << 20] {
+            let b = Header::new(len).encode();
+            assert_eq!(&b[0..4], &len.to_le_bytes());
+            assert_eq!(&b[4..8], &[0, 0, 0, 0]);
+            assert_eq!(Header::decode(&b, 16 << 20), Ok(Header::new(len)));
+        }
+        let b = Header::new(u32::MAX).encode();
+        assert_eq!(
+            Header::decode(&b, 16 << 20),
+            Err(DecodeError::TooLarge {
+                len: u32::MAX,
+                max: 16 << 20
+            })
+        );
+        let mut b = Header::new(1).encode();
+        b[7] = 0x80;
+        assert_eq!(
+            Header::decode(&b, 100),
+            Err(DecodeError::UnknownFlags(0x8000_0000))
+        );
+    }
+
+    #[test]
+    fn garbage_is_recognised_from_its_first_byte() {
+        assert!(could_be_hello(b""));
+        assert!(could_be_hello(b"PIP"));
+        assert!(could_be_hello(b"PIPETTE?\x01\x00"));
+        assert!(!could_be_hello(b"G"));
+        assert!(!could_be_hello(b"PIPETTE!"));
+    }
+
+    #[test]
+    fn negotiation_picks_the_common_version() {
+        assert_eq!(negotiate(1), Some(1));
+        assert_eq!(negotiate(7), Some(VERSION));
+        assert_eq!(negotiate(0), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! Local inter-process communication by **name**: no ports to pick, no port to collide.
+//!
+//! A server binds a name; clients connect by the same name (and may wait for it to appear);
+//! both sides exchange whole messages, with a size limit, timeouts on every blocking call, and
+//! one [`Shutdown`] handle that stops a server and all its connections from any thread. Under
+//! the hood it is a Unix domain socket (and, on Windows, a named pipe) with a small handshake
+//! and length-prefixed frames (see `docs/PROTOCOL.md`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use pipette::{Client, Server};
+//!
+//! # let name = format!("doc-crate-{}", std::process::id());
+//! # let name = name.as_str();
+//! // let name = "my-app";
+//! let server = Server::bind(name)?;
+//! let stop = server.shutdown_handle();
+//! let echo = std::thread::spawn(move || -> pipette::Result<()> {
+//!     for conn in server.incoming() {        // ends once `stop.shutdown()` is called
+//!         let mut conn = conn?;
+//!         let msg = conn.recv()?;
+//!         conn.send(&msg)?;
+//!     }
+//!     Ok(())
+//! });
+//!
+//! let mut client = Client::connect_timeout(name, Duration::from_secs(5))?;
+//! client.send(b"hello")?;
+//! assert_eq!(client.recv_timeout(Duration::from_secs(5))?, b"hello");
+//!
+//! stop.shutdown();                            // accept returns, the endpoint is removed
+//! echo.join().unwrap()?;
+//! # Ok::<(), pipette::Error>(())
+//! ```
+//!
+//! # Security
+//!
+//! By default only the server's own user can connect ([`Access::CurrentUser`]): the
+//! endpoint lives in a private per-user directory, the socket file is `0600`, and every peer's
+//! credentials are checked before [`Server::accept`] returns it. Binding never takes over a
+//! live server's name ([`Error::AddrInUse`]), and the leftovers of a crashed server are
+//! recovered safely.
+//!
+//! # Modes
+//!
+//! Framed mode (the default) carries messages; raw mode ([`ServerOptions::raw`],
+//! [`ClientOptions::raw`]) is a plain byte stream for foreign peers such as `socat`.
+
+#![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+mod access;
+mod client;
+mod connection;
+mod error;
+pub mod frame;
+mod name;
+mod peer;
+mod probe;
+mod server;
+mod shutdown;
+mod stream;
+#[allow(unsafe_code)]
+mod sys;
+
+pub use access::Access;
+pub use client::{Client, ClientOptions};
+pub use connection::{Connection, RecvHalf, SendHalf};
+pub use error::{Error, Result};
+pub use name::{IntoName, Name, MAX_PLAIN_LEN};
+pub use peer::PeerIdentity;
+pub use probe::{endpoints, probe, EndpointInfo, Liveness};
+pub use server::{
+    Incoming, Server, ServerOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
+};
+pub use shutdown::Shutdown;
+pub use stream::Stream;

@@ -1,0 +1,72 @@
+//! Is a server there? Which endpoints does this user have?
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::{sys, IntoName};
+
+/// What is at an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Liveness {
+    /// A server is listening. The pid is given where the platform tells it.
+    Live {
+        /// The server's process id.
+        pid: Option<u32>,
+    },
+    /// The endpoint exists but nobody listens: a server died without cleaning up. The next
+    /// server to bind the name recovers it.
+    Stale,
+    /// Nothing is there.
+    Absent,
+}
+
+/// One of this user's endpoints, from [`endpoints`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The plain name.
+    pub name: String,
+    /// Where it lives.
+    pub path: PathBuf,
+    /// Whether a server answers there.
+    pub liveness: Liveness,
+}
+
+/// Checks whether a server is listening on `name`, without disturbing it (a live server sees
+/// a connection that closes before its handshake, which it drops silently).
+///
+/// ```
+/// use pipette::{probe, Liveness, Server};
+///
+/// let name = format!("doc-probe-{}", std::process::id());
+/// assert_eq!(probe(&name)?, Liveness::Absent);
+/// let server = Server::bind(&name)?;
+/// assert!(matches!(probe(&name)?, Liveness::Live { .. }));
+/// # Ok::<(), pipette::Error>(())
+/// ```
+pub fn probe(name: impl IntoName) -> Result<Liveness> {
+    let name = name.into_name()?;
+    Ok(match sys::probe(name.path())? {
+        sys::Probe::Absent => Liveness::Absent,
+        sys::Probe::Stale => Liveness::Stale,
+        sys::Probe::Live(pid) => Liveness::Live { pid },
+    })
+}
+
+/// The current user's plain-name endpoints, live and stale, sorted by name.
+pub fn endpoints() -> Result<Vec<EndpointInfo>> {
+    let mut out = Vec::new();
+    for (name, path) in sys::list_endpoints()? {
+        let liveness = match sys::probe(&path)? {
+            sys::Probe::Absent => continue,
+            sys::Probe::Stale => Liveness::Stale,
+            sys::Probe::Live(pid) => Liveness::Live { pid },
+        };
+        out.push(EndpointInfo {
+            name,
+            path,
+            liveness,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,86 @@
+//! The platform layer: everything that differs between operating systems lives below here.
+//!
+//! The rest of the crate is platform-free and talks to the OS only through the contract below.
+//! Each backend (`unix/`, later `windows/`) provides exactly these items, with the same
+//! meaning; all `unsafe` code of the crate is in the backends, each block with a `SAFETY`
+//! comment.
+//!
+//! # The contract
+//!
+//! Names and endpoints:
+//! - `fn plain_endpoint(name: &str) -> Result<PathBuf, String>`: where a plain (already
+//!   validated) name lives for the current user, or why it cannot (for example, too long).
+//! - `fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>>`: `Some` when `s` is
+//!   the platform's explicit form (Unix: an absolute path), with the reason if it is unusable.
+//! - `fn probe(path: &Path) -> io::Result<Probe>`: is a server answering there, and its pid.
+//! - `fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>>`: this user's plain-name
+//!   endpoints.
+//!
+//! Access policy:
+//! - `const PLAIN_NAMES_ARE_PRIVATE: bool`: whether other users can reach a plain name at all.
+//! - `fn admits(access: Access, peer: &PeerIdentity) -> bool`: may this peer connect.
+//!
+//! `Listener` (one bound endpoint):
+//! - `Listener::bind(path, &ListenOptions) -> crate::Result<Listener>`: claim the endpoint
+//!   safely (never take a live server's name, recover a dead one's), with the access policy
+//!   applied from the first instant.
+//! - `Listener::accept(&self, timeout) -> io::Result<(Stream, [u8; HELLO_LEN], usize)>`: the
+//!   next connection whose first `ListenOptions::prefix_len` bytes have arrived (or whose
+//!   first bytes fail `ListenOptions::prefix_ok`); the bytes and their count are returned. A peer that is slow to send them never delays other peers: it is dropped after
+//!   `ListenOptions::handshake_timeout`. Fails with `ErrorKind::TimedOut` when `timeout`
+//!   expires.
+//! - `Cancel for Listener`: wakes every blocked `accept` promptly and makes later ones fail; it
+//!   also releases the endpoint (a new server may bind the name at once).
+//!
+//! `Stream` (one connected byte stream):
+//! - `Stream::connect(path) -> io::Result<Stream>`: `NotFound` when nothing is there,
+//!   `ConnectionRefused` when a dead endpoint is there, `WouldBlock` when the server is alive
+//!   but its queue is full (try again later).
+//! - `read`, `read_append` (into a `Vec`'s spare capacity), `write`, `write2` (header and
+//!   payload in one system call): blocking, restarted on `EINTR`; a timeout set with
+//!   `set_read_timeout`/`set_write_timeout` ends them with `WouldBlock` or `TimedOut`.
+//! - `Cancel for Stream`: wakes every blocked read and write on the stream promptly, for good
+//!   (reads then see end-of-stream, writes fail). It costs nothing per message: it acts on the
+//!   stream itself rather than on something each call would have to poll.
+//! - `shutdown_write`: orderly end of our sending direction.
+//! - `peer(&self) -> io::Result<PeerIdentity>`: the peer's process and user.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::*;
+
+#[cfg(not(unix))]
+compile_error!("pipette supports Unix (Linux) for now; the Windows backend is being written");
+
+/// What a probe of an endpoint found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Nothing is there.
+    Absent,
+    /// Something is there but nobody answers: a crashed server's leftover.
+    Stale,
+    /// A server answered; its pid where the platform tells.
+    Live(Option<u32>),
+}
+
+/// What a backend needs to know to bind.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenOptions {
+    pub access: crate::Access,
+    /// How many bytes `accept` waits for before handing a connection over (the hello).
+    pub prefix_len: usize,
+    /// Whether the bytes received so far can still be a valid prefix; when they cannot,
+    /// `accept` hands the connection over at once (with fewer than `prefix_len` bytes) so
+    /// that the caller can turn it away without waiting.
+    pub prefix_ok: fn(&[u8]) -> bool,
+    pub handshake_timeout: std::time::Duration,
+    /// The endpoint lives in pipette's per-user directory, which is created and checked.
+    pub private_dir: bool,
+}
+
+/// Something a [`Shutdown`](crate::Shutdown) can wake.
+pub(crate) trait Cancel: Send + Sync {
+    /// Wakes every blocked operation for good. Must be idempotent and must not block.
+    fn cancel(&self);
+}

@@ -1,0 +1,252 @@
+//! A listening Unix socket whose `accept` never lets one slow peer delay another.
+//!
+//! Accepted sockets wait in a small queue, non-blocking, until their first `prefix_len`
+//! bytes (the hello) have arrived; `poll(2)` watches the listener and the queue together. A
+//! peer that sends nothing is dropped after the handshake timeout, and the queue is bounded,
+//! so a flood of silent connections costs memory for at most `MAX_PENDING` sockets (the rest
+//! wait in the kernel's accept queue).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::access::socket_mode;
+use super::endpoint::{ensure_private_dir, Claim};
+use super::stream::{set_nonblocking, Stream};
+use crate::error::Result;
+use crate::frame::HELLO_LEN;
+use crate::sys::{Cancel, ListenOptions};
+use crate::Name;
+
+/// Most connections kept waiting for their hello at once.
+const MAX_PENDING: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) struct Listener {
+    fd: OwnedFd,
+    claim: Mutex<Claim>,
+    queue: Mutex<Vec<Pending>>,
+    opts: ListenOptions,
+    cancelled: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    stream: Stream,
+    prefix: [u8; HELLO_LEN],
+    have: usize,
+    deadline: Instant,
+}
+
+enum Progress {
+    Ready,
+    Waiting,
+    Gone,
+}
+
+impl Pending {
+    fn progress(&mut self, need: usize, ok: fn(&[u8]) -> bool, now: Instant) -> Progress {
+        while self.have < need {
+            match self
+                .stream
+                .read_nonblocking(&mut self.prefix[self.have..need])
+            {
+                Ok(0) => {
+                    tracing::debug!("a peer closed its connection before completing the handshake");
+                    return Progress::Gone;
+                }
+                Ok(n) => {
+                    self.have += n;
+                    if !ok(&self.prefix[..self.have]) {
+                        return Progress::Ready;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dropping a connection that failed during the handshake");
+                    return Progress::Gone;
+                }
+            }
+        }
+        if self.have == need {
+            Progress::Ready
+        } else if now >= self.deadline {
+            tracing::warn!(
+                received = self.have,
+                expected = need,
+                "dropping a connection that did not complete the handshake in time"
+            );
+            Progress::Gone
+        } else {
+            Progress::Waiting
+        }
+    }
+}
+
+impl Listener {
+    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+        let path = name.path();
+        if opts.private_dir && opts.access != crate::Access::CurrentUser {
+            return Err(crate::Error::InvalidName {
+                name: name.as_str().to_owned(),
+                reason: format!(
+                    "a plain name lives in your private directory {}, which other users cannot reach, so access {:?} would admit nobody; bind an absolute path in a directory they can reach instead, such as /tmp/{}.sock",
+                    path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+                    opts.access.as_str(),
+                    name.as_str()
+                ),
+            });
+        }
+        if opts.private_dir {
+            if let Some(dir) = path.parent() {
+                ensure_private_dir(dir)?;
+            }
+        }
+        let mut claim = Claim::acquire(name.as_str(), path)?;
+        claim.clear_leftover(name.as_str())?;
+        let fd = claim.bind(name.as_str(), socket_mode(opts.access))?;
+        Ok(Listener {
+            fd,
+            claim: Mutex::new(claim),
+            queue: Mutex::new(Vec::new()),
+            opts: opts.clone(),
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    fn aborted() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the listener was shut down",
+        )
+    }
+
+    /// Accepts every connection the kernel has queued, up to the pending limit.
+    fn drain_listener(&self, queue: &mut Vec<Pending>, now: Instant) -> io::Result<()> {
+        while queue.len() < MAX_PENDING {
+            // SAFETY: null address pointers are allowed (we do not need the peer address).
+            let res = unsafe {
+                syscall!(accept4(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+                ))
+            };
+            match res {
+                Ok(fd) => {
+                    // SAFETY: accept4 returned a fresh descriptor that we now own.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    queue.push(Pending {
+                        stream: Stream::from_fd(fd),
+                        prefix: [0; HELLO_LEN],
+                        have: 0,
+                        deadline: now + self.opts.handshake_timeout,
+                    });
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(()),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                    _ if self.cancelled.load(Ordering::SeqCst) => return Err(Self::aborted()),
+                    _ => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn accept(
+        &self,
+        timeout: Option<Duration>,
+    ) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let need = self.opts.prefix_len;
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pollfds: Vec<libc::pollfd> = Vec::new();
+        loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(Self::aborted());
+            }
+            let now = Instant::now();
+            self.drain_listener(&mut queue, now)?;
+
+            let mut i = 0;
+            while i < queue.len() {
+                match queue[i].progress(need, self.opts.prefix_ok, now) {
+                    Progress::Ready => {
+                        let p = queue.swap_remove(i);
+                        set_nonblocking(p.stream.raw_fd(), false)?;
+                        return Ok((p.stream, p.prefix, p.have));
+                    }
+                    Progress::Gone => {
+                        queue.swap_remove(i);
+                    }
+                    Progress::Waiting => i += 1,
+                }
+            }
+
+            let mut wait = queue.iter().map(|p| p.deadline).min();
+            if let Some(d) = deadline {
+                if now >= d {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
+                }
+                wait = Some(wait.map_or(d, |w| w.min(d)));
+            }
+            let timeout_ms: libc::c_int = match wait {
+                None => -1,
+                Some(w) => {
+                    let left = w.saturating_duration_since(now);
+                    // Round up so that we never wake just before the deadline.
+                    (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int
+                }
+            };
+
+            pollfds.clear();
+            if queue.len() < MAX_PENDING {
+                pollfds.push(libc::pollfd {
+                    fd: self.fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            pollfds.extend(queue.iter().map(|p| libc::pollfd {
+                fd: p.stream.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            // SAFETY: `pollfds` is a valid array of `len` pollfd structures.
+            match unsafe {
+                syscall!(poll(
+                    pollfds.as_mut_ptr(),
+                    pollfds.len() as libc::nfds_t,
+                    timeout_ms
+                ))
+            } {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Cancel for Listener {
+    /// Releases the endpoint first (the name is free at once), then shuts the listening
+    /// socket down, which wakes `poll(2)` and makes `accept(2)` fail, at once and for good.
+    /// The order matters: whoever is woken may end the process right away, and by then the
+    /// endpoint must already be gone.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.claim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release();
+        // SAFETY: shutdown has no memory preconditions; the descriptor is open.
+        unsafe {
+            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The Unix backend: Unix domain stream sockets (developed and tested on Linux).
+//!
+//! See `sys/mod.rs` for the contract this module implements.
+
+/// Calls a libc function and turns its `-1` return into `io::Error::last_os_error()`.
+///
+/// Every use is in an `unsafe` context with its own `SAFETY` comment.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+mod access;
+mod endpoint;
+mod listener;
+mod stream;
+
+pub(crate) use access::admits;
+pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe};
+pub(crate) use listener::Listener;
+pub(crate) use stream::Stream;
+
+/// Turns a `Duration` into a `timeval`, saturating; `None` (no timeout) is all zeros, and a
+/// zero duration becomes one microsecond so that it does not mean "no timeout".
+fn timeval(d: Option<std::time::Duration>) -> libc::timeval {
+    match d {
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        Some(d) => {
+            let secs = d.as_secs().min(i32::MAX as u64) as libc::time_t;
+            let mut usecs = d.subsec_micros() as libc::suseconds_t;
+            if secs == 0 && usecs == 0 {
+                usecs = 1;
+            }
+            libc::timeval {
+                tv_sec: secs,
+                tv_usec: usecs,
+            }
+        }
+    }
+}

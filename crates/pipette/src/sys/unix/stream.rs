@@ -1,0 +1,237 @@
+//! A connected Unix domain stream socket.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use super::timeval;
+use crate::sys::Cancel;
+use crate::PeerIdentity;
+
+/// A connected, blocking `SOCK_STREAM` Unix socket.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    fd: OwnedFd,
+}
+
+/// Builds a `sockaddr_un` for `path`. The caller has checked the length (see `endpoint`).
+pub(super) fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long or contains NUL",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((addr, len as libc::socklen_t))
+}
+
+/// A new `AF_UNIX` stream socket, close-on-exec, optionally non-blocking.
+pub(super) fn socket(nonblocking: bool) -> io::Result<OwnedFd> {
+    let flags =
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: socket has no memory preconditions; on success we own the new descriptor.
+    let fd = unsafe { syscall!(socket(libc::AF_UNIX, flags, 0))? };
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(super) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    let mut v: libc::c_int = on.into();
+    // SAFETY: FIONBIO reads one c_int from the valid pointer we pass.
+    unsafe { syscall!(ioctl(fd, libc::FIONBIO, &mut v))? };
+    Ok(())
+}
+
+impl Stream {
+    pub(super) fn from_fd(fd: OwnedFd) -> Stream {
+        Stream { fd }
+    }
+
+    /// Connects to the socket at `path` without waiting on a full accept queue.
+    ///
+    /// Errors: `NotFound` (no socket there), `ConnectionRefused` (a socket nobody listens
+    /// on), `WouldBlock` (the server's accept queue is full), `PermissionDenied`, others.
+    pub(crate) fn connect(path: &Path) -> io::Result<Stream> {
+        let (addr, len) = sockaddr(path)?;
+        let fd = socket(true)?;
+        // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the call.
+        let rc = unsafe {
+            syscall!(connect(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len
+            ))
+        };
+        if let Err(e) = rc {
+            // A Unix stream connect never completes asynchronously: EAGAIN means the
+            // listener's queue is full, which callers treat as "busy, try again".
+            return Err(e);
+        }
+        set_nonblocking(fd.as_raw_fd(), false)?;
+        Ok(Stream { fd })
+    }
+
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+            match unsafe {
+                syscall!(read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len()
+                ))
+            } {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).
+    pub(crate) fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
+        let n = loop {
+            // SAFETY: `spare` is valid for writes of `spare.len()` bytes; read(2) only writes.
+            match unsafe {
+                syscall!(read(
+                    self.fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len()
+                ))
+            } {
+                Ok(n) => break n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        // SAFETY: the kernel initialised the first `n <= max` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    /// Reads without blocking (for the handshake queue).
+    pub(super) fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe {
+            syscall!(recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT
+            ))?
+        };
+        Ok(n as usize)
+    }
+
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write2(buf, &[])
+    }
+
+    /// Writes `a` then `b` with one `sendmsg(2)`; returns how many bytes went out in total.
+    /// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a `SIGPIPE`.
+    pub(crate) fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        let mut iov = [
+            libc::iovec {
+                iov_base: a.as_ptr() as *mut libc::c_void,
+                iov_len: a.len(),
+            },
+            libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = if b.is_empty() { 1 } else { 2 };
+        loop {
+            // SAFETY: `msg` points at `iov`, whose buffers are valid for reads of their
+            // lengths for the duration of the call; sendmsg does not write through them.
+            match unsafe { syscall!(sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)) } {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn set_timeout(&self, opt: libc::c_int, d: Option<Duration>) -> io::Result<()> {
+        let tv = timeval(d);
+        // SAFETY: `tv` is a valid timeval and its exact size is passed.
+        unsafe {
+            syscall!(setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t
+            ))?
+        };
+        Ok(())
+    }
+
+    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.set_timeout(libc::SO_RCVTIMEO, d)
+    }
+
+    pub(crate) fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.set_timeout(libc::SO_SNDTIMEO, d)
+    }
+
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown has no memory preconditions.
+        unsafe { syscall!(shutdown(self.fd.as_raw_fd(), libc::SHUT_WR))? };
+        Ok(())
+    }
+
+    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+        // SAFETY: ucred is plain old data; all-zero is valid.
+        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` is valid for writes of `len` bytes, and `len` is updated in place.
+        unsafe {
+            syscall!(getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len
+            ))?
+        };
+        Ok(PeerIdentity {
+            pid: (cred.pid > 0).then_some(cred.pid as u32),
+            uid: Some(cred.uid),
+            gid: Some(cred.gid),
+            sid: None,
+        })
+    }
+
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Cancel for Stream {
+    /// `shutdown(SHUT_RDWR)` wakes every thread blocked in `read` (it returns 0) or in
+    /// `sendmsg` on a full buffer (it fails with `EPIPE`), and keeps doing so for later calls.
+    fn cancel(&self) {
+        // SAFETY: shutdown has no memory preconditions; the descriptor is open because `self`
+        // is alive. Errors (for example ENOTCONN after the peer left) are irrelevant here.
+        unsafe {
+            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+}
