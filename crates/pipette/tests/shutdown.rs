@@ -1,1 +1,217 @@
-fn main() {}
+//! Shutdown from another thread ends every blocking operation promptly, and frees the name.
+//!
+//! The time limits here only turn a hang into a failure; they are generous on purpose.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pipette::{Client, ClientOptions, Error, Liveness, Server, Shutdown};
+use support::{spawn, tell, unique};
+
+fn main() {
+    support::main(
+        &[
+            ("shutdown_unblocks_accept", shutdown_unblocks_accept),
+            ("shutdown_unblocks_recv", shutdown_unblocks_recv),
+            (
+                "shutdown_unblocks_send_on_a_full_buffer",
+                shutdown_unblocks_send_on_a_full_buffer,
+            ),
+            (
+                "shutdown_unblocks_connect_timeout",
+                shutdown_unblocks_connect_timeout,
+            ),
+            (
+                "client_handle_unblocks_its_recv",
+                client_handle_unblocks_its_recv,
+            ),
+            (
+                "shutdown_frees_the_name_at_once",
+                shutdown_frees_the_name_at_once,
+            ),
+            (
+                "incoming_ends_cleanly_and_connections_end_too",
+                incoming_ends_cleanly_and_connections_end_too,
+            ),
+            (
+                "a_client_of_a_shut_down_server_sees_closed",
+                a_client_of_a_shut_down_server_sees_closed,
+            ),
+        ],
+        &[
+            ("client-silent", role_client_silent),
+            ("server-silent", role_server_silent),
+        ],
+    );
+}
+
+/// How long a blocked call may take to notice a shutdown before we call it a hang.
+const PROMPT: Duration = Duration::from_secs(2);
+
+fn role_client_silent(args: Vec<String>) {
+    let conn = Client::connect_timeout(args[0].as_str(), Duration::from_secs(10)).unwrap();
+    tell("connected");
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    drop(conn);
+}
+
+/// `server-silent NAME`: accepts connections and never answers, until stdin closes.
+fn role_server_silent(args: Vec<String>) {
+    let server = Server::bind(args[0].as_str()).unwrap();
+    support::stop_on_stdin_close(server.shutdown_handle());
+    tell("ready");
+    let mut held = Vec::new();
+    for conn in server.incoming() {
+        held.push(conn);
+    }
+}
+
+/// Calls `stop` after a pause from another thread; returns how long `f` blocked.
+fn blocked_until_shutdown<T>(stop: Shutdown, f: impl FnOnce() -> T) -> (T, Duration) {
+    let trigger = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        stop.shutdown();
+        t
+    });
+    let result = f();
+    let returned = Instant::now();
+    let triggered = trigger.join().unwrap();
+    (result, returned.saturating_duration_since(triggered))
+}
+
+fn assert_shutdown<T: std::fmt::Debug>(r: pipette::Result<T>, lag: Duration, what: &str) {
+    assert!(
+        matches!(r, Err(Error::Shutdown(_))),
+        "{what}: expected Shutdown, got {r:?}"
+    );
+    assert!(lag < PROMPT, "{what} took {lag:?} to notice the shutdown");
+}
+
+fn shutdown_unblocks_accept() {
+    let name = unique("sd-accept");
+    let server = Server::bind(name.as_str()).unwrap();
+    let (r, lag) = blocked_until_shutdown(server.shutdown_handle(), || server.accept());
+    assert_shutdown(r, lag, "accept");
+    // And every later accept fails the same way, at once.
+    assert!(matches!(server.accept(), Err(Error::Shutdown(_))));
+}
+
+fn shutdown_unblocks_recv() {
+    let name = unique("sd-recv");
+    let server = Server::bind(name.as_str()).unwrap();
+    let mut child = spawn("client-silent", &[&name]);
+    child.expect("connected");
+    let mut conn = server.accept().unwrap();
+    let (r, lag) = blocked_until_shutdown(server.shutdown_handle(), || conn.recv());
+    assert_shutdown(r, lag, "recv");
+    assert!(matches!(conn.recv(), Err(Error::Shutdown(_))));
+}
+
+fn shutdown_unblocks_send_on_a_full_buffer() {
+    let name = unique("sd-send");
+    let server = Server::bind(name.as_str()).unwrap();
+    let mut child = spawn("client-silent", &[&name]);
+    child.expect("connected");
+    let mut conn = server.accept().unwrap();
+    let stop = server.shutdown_handle();
+    let msg = vec![1u8; 256 * 1024];
+    // Fill the socket buffer until a send blocks (the peer never reads), then shut down.
+    let (r, lag) = blocked_until_shutdown(stop, move || -> pipette::Result<()> {
+        loop {
+            conn.send(&msg)?;
+        }
+    });
+    assert_shutdown(r, lag, "send");
+}
+
+fn shutdown_unblocks_connect_timeout() {
+    let name = unique("sd-connect");
+    let stop = Shutdown::new();
+    let opts = ClientOptions::new().shutdown(&stop);
+    let (r, lag) = blocked_until_shutdown(stop, || {
+        opts.connect_timeout(name.as_str(), Duration::from_secs(60))
+    });
+    assert_shutdown(r, lag, "connect_timeout");
+}
+
+fn client_handle_unblocks_its_recv() {
+    let name = unique("sd-client");
+    let mut server = spawn("server-silent", &[&name]);
+    server.expect("ready");
+    let mut conn = Client::connect(name.as_str()).unwrap();
+    conn.send(b"anyone?").unwrap();
+    let (r, lag) = blocked_until_shutdown(conn.shutdown_handle(), || conn.recv());
+    assert_shutdown(r, lag, "client recv");
+}
+
+fn shutdown_frees_the_name_at_once() {
+    let name = unique("sd-free");
+    let server = Server::bind(name.as_str()).unwrap();
+    let path = server.name().path().to_owned();
+    server.shutdown_handle().shutdown();
+    // The old Server value still exists, yet the name is free and the files are gone.
+    assert!(
+        !path.exists(),
+        "{} still exists after shutdown",
+        path.display()
+    );
+    assert_eq!(pipette::probe(name.as_str()).unwrap(), Liveness::Absent);
+    let again = Server::bind(name.as_str()).unwrap();
+    drop(server); // must not remove the new server's endpoint
+    assert!(
+        path.exists(),
+        "dropping the old server removed the new server's endpoint"
+    );
+    let mut c = Client::connect(name.as_str()).unwrap();
+    c.send(b"new").unwrap();
+    assert_eq!(again.accept().unwrap().recv().unwrap(), b"new");
+    drop(again);
+    assert!(!path.exists());
+}
+
+fn incoming_ends_cleanly_and_connections_end_too() {
+    let name = unique("sd-incoming");
+    let server = Server::bind(name.as_str()).unwrap();
+    let stop = server.shutdown_handle();
+    let mut clients: Vec<_> = (0..5).map(|_| spawn("client-silent", &[&name])).collect();
+    for c in &mut clients {
+        c.expect("connected");
+    }
+    let worker = std::thread::spawn(move || {
+        let mut handlers = Vec::new();
+        for conn in server.incoming() {
+            let mut conn = conn.unwrap();
+            handlers.push(std::thread::spawn(move || conn.recv()));
+            if handlers.len() == 5 {
+                break;
+            }
+        }
+        // Back to accepting; shutdown ends the loop with None rather than an error.
+        let extra = server.incoming().count();
+        let results: Vec<_> = handlers.into_iter().map(|h| h.join().unwrap()).collect();
+        (extra, results)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    stop.shutdown();
+    let (extra, results) = worker.join().unwrap();
+    assert!(t.elapsed() < PROMPT);
+    assert_eq!(extra, 0);
+    for r in results {
+        assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");
+    }
+}
+
+fn a_client_of_a_shut_down_server_sees_closed() {
+    let name = unique("sd-peer");
+    let server = Server::bind(name.as_str()).unwrap();
+    let mut c = Client::connect(name.as_str()).unwrap();
+    let _conn = server.accept().unwrap();
+    server.shutdown_handle().shutdown();
+    assert!(matches!(
+        c.recv_timeout(Duration::from_secs(5)),
+        Err(Error::Closed)
+    ));
+}

@@ -3,7 +3,7 @@
 use crate::{Access, PeerIdentity};
 
 /// The mode of the socket file for a policy.
-pub(super) fn socket_mode(access: Access) -> libc::mode_t {
+pub(super) fn socket_mode(access: Access) -> u32 {
     match access {
         Access::CurrentUser => 0o600,
         Access::Group => 0o660,

@@ -270,14 +270,14 @@ impl Claim {
 
     /// Binds a listening socket at the claimed path with the given file mode, without a
     /// moment where the file is more open than `mode`.
-    pub(super) fn bind(&mut self, name: &str, mode: libc::mode_t) -> Result<OwnedFd> {
+    pub(super) fn bind(&mut self, name: &str, mode: u32) -> Result<OwnedFd> {
         let (addr, len) = sockaddr(&self.path)?;
         let fd = socket(true)?;
         // The socket file is created with the socket inode's mode minus the umask, and
         // fchmod on an unbound socket sets that inode's mode: so the file never exists with
         // more permissions than `mode`.
         // SAFETY: fchmod has no memory preconditions.
-        unsafe { syscall!(fchmod(fd.as_raw_fd(), mode))? };
+        unsafe { syscall!(fchmod(fd.as_raw_fd(), mode as libc::mode_t))? };
         // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
         let bound = unsafe {
             syscall!(bind(
@@ -305,8 +305,8 @@ impl Claim {
         self.socket_id = Some((meta.dev(), meta.ino()));
         // The umask may have narrowed the mode; widen it back to exactly `mode` (widening
         // after creation opens no window: the file was only ever narrower).
-        if meta.permissions().mode() & 0o777 != mode as u32 {
-            std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode as u32))?;
+        if meta.permissions().mode() & 0o777 != mode {
+            std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode))?;
         }
         // SAFETY: listen has no memory preconditions. The kernel caps the backlog.
         unsafe { syscall!(listen(fd.as_raw_fd(), 4096))? };

@@ -65,19 +65,16 @@ impl Stream {
     pub(crate) fn connect(path: &Path) -> io::Result<Stream> {
         let (addr, len) = sockaddr(path)?;
         let fd = socket(true)?;
+        // A Unix stream connect never completes asynchronously: EAGAIN means the listener's
+        // queue is full, which callers treat as "busy, try again".
         // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the call.
-        let rc = unsafe {
+        unsafe {
             syscall!(connect(
                 fd.as_raw_fd(),
                 (&addr as *const libc::sockaddr_un).cast(),
                 len
-            ))
+            ))?
         };
-        if let Err(e) = rc {
-            // A Unix stream connect never completes asynchronously: EAGAIN means the
-            // listener's queue is full, which callers treat as "busy, try again".
-            return Err(e);
-        }
         set_nonblocking(fd.as_raw_fd(), false)?;
         Ok(Stream { fd })
     }
