@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::connection::{message_limit, Connection, Shared};
 use crate::error::{Error, Result};
-use crate::frame::{self, Hello};
+use crate::handshake;
 use crate::server::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::shutdown::Shutdown;
 use crate::{sys, IntoName, Name};
@@ -168,11 +168,7 @@ impl ClientOptions {
             .register(stream.clone())
             .map_err(|()| Error::Shutdown("the client's shutdown handle was triggered"))?;
         if !self.raw {
-            let hello = Hello {
-                version: frame::VERSION,
-                max_message_size: limit,
-            }
-            .encode();
+            let hello = handshake::hello(limit);
             // A fresh socket's send buffer is empty: the 16 bytes go out in one write.
             match stream.write(&hello) {
                 Ok(n) if n == hello.len() => {}

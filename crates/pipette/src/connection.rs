@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::frame::{self, Header, Reply, Status, HEADER_LEN, REPLY_LEN};
+use crate::frame::{self, Header, HEADER_LEN, REPLY_LEN};
+use crate::handshake;
 use crate::shutdown::{Registration, Shutdown};
 use crate::stream::Stream;
 use crate::{sys, Name, PeerIdentity};
@@ -59,6 +60,11 @@ impl Shared {
         }
     }
 
+    pub(crate) fn set_peer_limit(&self, limit: u32) {
+        self.peer_limit.store(limit, Ordering::Release);
+        self.peer_limit_known.store(true, Ordering::Release);
+    }
+
     pub(crate) fn peer(&self) -> &PeerIdentity {
         self.peer
             .get_or_init(|| self.stream.peer().unwrap_or_default())
@@ -66,28 +72,11 @@ impl Shared {
 
     /// Turns an I/O error of `op` into the error the user should see.
     pub(crate) fn error(&self, e: io::Error, op: &'static str, timeout: Option<Duration>) -> Error {
-        if self.shutdown.is_shutdown() {
-            return Error::Shutdown("the connection's shutdown handle was triggered");
-        }
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut {
-                op,
-                after: timeout.unwrap_or_default(),
-            },
-            io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::NotConnected => Error::Closed,
-            _ => Error::Io(e),
-        }
+        Error::from_io(e, op, timeout, self.shutdown.is_shutdown())
     }
 
     fn eof(&self) -> Error {
-        if self.shutdown.is_shutdown() {
-            Error::Shutdown("the connection's shutdown handle was triggered")
-        } else {
-            Error::Closed
-        }
+        Error::eof(self.shutdown.is_shutdown())
     }
 }
 
@@ -444,17 +433,8 @@ impl RecvHalf {
             let had = self.buffered();
             match self.fill(t, REPLY_LEN) {
                 Ok(()) => {}
-                Err(Error::Closed) if had == 0 => {
-                    return Err(Error::Protocol(format!(
-                        "the server at {:?} closed the connection without answering the handshake; it may be shutting down, overloaded, or not a pipette server (a raw peer needs raw mode)",
-                        self.shared.name.as_str()
-                    )))
-                }
                 Err(Error::Closed) => {
-                    return Err(Error::Protocol(format!(
-                        "the server at {:?} closed the connection part-way through its handshake reply; it is not a pipette server (a raw peer needs raw mode)",
-                        self.shared.name.as_str()
-                    )))
+                    return Err(handshake::reply_cut_short(&self.shared.name, had))
                 }
                 Err(e) => return Err(e),
             }
@@ -462,37 +442,17 @@ impl RecvHalf {
         let mut bytes = [0u8; REPLY_LEN];
         bytes.copy_from_slice(&self.buf[self.start..self.start + REPLY_LEN]);
         self.start += REPLY_LEN;
-        let name = self.shared.name.as_str();
-        let reply = Reply::decode(&bytes).map_err(|e| {
-            Error::Protocol(format!(
-                "{name:?} did not answer like a pipette server ({e}); if it is a plain byte-stream peer, connect in raw mode"
-            ))
-        })?;
-        let result = match reply.status {
-            Status::Accepted => {
-                self.shared
-                    .peer_limit
-                    .store(reply.max_message_size, Ordering::Release);
-                self.shared.peer_limit_known.store(true, Ordering::Release);
+        match handshake::interpret_reply(&self.shared.name, &bytes) {
+            Ok(limit) => {
+                self.shared.set_peer_limit(limit);
                 self.reply_pending = false;
-                return Ok(());
+                Ok(())
             }
-            Status::AccessDenied => Error::PermissionDenied(format!(
-                "the server at {name:?} refused this connection: its access policy does not admit your user; run the client as the server's user, or have the server widen its access"
-            )),
-            Status::ShuttingDown => {
-                Error::Shutdown("the server is shutting down and accepts no new connections")
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
             }
-            Status::UnsupportedVersion => Error::Protocol(format!(
-                "the server at {name:?} does not speak protocol version {}; upgrade the older side",
-                frame::VERSION
-            )),
-            Status::BadHello => Error::Protocol(format!(
-                "the server at {name:?} did not understand this client's hello"
-            )),
-        };
-        self.failed = Some(result.to_string());
-        Err(result)
+        }
     }
 
     fn recv_with(&mut self, out: &mut Vec<u8>, t: Option<Duration>) -> Result<usize> {

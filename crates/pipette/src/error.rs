@@ -82,6 +82,8 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
+pub(crate) const SHUTDOWN_TRIGGERED: &str = "the connection's shutdown handle was triggered";
+
 fn pid_suffix(pid: Option<u32>) -> String {
     match pid {
         Some(pid) => format!(" (pid {pid})"),
@@ -90,6 +92,39 @@ fn pid_suffix(pid: Option<u32>) -> String {
 }
 
 impl Error {
+    /// The error a failed I/O operation `op` stands for. `shut_down` says whether the
+    /// operation's shutdown handle was triggered, which explains any failure after it.
+    pub(crate) fn from_io(
+        e: io::Error,
+        op: &'static str,
+        timeout: Option<Duration>,
+        shut_down: bool,
+    ) -> Error {
+        if shut_down {
+            return Error::Shutdown(SHUTDOWN_TRIGGERED);
+        }
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut {
+                op,
+                after: timeout.unwrap_or_default(),
+            },
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected => Error::Closed,
+            _ => Error::Io(e),
+        }
+    }
+
+    /// End of stream where a message may start: `Closed`, or `Shutdown` if we caused it.
+    pub(crate) fn eof(shut_down: bool) -> Error {
+        if shut_down {
+            Error::Shutdown(SHUTDOWN_TRIGGERED)
+        } else {
+            Error::Closed
+        }
+    }
+
     /// The closest [`io::ErrorKind`], for callers that need to fit pipette into `io` code.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {

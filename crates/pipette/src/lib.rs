@@ -54,6 +54,7 @@ mod client;
 mod connection;
 mod error;
 pub mod frame;
+mod handshake;
 mod name;
 mod peer;
 mod probe;

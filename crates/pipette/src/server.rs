@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::connection::{message_limit, Connection, Shared};
 use crate::error::{Error, Result};
-use crate::frame::{self, Hello, Reply, Status, HELLO_LEN};
+use crate::frame;
+use crate::handshake::{Admission, Policy};
 use crate::shutdown::{Registration, Shutdown};
 use crate::sys::{self, ListenOptions};
 use crate::{Access, IntoName, Name};
@@ -98,33 +99,42 @@ impl ServerOptions {
     /// touched), and recovers the endpoint left behind by a server that died. With a plain
     /// name, the per-user directory is created (mode `0700`) and checked first.
     pub fn bind(&self, name: impl IntoName) -> Result<Server> {
+        let (policy, listen, shutdown) = self.prepare(name)?;
+        let listener = Arc::new(sys::Listener::bind(&policy.name, &listen)?);
+        let registration = shutdown
+            .register(listener.clone())
+            .map_err(|()| Error::Shutdown("the shutdown handle was triggered while binding"))?;
+        tracing::debug!(name = %policy.name, path = %policy.name.path().display(), "listening");
+        Ok(Server {
+            listener,
+            shutdown,
+            _registration: registration,
+            policy,
+        })
+    }
+
+    /// Everything binding needs, checked: shared by the blocking and the async server.
+    pub(crate) fn prepare(&self, name: impl IntoName) -> Result<(Policy, ListenOptions, Shutdown)> {
         let name = name.into_name()?;
         let limit = message_limit(self.max_message_size)?;
         let shutdown = self.shutdown.clone().unwrap_or_default();
         if shutdown.is_shutdown() {
             return Err(Error::Shutdown("the shutdown handle was already triggered"));
         }
-        let listen = ListenOptions {
-            access: self.access,
-            prefix_len: if self.raw { 0 } else { HELLO_LEN },
-            prefix_ok: frame::could_be_hello,
-            handshake_timeout: self.handshake_timeout,
-            private_dir: name.is_plain(),
-        };
-        let listener = Arc::new(sys::Listener::bind(&name, &listen)?);
-        let registration = shutdown
-            .register(listener.clone())
-            .map_err(|()| Error::Shutdown("the shutdown handle was triggered while binding"))?;
-        tracing::debug!(name = %name, path = %name.path().display(), "listening");
-        Ok(Server {
-            listener,
-            shutdown,
-            _registration: registration,
+        let policy = Policy {
             name,
-            limit,
             access: self.access,
             raw: self.raw,
-        })
+            limit,
+        };
+        let listen = ListenOptions {
+            access: self.access,
+            prefix_len: policy.prefix_len(),
+            prefix_ok: frame::could_be_hello,
+            handshake_timeout: self.handshake_timeout,
+            private_dir: policy.name.is_plain(),
+        };
+        Ok((policy, listen, shutdown))
     }
 }
 
@@ -148,10 +158,7 @@ pub struct Server {
     listener: Arc<sys::Listener>,
     shutdown: Shutdown,
     _registration: Registration,
-    name: Name,
-    limit: u32,
-    access: Access,
-    raw: bool,
+    policy: Policy,
 }
 
 impl Server {
@@ -188,12 +195,12 @@ impl Server {
 
     /// The name this server is bound to.
     pub fn name(&self) -> &Name {
-        &self.name
+        &self.policy.name
     }
 
     /// The largest message this server accepts.
     pub fn max_message_size(&self) -> usize {
-        self.limit as usize
+        self.policy.limit as usize
     }
 
     fn accept_inner(&self, timeout: Option<Duration>) -> Result<Connection> {
@@ -224,75 +231,51 @@ impl Server {
 
     /// Checks a new peer and completes its handshake; `None` when it was turned away.
     fn admit(&self, stream: sys::Stream, prefix: &[u8]) -> Option<Connection> {
-        let refuse = |stream: &sys::Stream, status: Status| {
-            if !self.raw {
-                let _ = stream.write(&Reply::refuse(status).encode());
-            }
-        };
         let peer = stream.peer().unwrap_or_default();
-        if !sys::admits(self.access, &peer) {
-            tracing::warn!(
-                name = %self.name,
-                pid = ?peer.pid(), uid = ?peer.uid(),
-                access = self.access.as_str(),
-                "refused a peer that the access policy does not admit"
-            );
-            refuse(&stream, Status::AccessDenied);
-            return None;
-        }
-        let peer_limit = if self.raw {
-            u32::MAX
-        } else {
-            match Hello::decode_prefix(prefix) {
-                Err(e) => {
-                    tracing::warn!(
-                        name = %self.name, pid = ?peer.pid(),
-                        "protocol error: a peer that does not speak the pipette protocol connected ({e}); if it is a raw byte-stream client, run the server in raw mode"
-                    );
-                    refuse(&stream, Status::BadHello);
-                    return None;
+        let (reply, peer_limit) = match self.policy.admit(&peer, prefix) {
+            Admission::Refuse { reply } => {
+                if let Some(r) = reply {
+                    let _ = stream.write(&r);
                 }
-                Ok(h) if frame::negotiate(h.version).is_none() => {
-                    refuse(&stream, Status::UnsupportedVersion);
-                    return None;
-                }
-                Ok(h) => h.max_message_size,
+                return None;
             }
+            Admission::Accept { reply, peer_limit } => (reply, peer_limit),
         };
         let stream = Arc::new(stream);
         let Ok(registration) = self.shutdown.register(stream.clone()) else {
-            refuse(&stream, Status::ShuttingDown);
+            if let Some(r) = self.policy.shutting_down() {
+                let _ = stream.write(&r);
+            }
             return None;
         };
-        if !self.raw {
-            let reply = Reply::accept(frame::VERSION, self.limit).encode();
+        if let Some(reply) = reply {
             // A fresh socket's send buffer is empty, so these 16 bytes go out in one write.
             if let Err(e) = stream.write(&reply) {
                 tracing::debug!(error = %e, "a peer left during the handshake");
                 return None;
             }
         }
-        tracing::debug!(name = %self.name, pid = ?peer.pid(), uid = ?peer.uid(), "accepted a connection");
+        tracing::debug!(name = %self.policy.name, pid = ?peer.pid(), uid = ?peer.uid(), "accepted a connection");
         let shared = Shared::new(
             stream,
             self.shutdown.clone(),
             registration,
-            self.name.clone(),
-            self.raw,
+            self.policy.name.clone(),
+            self.policy.raw,
             Some(peer),
             Some(peer_limit),
         );
-        Some(Connection::new(shared, self.limit, false))
+        Some(Connection::new(shared, self.policy.limit, false))
     }
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("name", &self.name)
-            .field("access", &self.access)
-            .field("raw", &self.raw)
-            .field("max_message_size", &self.limit)
+            .field("name", &self.policy.name)
+            .field("access", &self.policy.access)
+            .field("raw", &self.policy.raw)
+            .field("max_message_size", &self.policy.limit)
             .finish()
     }
 }
