@@ -124,6 +124,7 @@ impl Connection {
                 reply_pending,
                 partial: None,
                 failed: None,
+                expect_large: false,
             },
             send: SendHalf {
                 shared,
@@ -168,7 +169,17 @@ impl Connection {
         {
             self.recv.finish_handshake(timeout)?;
         }
-        self.send.send_with(msg, timeout)
+        match self.send.send_with(msg, timeout) {
+            // A server that refused us may already have closed the connection; its reply,
+            // which says why, is waiting to be read: report that rather than "closed".
+            Err(Error::Closed) if self.recv.reply_pending => {
+                match self.recv.finish_handshake(timeout) {
+                    Err(refusal) => Err(refusal),
+                    Ok(()) => Err(Error::Closed),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Receives one whole message.
@@ -341,6 +352,10 @@ pub struct RecvHalf {
     partial: Option<(usize, Vec<u8>)>,
     /// Set once the peer broke the protocol; the connection is then closed.
     failed: Option<String>,
+    /// The previous message was large. The next header is then read on its own (8 bytes),
+    /// so that its payload goes straight into the caller's `Vec` instead of being read into
+    /// the buffer and copied: the same two reads as without the guess, and no copy.
+    expect_large: bool,
 }
 
 impl RecvHalf {
@@ -401,6 +416,11 @@ impl RecvHalf {
 
     /// Reads once into the buffer; end-of-stream is an error here.
     fn fill(&mut self, t: Option<Duration>, want: usize) -> Result<()> {
+        self.fill_at_most(t, want, usize::MAX)
+    }
+
+    /// Reads once into the buffer, at most `max` bytes.
+    fn fill_at_most(&mut self, t: Option<Duration>, want: usize, max: usize) -> Result<()> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -409,7 +429,8 @@ impl RecvHalf {
             self.end -= self.start;
             self.start = 0;
         }
-        match self.shared.stream.read(&mut self.buf[self.end..]) {
+        let stop = self.buf.len().min(self.end.saturating_add(max));
+        match self.shared.stream.read(&mut self.buf[self.end..stop]) {
             Ok(0) => Err(self.shared.eof()),
             Ok(n) => {
                 self.end += n;
@@ -456,6 +477,9 @@ impl RecvHalf {
     }
 
     fn recv_with(&mut self, out: &mut Vec<u8>, t: Option<Duration>) -> Result<usize> {
+        if self.shared.shutdown.is_shutdown() {
+            return Err(Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED));
+        }
         if let Some(why) = &self.failed {
             return Err(Error::Protocol(format!(
                 "the connection was closed after an earlier error: {why}"
@@ -476,7 +500,12 @@ impl RecvHalf {
             }
             None => {
                 while self.buffered() < HEADER_LEN {
-                    self.fill(t, HEADER_LEN)
+                    let max = if self.expect_large {
+                        HEADER_LEN - self.buffered()
+                    } else {
+                        usize::MAX
+                    };
+                    self.fill_at_most(t, HEADER_LEN, max)
                         .map_err(|e| self.mid_message(e, 0, None))?;
                 }
                 let mut h = [0u8; HEADER_LEN];
@@ -521,6 +550,7 @@ impl RecvHalf {
             self.start = 0;
             self.end = 0;
         }
+        self.expect_large = len >= RECV_BUF;
         Ok(len)
     }
 
@@ -640,6 +670,9 @@ impl SendHalf {
     }
 
     fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
+        if self.shared.shutdown.is_shutdown() {
+            return Err(Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED));
+        }
         if let Some(why) = self.failed {
             return Err(Error::Protocol(format!(
                 "this connection can no longer send: {why}"
