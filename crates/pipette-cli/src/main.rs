@@ -260,11 +260,18 @@ fn handle(mut conn: Connection, echo: bool) {
                 .and_then(|()| out.flush())
                 .map_err(Error::from)
         };
-        if let Err(e) = res {
-            if !matches!(e, Error::Shutdown(_)) {
-                tracing::warn!(pid = ?pid, "connection dropped: {e}");
+        match res {
+            Ok(()) => {}
+            // A client that sends and leaves without reading its echo (`pipette send`).
+            Err(Error::Closed) => {
+                tracing::info!(pid = ?pid, "client disconnected");
+                return;
             }
-            return;
+            Err(Error::Shutdown(_)) => return,
+            Err(e) => {
+                tracing::warn!(pid = ?pid, "connection dropped: {e}");
+                return;
+            }
         }
     }
 }

@@ -104,7 +104,9 @@ impl ClientOptions {
         self
     }
 
-    /// Connects; fails at once with [`Error::NotFound`] when no server is listening.
+    /// Connects; fails at once with [`Error::NotFound`] when no server is listening. While
+    /// a live server's accept queue is full it waits, as a blocking `connect(2)` would
+    /// (the connection's shutdown handle cancels the wait).
     ///
     /// In framed mode this sends the hello and returns without waiting for the server's
     /// reply: the first message can follow right behind it. A refusal by the server is

@@ -76,7 +76,8 @@ pub enum DecodeError {
         /// The receiver's limit.
         max: u32,
     },
-    /// A hello announced version 0, which does not exist.
+    /// An accepting reply chose a version that does not exist or that this side does not
+    /// speak.
     BadVersion(u16),
 }
 
@@ -100,7 +101,10 @@ impl fmt::Display for DecodeError {
             DecodeError::TooLarge { len, max } => {
                 write!(f, "message header announces {len} bytes, over the limit of {max}")
             }
-            DecodeError::BadVersion(v) => write!(f, "hello announces invalid protocol version {v}"),
+            DecodeError::BadVersion(v) => write!(
+                f,
+                "the reply chose protocol version {v}, which this side does not speak (it speaks 1 to {VERSION})"
+            ),
         }
     }
 }
@@ -154,10 +158,9 @@ impl Hello {
     /// Decodes a hello.
     pub fn decode(b: &[u8; HELLO_LEN]) -> Result<Hello, DecodeError> {
         check_magic(b, HELLO_MAGIC)?;
+        // Any version decodes; whether it can be spoken is `negotiate`'s call, so that a
+        // client offering only versions this server lacks gets `UnsupportedVersion`.
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version == 0 {
-            return Err(DecodeError::BadVersion(version));
-        }
         let max_message_size = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         if max_message_size < MIN_MESSAGE_LIMIT {
             return Err(DecodeError::LimitTooSmall(max_message_size));
@@ -255,7 +258,7 @@ impl Reply {
         let status = Status::from_u8(b[10])?;
         let max_message_size = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         if status == Status::Accepted {
-            if version == 0 {
+            if version == 0 || version > VERSION {
                 return Err(DecodeError::BadVersion(version));
             }
             if max_message_size < MIN_MESSAGE_LIMIT {
@@ -405,7 +408,9 @@ mod tests {
         }
         .encode();
         b[8] = 0;
-        assert_eq!(Hello::decode(&b), Err(DecodeError::BadVersion(0)));
+        // Version 0 decodes, and negotiation refuses it (the server answers "unsupported").
+        assert_eq!(Hello::decode(&b).map(|h| h.version), Ok(0));
+        assert_eq!(negotiate(0), None);
         let b = Hello {
             version: 1,
             max_message_size: 100,
@@ -421,6 +426,8 @@ mod tests {
         assert_eq!(Reply::decode(&b), Err(DecodeError::UnknownStatus(9)));
         let b = Reply::accept(1, 10).encode();
         assert_eq!(Reply::decode(&b), Err(DecodeError::LimitTooSmall(10)));
+        let b = Reply::accept(VERSION + 1, 4096).encode();
+        assert_eq!(Reply::decode(&b), Err(DecodeError::BadVersion(VERSION + 1)));
     }
 
     #[test]

@@ -54,6 +54,10 @@ fn main() {
                 "stream_mode_after_handshake_is_plain_bytes",
                 stream_mode_after_handshake_is_plain_bytes,
             ),
+            (
+                "an_unspeakable_version_is_refused_with_the_reason",
+                an_unspeakable_version_is_refused_with_the_reason,
+            ),
         ],
         &[
             ("echo", support::role_echo),
@@ -376,4 +380,27 @@ fn stream_mode_after_handshake_is_plain_bytes() {
     s.write_all(b"answer").unwrap();
     s.shutdown_write().unwrap();
     assert_eq!(child.line(), "answer");
+}
+
+fn an_unspeakable_version_is_refused_with_the_reason() {
+    let name = unique("version");
+    let _server = echo_server(&name);
+    // Speak the protocol by hand over a raw connection, offering version 0.
+    let mut c = ClientOptions::new()
+        .raw(true)
+        .connect(name.as_str())
+        .unwrap();
+    let mut hello = pipette::frame::Hello {
+        version: 1,
+        max_message_size: 4096,
+    }
+    .encode();
+    hello[8] = 0;
+    c.send(&hello).unwrap();
+    let mut reply = Vec::new();
+    while reply.len() < 16 {
+        reply.extend(c.recv_timeout(Duration::from_secs(5)).unwrap());
+    }
+    let reply = pipette::frame::Reply::decode(&reply[..16].try_into().unwrap()).unwrap();
+    assert_eq!(reply.status, pipette::frame::Status::UnsupportedVersion);
 }

@@ -38,6 +38,10 @@ fn main() {
                 "a_client_of_a_shut_down_server_sees_closed",
                 a_client_of_a_shut_down_server_sees_closed,
             ),
+            (
+                "queued_messages_are_not_returned_after_shutdown",
+                queued_messages_are_not_returned_after_shutdown,
+            ),
         ],
         &[
             ("client-silent", role_client_silent),
@@ -214,4 +218,19 @@ fn a_client_of_a_shut_down_server_sees_closed() {
         c.recv_timeout(Duration::from_secs(5)),
         Err(Error::Closed)
     ));
+}
+
+fn queued_messages_are_not_returned_after_shutdown() {
+    let name = unique("sd-queued");
+    let server = Server::bind(name.as_str()).unwrap();
+    let mut c = Client::connect(name.as_str()).unwrap();
+    let mut conn = server.accept().unwrap();
+    for _ in 0..3 {
+        c.send(b"queued").unwrap();
+    }
+    assert_eq!(conn.recv().unwrap(), b"queued");
+    server.shutdown_handle().shutdown();
+    // Two messages still sit in the socket; after shutdown every call says so instead.
+    assert!(matches!(conn.recv(), Err(Error::Shutdown(_))));
+    assert!(matches!(conn.send(b"x"), Err(Error::Shutdown(_))));
 }

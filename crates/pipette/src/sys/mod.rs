@@ -17,13 +17,14 @@
 //!   endpoints.
 //!
 //! Access policy:
-//! - `const PLAIN_NAMES_ARE_PRIVATE: bool`: whether other users can reach a plain name at all.
 //! - `fn admits(access: Access, peer: &PeerIdentity) -> bool`: may this peer connect.
 //!
 //! `Listener` (one bound endpoint):
-//! - `Listener::bind(path, &ListenOptions) -> crate::Result<Listener>`: claim the endpoint
+//! - `Listener::bind(&Name, &ListenOptions) -> crate::Result<Listener>`: claim the endpoint
 //!   safely (never take a live server's name, recover a dead one's), with the access policy
-//!   applied from the first instant.
+//!   applied from the first instant. A backend whose plain names other users cannot reach
+//!   (Unix: the private per-user directory) refuses a wider access policy for them with
+//!   `InvalidName`, saying what to do instead.
 //! - `Listener::accept(&self, timeout) -> io::Result<(Stream, [u8; HELLO_LEN], usize)>`: the
 //!   next connection whose first `ListenOptions::prefix_len` bytes have arrived (or whose
 //!   first bytes fail `ListenOptions::prefix_ok`); the bytes and their count are returned. A peer that is slow to send them never delays other peers: it is dropped after

@@ -132,7 +132,17 @@ impl Child {
 }
 
 impl Drop for Child {
+    /// Closes the child's stdin (roles shut down gracefully on that, removing their
+    /// endpoints), gives it a moment, then kills whatever is left.
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.kill();
     }
 }

@@ -88,26 +88,7 @@ impl Pending {
 
 impl Listener {
     pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
-        let path = name.path();
-        if opts.private_dir && opts.access != crate::Access::CurrentUser {
-            return Err(crate::Error::InvalidName {
-                name: name.as_str().to_owned(),
-                reason: format!(
-                    "a plain name lives in your private directory {}, which other users cannot reach, so access {:?} would admit nobody; bind an absolute path in a directory they can reach instead, such as /tmp/{}.sock",
-                    path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
-                    opts.access.as_str(),
-                    name.as_str()
-                ),
-            });
-        }
-        if opts.private_dir {
-            if let Some(dir) = path.parent() {
-                ensure_private_dir(dir)?;
-            }
-        }
-        let mut claim = Claim::acquire(name.as_str(), path)?;
-        claim.clear_leftover(name.as_str())?;
-        let fd = claim.bind(name.as_str(), socket_mode(opts.access))?;
+        let (fd, claim) = claim_and_bind(name, opts)?;
         Ok(Listener {
             fd,
             claim: Mutex::new(claim),
@@ -231,6 +212,32 @@ impl Listener {
             }
         }
     }
+}
+
+/// Claims the endpoint and binds a listening, non-blocking socket there: the part of binding
+/// that the blocking and the async listener share.
+pub(super) fn claim_and_bind(name: &Name, opts: &ListenOptions) -> Result<(OwnedFd, Claim)> {
+    let path = name.path();
+    if opts.private_dir && opts.access != crate::Access::CurrentUser {
+        return Err(crate::Error::InvalidName {
+            name: name.as_str().to_owned(),
+            reason: format!(
+                "a plain name lives in your private directory {}, which other users cannot reach, so access {:?} would admit nobody; bind an absolute path in a directory they can reach instead, such as /tmp/{}.sock",
+                path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+                opts.access.as_str(),
+                name.as_str()
+            ),
+        });
+    }
+    if opts.private_dir {
+        if let Some(dir) = path.parent() {
+            ensure_private_dir(dir)?;
+        }
+    }
+    let mut claim = Claim::acquire(name.as_str(), path)?;
+    claim.clear_leftover(name.as_str())?;
+    let fd = claim.bind(name.as_str(), socket_mode(opts.access))?;
+    Ok((fd, claim))
 }
 
 impl Cancel for Listener {
