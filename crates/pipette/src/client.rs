@@ -4,10 +4,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connection::{message_limit, Connection, Shared};
+use crate::connection::{message_limit, Connection};
 use crate::error::{Error, Result};
 use crate::handshake;
 use crate::server::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::{sys, IntoName, Name};
 
@@ -126,60 +127,32 @@ impl ClientOptions {
     fn connect_inner(&self, name: Name, wait: Option<Duration>) -> Result<Connection> {
         let limit = message_limit(self.max_message_size)?;
         let shutdown = self.shutdown.clone().unwrap_or_default();
-        let deadline = wait.map(|w| Instant::now() + w);
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = Backoff::new(wait);
         let stream = loop {
             if shutdown.is_shutdown() {
-                return Err(Error::Shutdown(
-                    "the client's shutdown handle was triggered",
-                ));
+                return Err(Error::Shutdown(CLIENT_SHUT_DOWN));
             }
-            let e = match sys::Stream::connect(name.path()) {
+            match sys::Stream::connect(name.path()) {
                 Ok(s) => break s,
-                Err(e) => e,
-            };
-            let retry = match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => deadline.is_some(),
-                io::ErrorKind::WouldBlock => true,
-                _ => false,
-            };
-            if !retry {
-                return Err(connect_error(&name, e));
-            }
-            let now = Instant::now();
-            let mut nap = backoff;
-            if let Some(d) = deadline {
-                if now >= d {
-                    return Err(Error::TimedOut {
-                        op: "connect",
-                        after: wait.unwrap_or_default(),
-                    });
+                Err(e) => {
+                    let pause = backoff.after_failure(&name, e)?;
+                    if shutdown.sleep(pause) {
+                        return Err(Error::Shutdown(CLIENT_SHUT_DOWN));
+                    }
                 }
-                nap = nap.min(d - now);
             }
-            if shutdown.sleep(nap) {
-                return Err(Error::Shutdown(
-                    "the client's shutdown handle was triggered",
-                ));
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         };
 
         let stream = Arc::new(stream);
         let registration = shutdown
             .register(stream.clone())
-            .map_err(|()| Error::Shutdown("the client's shutdown handle was triggered"))?;
+            .map_err(|()| Error::Shutdown(CLIENT_SHUT_DOWN))?;
         if !self.raw {
             let hello = handshake::hello(limit);
             // A fresh socket's send buffer is empty: the 16 bytes go out in one write.
             match stream.write(&hello) {
                 Ok(n) if n == hello.len() => {}
-                Ok(_) => {
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "could not send the handshake",
-                    )))
-                }
+                Ok(_) => return Err(short_hello()),
                 Err(e) => return Err(connect_error(&name, e)),
             }
         }
@@ -195,9 +168,75 @@ impl ClientOptions {
         );
         Ok(Connection::new(shared, limit, !self.raw))
     }
+
+    /// The checked settings, for the async client.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn settings(&self) -> Result<(u32, bool, Shutdown)> {
+        Ok((
+            message_limit(self.max_message_size)?,
+            self.raw,
+            self.shutdown.clone().unwrap_or_default(),
+        ))
+    }
 }
 
-fn connect_error(name: &Name, e: io::Error) -> Error {
+pub(crate) const CLIENT_SHUT_DOWN: &str = "the client's shutdown handle was triggered";
+
+pub(crate) fn short_hello() -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::WriteZero,
+        "could not send the handshake",
+    ))
+}
+
+/// The waiting policy of `connect` and `connect_timeout`, shared by the blocking and the
+/// async client: which failures are worth another attempt, and how long to pause first.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    wait: Option<Duration>,
+    deadline: Option<Instant>,
+    next: Duration,
+}
+
+impl Backoff {
+    /// `wait`: how long to wait for a server to appear (`None`: not at all).
+    pub(crate) fn new(wait: Option<Duration>) -> Backoff {
+        Backoff {
+            wait,
+            deadline: wait.map(|w| Instant::now() + w),
+            next: Duration::from_millis(1),
+        }
+    }
+
+    /// After a failed attempt: the pause before the next one, or the error to give up with.
+    /// A missing or dead endpoint is retried only when waiting; a live server with a full
+    /// accept queue always is.
+    pub(crate) fn after_failure(&mut self, name: &Name, e: io::Error) -> Result<Duration> {
+        let retry = match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => self.deadline.is_some(),
+            io::ErrorKind::WouldBlock => true,
+            _ => false,
+        };
+        if !retry {
+            return Err(connect_error(name, e));
+        }
+        let mut pause = self.next;
+        if let Some(d) = self.deadline {
+            let now = Instant::now();
+            if now >= d {
+                return Err(Error::TimedOut {
+                    op: "connect",
+                    after: self.wait.unwrap_or_default(),
+                });
+            }
+            pause = pause.min(d - now);
+        }
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        Ok(pause)
+    }
+}
+
+pub(crate) fn connect_error(name: &Name, e: io::Error) -> Error {
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::NotFound {
             name: name.as_str().to_owned(),

@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::frame::{self, Header, HEADER_LEN, REPLY_LEN};
 use crate::handshake;
-use crate::shutdown::{Registration, Shutdown};
+use crate::shared::Shared;
+use crate::shutdown::Shutdown;
 use crate::stream::Stream;
 use crate::{sys, Name, PeerIdentity};
 
@@ -19,66 +19,6 @@ const RECV_BUF: usize = 8 * 1024;
 
 /// Most bytes one raw-mode `recv` returns.
 const RAW_CHUNK: usize = 64 * 1024;
-
-/// State both halves of a connection share.
-pub(crate) struct Shared {
-    pub(crate) stream: Arc<sys::Stream>,
-    pub(crate) shutdown: Shutdown,
-    _registration: Registration,
-    pub(crate) name: Name,
-    pub(crate) raw: bool,
-    peer: OnceLock<PeerIdentity>,
-    /// Largest payload the peer accepts. A client starts with the protocol minimum and learns
-    /// the real value from the server's reply.
-    peer_limit: AtomicU32,
-    peer_limit_known: AtomicBool,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        stream: Arc<sys::Stream>,
-        shutdown: Shutdown,
-        registration: Registration,
-        name: Name,
-        raw: bool,
-        peer: Option<PeerIdentity>,
-        peer_limit: Option<u32>,
-    ) -> Shared {
-        let peer = match peer {
-            Some(p) => OnceLock::from(p),
-            None => OnceLock::new(),
-        };
-        Shared {
-            stream,
-            shutdown,
-            _registration: registration,
-            name,
-            raw,
-            peer,
-            peer_limit: AtomicU32::new(peer_limit.unwrap_or(frame::MIN_MESSAGE_LIMIT)),
-            peer_limit_known: AtomicBool::new(peer_limit.is_some()),
-        }
-    }
-
-    pub(crate) fn set_peer_limit(&self, limit: u32) {
-        self.peer_limit.store(limit, Ordering::Release);
-        self.peer_limit_known.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn peer(&self) -> &PeerIdentity {
-        self.peer
-            .get_or_init(|| self.stream.peer().unwrap_or_default())
-    }
-
-    /// Turns an I/O error of `op` into the error the user should see.
-    pub(crate) fn error(&self, e: io::Error, op: &'static str, timeout: Option<Duration>) -> Error {
-        Error::from_io(e, op, timeout, self.shutdown.is_shutdown())
-    }
-
-    fn eof(&self) -> Error {
-        Error::eof(self.shutdown.is_shutdown())
-    }
-}
 
 /// A connection between a client and a server, carrying whole messages.
 ///
@@ -111,7 +51,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Shared, our_limit: u32, reply_pending: bool) -> Connection {
+    pub(crate) fn new(
+        shared: Shared<sys::Stream>,
+        our_limit: u32,
+        reply_pending: bool,
+    ) -> Connection {
         let shared = Arc::new(shared);
         Connection {
             recv: RecvHalf {
@@ -165,7 +109,7 @@ impl Connection {
         // the protocol minimum it may send without waiting for it.
         if !self.send.shared.raw
             && msg.len() > frame::MIN_MESSAGE_LIMIT as usize
-            && !self.send.shared.peer_limit_known.load(Ordering::Acquire)
+            && !self.send.shared.peer_limit_known()
         {
             self.recv.finish_handshake(timeout)?;
         }
@@ -257,7 +201,7 @@ impl Connection {
     /// The largest message the peer accepts, as far as known: a client learns it from the
     /// server's handshake reply, until then this is the protocol minimum (4096).
     pub fn peer_max_message_size(&self) -> usize {
-        self.send.shared.peer_limit.load(Ordering::Acquire) as usize
+        self.send.shared.peer_limit() as usize
     }
 
     /// A handle whose [`shutdown`](Shutdown::shutdown) ends every blocked and later operation
@@ -339,7 +283,7 @@ impl TimeoutCache {
 
 /// The receiving half of a [`Connection`], from [`Connection::split`].
 pub struct RecvHalf {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<sys::Stream>>,
     buf: Box<[u8]>,
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
@@ -477,9 +421,7 @@ impl RecvHalf {
     }
 
     fn recv_with(&mut self, out: &mut Vec<u8>, t: Option<Duration>) -> Result<usize> {
-        if self.shared.shutdown.is_shutdown() {
-            return Err(Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED));
-        }
+        self.shared.check_shutdown()?;
         if let Some(why) = &self.failed {
             return Err(Error::Protocol(format!(
                 "the connection was closed after an earlier error: {why}"
@@ -623,7 +565,7 @@ impl fmt::Debug for RecvHalf {
 
 /// The sending half of a [`Connection`], from [`Connection::split`].
 pub struct SendHalf {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<sys::Stream>>,
     timeouts: TimeoutCache,
     failed: Option<&'static str>,
 }
@@ -670,9 +612,7 @@ impl SendHalf {
     }
 
     fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
-        if self.shared.shutdown.is_shutdown() {
-            return Err(Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED));
-        }
+        self.shared.check_shutdown()?;
         if let Some(why) = self.failed {
             return Err(Error::Protocol(format!(
                 "this connection can no longer send: {why}"
@@ -694,7 +634,7 @@ impl SendHalf {
             return Ok(());
         }
 
-        let limit = self.shared.peer_limit.load(Ordering::Acquire);
+        let limit = self.shared.peer_limit();
         if msg.len() > limit as usize {
             return Err(Error::MessageTooLarge {
                 len: msg.len() as u64,

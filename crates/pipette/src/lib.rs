@@ -59,6 +59,7 @@ mod name;
 mod peer;
 mod probe;
 mod server;
+mod shared;
 mod shutdown;
 mod stream;
 #[allow(unsafe_code)]
@@ -76,3 +77,7 @@ pub use server::{
 };
 pub use shutdown::Shutdown;
 pub use stream::Stream;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;

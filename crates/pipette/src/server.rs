@@ -4,10 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connection::{message_limit, Connection, Shared};
+use crate::connection::{message_limit, Connection};
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::{Admission, Policy};
+use crate::shared::Shared;
 use crate::shutdown::{Registration, Shutdown};
 use crate::sys::{self, ListenOptions};
 use crate::{Access, IntoName, Name};

@@ -5,8 +5,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Shared;
 use crate::error::Error;
+use crate::shared::Shared;
 use crate::{PeerIdentity, Shutdown};
 
 /// A connection as a plain byte stream: `Read + Write`, no message boundaries.
@@ -33,13 +33,13 @@ use crate::{PeerIdentity, Shutdown};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Stream {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<crate::sys::Stream>>,
     leftover: Vec<u8>,
     pos: usize,
 }
 
 impl Stream {
-    pub(crate) fn new(shared: Arc<Shared>, leftover: Vec<u8>) -> Stream {
+    pub(crate) fn new(shared: Arc<Shared<crate::sys::Stream>>, leftover: Vec<u8>) -> Stream {
         Stream {
             shared,
             leftover,

@@ -45,6 +45,16 @@
 //!   stream itself rather than on something each call would have to poll.
 //! - `shutdown_write`: orderly end of our sending direction.
 //! - `peer(&self) -> io::Result<PeerIdentity>`: the peer's process and user.
+//!
+//! With the `tokio` feature, `aio` (async I/O on tokio's reactor):
+//! - `aio::Listener::bind(&Name, &ListenOptions)`: the same claim as `Listener::bind`;
+//!   `accept(&self).await -> io::Result<aio::Stream>` (cancel safe); `Cancel` as above.
+//! - `aio::connect(path).await -> io::Result<aio::Stream>`, errors as for `Stream::connect`.
+//! - `aio::Stream`: `poll_read_ready`, `try_read`, `try_read_buf`, `poll_write_ready`,
+//!   `try_write_vectored` (readiness first, then a non-blocking attempt, like tokio's own
+//!   sockets, all on `&self` so that the stream can be shared with a `Shutdown` registry),
+//!   `shutdown_write`, `peer`, and `Cancel` (wakes every waiting task, for good, at no
+//!   per-message cost).
 
 #[cfg(unix)]
 mod unix;

@@ -17,6 +17,8 @@ macro_rules! syscall {
 }
 
 mod access;
+#[cfg(feature = "tokio")]
+pub(crate) mod aio;
 mod endpoint;
 mod listener;
 mod stream;

@@ -221,6 +221,12 @@ impl Stream {
     }
 }
 
+impl crate::shared::PeerOf for Stream {
+    fn peer_identity(&self) -> io::Result<PeerIdentity> {
+        self.peer()
+    }
+}
+
 impl Cancel for Stream {
     /// `shutdown(SHUT_RDWR)` wakes every thread blocked in `read` (it returns 0) or in
     /// `sendmsg` on a full buffer (it fails with `EPIPE`), and keeps doing so for later calls.

@@ -1,0 +1,177 @@
+//! The async (tokio) side of the Unix backend: the same endpoints, on tokio's reactor.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+
+use super::endpoint::Claim;
+use super::listener::claim_and_bind;
+use crate::error::Result;
+use crate::sys::{Cancel, ListenOptions};
+use crate::{Name, PeerIdentity};
+
+/// A connected socket registered with tokio's reactor.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    inner: ::tokio::net::UnixStream,
+}
+
+impl Stream {
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.try_read(buf)
+    }
+
+    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.inner.try_read_buf(buf)
+    }
+
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_write_ready(cx)
+    }
+
+    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.inner.try_write_vectored(bufs)
+    }
+
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown has no memory preconditions; the descriptor is open.
+        unsafe { syscall!(shutdown(self.inner.as_raw_fd(), libc::SHUT_WR))? };
+        Ok(())
+    }
+
+    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+        let cred = self.inner.peer_cred()?;
+        Ok(PeerIdentity {
+            pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+            uid: Some(cred.uid()),
+            gid: Some(cred.gid()),
+            sid: None,
+        })
+    }
+}
+
+impl crate::shared::PeerOf for Stream {
+    fn peer_identity(&self) -> io::Result<PeerIdentity> {
+        self.peer()
+    }
+}
+
+impl Cancel for Stream {
+    /// As for the blocking stream: `shutdown(SHUT_RDWR)` makes the socket readable (end of
+    /// stream) and hung up, which wakes every task waiting on it through the reactor.
+    fn cancel(&self) {
+        // SAFETY: shutdown has no memory preconditions; the descriptor is open because
+        // `self` is alive.
+        unsafe {
+            libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Connects without blocking the runtime. Errors as for the blocking `Stream::connect`.
+pub(crate) async fn connect(path: &std::path::Path) -> io::Result<Stream> {
+    let inner = ::tokio::net::UnixStream::connect(path).await?;
+    Ok(Stream { inner })
+}
+
+/// A bound endpoint accepting on tokio's reactor.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    inner: ::tokio::net::UnixListener,
+    claim: Mutex<Claim>,
+    cancelled: AtomicBool,
+}
+
+impl Listener {
+    /// Claims and binds the endpoint exactly as the blocking listener does. Must be called
+    /// within a tokio runtime.
+    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+        let (fd, claim): (OwnedFd, Claim) = claim_and_bind(name, opts)?;
+        let std = std::os::unix::net::UnixListener::from(fd);
+        let inner = ::tokio::net::UnixListener::from_std(std)?;
+        Ok(Listener {
+            inner,
+            claim: Mutex::new(claim),
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// The next connection, as soon as the kernel has one. Cancel safe.
+    pub(crate) async fn accept(&self) -> io::Result<Stream> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the listener was shut down",
+            ));
+        }
+        let (inner, _) = self.inner.accept().await?;
+        Ok(Stream { inner })
+    }
+}
+
+impl Cancel for Listener {
+    /// Releases the endpoint first, then wakes `accept` (see the blocking listener for why
+    /// the order matters).
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.claim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release();
+        // SAFETY: shutdown has no memory preconditions; the descriptor is open.
+        unsafe {
+            libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+}
+
+impl Stream {
+    /// Reads what is there right now with a direct `recv(MSG_DONTWAIT)`, whatever tokio's
+    /// readiness cache says (it may not have seen a fresh socket's first event yet). Used
+    /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+            match unsafe {
+                syscall!(recv(
+                    self.inner.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT
+                ))
+            } {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes right now with a direct `send(MSG_DONTWAIT | MSG_NOSIGNAL)`; for the 16-byte
+    /// handshake on a fresh socket, whose send buffer is empty.
+    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+            match unsafe {
+                syscall!(send(
+                    self.inner.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+                ))
+            } {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

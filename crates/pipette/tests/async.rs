@@ -1,0 +1,468 @@
+//! The async API: the same semantics as the blocking one, interoperating with it, at scale.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use pipette::tokio::{Client, Server};
+use pipette::{ClientOptions, Error, ServerOptions, Shutdown};
+use support::{pattern, spawn, tell, unique};
+
+fn main() {
+    support::main(
+        &[
+            (
+                "async_round_trip_between_processes",
+                async_round_trip_between_processes,
+            ),
+            (
+                "blocking_client_talks_to_async_server",
+                blocking_client_talks_to_async_server,
+            ),
+            (
+                "async_client_talks_to_blocking_server",
+                async_client_talks_to_blocking_server,
+            ),
+            ("stream_and_sink", stream_and_sink),
+            ("recv_is_cancel_safe", recv_is_cancel_safe),
+            ("accept_is_cancel_safe", accept_is_cancel_safe),
+            ("limits_timeouts_and_errors", limits_timeouts_and_errors),
+            (
+                "shutdown_cancels_connect_wait_and_accept",
+                shutdown_cancels_connect_wait_and_accept,
+            ),
+            (
+                "raw_mode_is_async_read_and_write",
+                raw_mode_is_async_read_and_write,
+            ),
+            (
+                "ten_thousand_idle_connections",
+                ten_thousand_idle_connections,
+            ),
+            (
+                "a_thousand_clients_a_thousand_messages_each",
+                a_thousand_clients_a_thousand_messages_each,
+            ),
+            (
+                "shutdown_with_a_thousand_connections_ends_every_task",
+                shutdown_with_a_thousand_connections_ends_every_task,
+            ),
+        ],
+        &[
+            ("async-echo", role_async_echo),
+            ("blocking-echo", support::role_echo),
+            ("idle-clients", role_idle_clients),
+        ],
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Raises the soft limit on open files to the hard limit (children inherit it).
+fn raise_fd_limit(want: u64) {
+    let got = rlimit::increase_nofile_limit(want).unwrap();
+    assert!(
+        got >= want,
+        "need {want} open files, the hard limit allows {got}"
+    );
+}
+
+/// `async-echo NAME`: an async echo server, a task per connection, until stdin closes.
+fn role_async_echo(args: Vec<String>) {
+    runtime().block_on(async {
+        let server = Server::bind(args[0].as_str()).unwrap();
+        support::stop_on_stdin_close(server.shutdown_handle());
+        tell("ready");
+        while let Ok(mut conn) = server.accept().await {
+            tokio::spawn(async move {
+                while let Ok(msg) = conn.recv().await {
+                    if conn.send(&msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `idle-clients NAME N`: opens N connections, each sending one message, then idles until
+/// stdin closes. Prints `connected`.
+fn role_idle_clients(args: Vec<String>) {
+    let n: usize = args[1].parse().unwrap();
+    raise_fd_limit(n as u64 + 100);
+    runtime().block_on(async {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut c = Client::connect_timeout(args[0].as_str(), Duration::from_secs(30))
+                .await
+                .unwrap();
+            c.send(b"hi").await.unwrap();
+            conns.push(c);
+        }
+        tell("connected");
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        })
+        .await
+        .unwrap();
+        drop(conns);
+    });
+}
+
+fn async_round_trip_between_processes() {
+    let name = unique("a-rt");
+    let mut server = spawn("async-echo", &[&name]);
+    server.expect("ready");
+    runtime().block_on(async {
+        let mut c = Client::connect(name.as_str()).await.unwrap();
+        for size in [0, 1, 100, 64 * 1024, pipette::DEFAULT_MAX_MESSAGE_SIZE] {
+            let m = pattern(size as u64, size);
+            c.send(&m).await.unwrap();
+            assert!(c.recv().await.unwrap() == m, "echo of {size} bytes");
+        }
+        assert!(matches!(
+            c.send(&vec![0; pipette::DEFAULT_MAX_MESSAGE_SIZE + 1])
+                .await,
+            Err(Error::MessageTooLarge { .. })
+        ));
+        c.send(b"still fine").await.unwrap();
+        assert_eq!(&c.recv().await.unwrap()[..], b"still fine");
+        assert_eq!(c.peer().pid(), Some(server.id()));
+    });
+}
+
+fn blocking_client_talks_to_async_server() {
+    let name = unique("a-interop1");
+    let mut server = spawn("async-echo", &[&name]);
+    server.expect("ready");
+    let mut c = pipette::Client::connect(name.as_str()).unwrap();
+    for i in 0..100 {
+        let m = pattern(i, 1000);
+        c.send(&m).unwrap();
+        assert_eq!(c.recv().unwrap(), m);
+    }
+    let big = pattern(7, 3 << 20);
+    c.send(&big).unwrap();
+    assert!(c.recv().unwrap() == big);
+}
+
+fn async_client_talks_to_blocking_server() {
+    let name = unique("a-interop2");
+    let mut server = spawn("blocking-echo", &[&name]);
+    server.expect("ready");
+    runtime().block_on(async {
+        let mut c = Client::connect(name.as_str()).await.unwrap();
+        for i in 0..100 {
+            let m = pattern(i, 1000);
+            c.send(&m).await.unwrap();
+            assert_eq!(c.recv().await.unwrap(), m);
+        }
+        let big = pattern(7, 3 << 20);
+        c.send(&big).await.unwrap();
+        assert!(c.recv().await.unwrap() == big);
+    });
+}
+
+fn stream_and_sink() {
+    let name = unique("a-sink");
+    let mut server = spawn("async-echo", &[&name]);
+    server.expect("ready");
+    runtime().block_on(async {
+        let c = Client::connect(name.as_str()).await.unwrap();
+        let (mut tx, mut rx) = c.split().await.unwrap();
+        let sender = tokio::spawn(async move {
+            for i in 0..2000u64 {
+                SinkExt::send(&mut tx, Bytes::from(pattern(i, (i % 300) as usize)))
+                    .await
+                    .unwrap();
+            }
+            SinkExt::<Bytes>::close(&mut tx).await.unwrap();
+        });
+        let mut i = 0u64;
+        while let Some(msg) = rx.next().await {
+            let msg = msg.unwrap();
+            assert_eq!(msg, pattern(i, (i % 300) as usize), "message {i}");
+            i += 1;
+        }
+        // The stream ended (None) when the server closed after our close: all arrived.
+        assert_eq!(i, 2000);
+        sender.await.unwrap();
+    });
+}
+
+fn recv_is_cancel_safe() {
+    let name = unique("a-cancel");
+    runtime().block_on(async {
+        let server = Server::bind(name.as_str()).unwrap();
+        let mut client = Client::connect(name.as_str()).await.unwrap();
+        let mut conn = server.accept().await.unwrap();
+        // A large message arrives in pieces while recv is repeatedly cancelled by a short
+        // timeout: no byte may be lost or duplicated.
+        let big = pattern(3, 8 << 20);
+        let expected = big.clone();
+        let writer = tokio::spawn(async move {
+            client.send(&big).await.unwrap();
+            client
+        });
+        let mut cancelled = 0;
+        let got = loop {
+            tokio::select! {
+                r = conn.recv() => break r.unwrap(),
+                _ = tokio::time::sleep(Duration::from_micros(200)) => cancelled += 1,
+            }
+        };
+        assert!(
+            got == expected,
+            "message intact after {cancelled} cancellations"
+        );
+        assert!(
+            cancelled > 0,
+            "the test must actually cancel recv mid-message"
+        );
+        let _client = writer.await.unwrap();
+    });
+}
+
+fn accept_is_cancel_safe() {
+    let name = unique("a-accept");
+    runtime().block_on(async {
+        let server = Arc::new(Server::bind(name.as_str()).unwrap());
+        // A client whose hello arrives late, so its handshake is still under way when the
+        // accept below is cancelled.
+        let raw = ClientOptions::new().raw(true);
+        let mut slow = Client::connect_with(name.as_str(), &raw, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            server.accept_timeout(Duration::from_millis(50)).await,
+            Err(Error::TimedOut { .. })
+        ));
+        let hello = pipette::frame::Hello {
+            version: 1,
+            max_message_size: 4096,
+        }
+        .encode();
+        slow.send(&hello).await.unwrap();
+        let conn = server.accept_timeout(Duration::from_secs(5)).await.unwrap();
+        assert!(!conn.is_raw());
+        let reply = slow.recv().await.unwrap();
+        assert_eq!(&reply[..8], b"PIPETTE!");
+    });
+}
+
+fn limits_timeouts_and_errors() {
+    let name = unique("a-limits");
+    runtime().block_on(async {
+        assert!(matches!(
+            Client::connect(name.as_str()).await,
+            Err(Error::NotFound { .. })
+        ));
+        let t = Instant::now();
+        assert!(matches!(
+            Client::connect_timeout(name.as_str(), Duration::from_millis(100)).await,
+            Err(Error::TimedOut { op: "connect", .. })
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(90));
+        let server =
+            Server::bind_with(name.as_str(), &ServerOptions::new().max_message_size(4096)).unwrap();
+        assert!(matches!(
+            pipette::Server::bind(name.as_str()),
+            Err(Error::AddrInUse { .. })
+        ));
+        let mut c = Client::connect(name.as_str()).await.unwrap();
+        let mut s = server.accept().await.unwrap();
+        assert!(matches!(
+            s.recv_timeout(Duration::from_millis(50)).await,
+            Err(Error::TimedOut { op: "recv", .. })
+        ));
+        // The client learns the 4096 limit from the reply before sending more than that.
+        assert!(matches!(
+            c.send(&[0; 5000]).await,
+            Err(Error::MessageTooLarge {
+                len: 5000,
+                max: 4096
+            })
+        ));
+        c.send(b"ok").await.unwrap();
+        assert_eq!(&s.recv().await.unwrap()[..], b"ok");
+        drop(c);
+        assert!(matches!(s.recv().await, Err(Error::Closed)));
+    });
+}
+
+fn shutdown_cancels_connect_wait_and_accept() {
+    let name = unique("a-sd");
+    runtime().block_on(async {
+        let stop = Shutdown::new();
+        let opts = ClientOptions::new().shutdown(&stop);
+        let trigger = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                stop.shutdown();
+            })
+        };
+        let t = Instant::now();
+        let r = Client::connect_with(name.as_str(), &opts, Some(Duration::from_secs(60))).await;
+        assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        trigger.await.unwrap();
+
+        let server = Server::bind(name.as_str()).unwrap();
+        let path = server.name().path().to_owned();
+        let stop = server.shutdown_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.shutdown();
+        });
+        assert!(matches!(server.accept().await, Err(Error::Shutdown(_))));
+        assert!(!path.exists(), "endpoint removed by shutdown");
+    });
+}
+
+fn raw_mode_is_async_read_and_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let name = unique("a-raw");
+    runtime().block_on(async {
+        let server = Server::bind_with(name.as_str(), &ServerOptions::new().raw(true)).unwrap();
+        // A blocking raw client on a thread: plain bytes both ways.
+        let n = name.clone();
+        let client = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let c = pipette::ClientOptions::new()
+                .raw(true)
+                .connect(n.as_str())
+                .unwrap();
+            let mut s = c.into_stream().unwrap();
+            s.write_all(b"raw async").unwrap();
+            s.shutdown_write().unwrap();
+            let mut back = String::new();
+            s.read_to_string(&mut back).unwrap();
+            back
+        });
+        let conn = server.accept().await.unwrap();
+        let mut s = conn.into_stream().await.unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "raw async");
+        s.write_all(b"and back").await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(client.join().unwrap(), "and back");
+    });
+}
+
+fn ten_thousand_idle_connections() {
+    const N: usize = 10_000;
+    raise_fd_limit(N as u64 + 200);
+    let name = unique("a-10k");
+    runtime().block_on(async {
+        let server = Server::bind(name.as_str()).unwrap();
+        let mut clients = spawn("idle-clients", &[&name, &N.to_string()]);
+        let mut conns = Vec::with_capacity(N);
+        for _ in 0..N {
+            let mut c = server
+                .accept_timeout(Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(&c.recv().await.unwrap()[..], b"hi");
+            conns.push(c);
+        }
+        assert_eq!(clients.line(), "connected");
+        // All idle and open; one more client is still served at once.
+        let mut extra = Client::connect(name.as_str()).await.unwrap();
+        extra.send(b"one more").await.unwrap();
+        let mut e = server.accept().await.unwrap();
+        assert_eq!(&e.recv().await.unwrap()[..], b"one more");
+        assert_eq!(conns.len(), N);
+    });
+}
+
+fn a_thousand_clients_a_thousand_messages_each() {
+    const CLIENTS: u64 = 1000;
+    const MESSAGES: u64 = 1000;
+    raise_fd_limit(4 * CLIENTS + 200);
+    let name = unique("a-load");
+    let mut server = spawn("async-echo", &[&name]);
+    server.expect("ready");
+    runtime().block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in 0..CLIENTS {
+            let name = name.clone();
+            tasks.spawn(async move {
+                let c = Client::connect_timeout(name.as_str(), Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                let (mut tx, mut rx) = c.split().await.unwrap();
+                let sender = tokio::spawn(async move {
+                    for seq in 0..MESSAGES {
+                        let mut m = (client * MESSAGES + seq).to_le_bytes().to_vec();
+                        m.extend(pattern(seq, (seq % 64) as usize));
+                        tx.send(&m).await.unwrap();
+                    }
+                    tx
+                });
+                for seq in 0..MESSAGES {
+                    let m = rx.recv().await.unwrap();
+                    let id = u64::from_le_bytes(m[..8].try_into().unwrap());
+                    assert_eq!(id, client * MESSAGES + seq, "lost, duplicated or reordered");
+                    assert_eq!(&m[8..], &pattern(seq, (seq % 64) as usize)[..], "corrupted");
+                }
+                sender.await.unwrap();
+                MESSAGES
+            });
+        }
+        let mut total = 0;
+        while let Some(n) = tasks.join_next().await {
+            total += n.unwrap();
+        }
+        assert_eq!(total, CLIENTS * MESSAGES);
+    });
+}
+
+fn shutdown_with_a_thousand_connections_ends_every_task() {
+    const N: usize = 1000;
+    raise_fd_limit(2 * N as u64 + 200);
+    let name = unique("a-sd1k");
+    runtime().block_on(async {
+        let server = Server::bind(name.as_str()).unwrap();
+        let path = server.name().path().to_owned();
+        let stop = server.shutdown_handle();
+        let mut clients = spawn("idle-clients", &[&name, &N.to_string()]);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let mut conn = server
+                .accept_timeout(Duration::from_secs(60))
+                .await
+                .unwrap();
+            tasks.spawn(async move {
+                assert_eq!(&conn.recv().await.unwrap()[..], b"hi");
+                conn.recv().await // blocks until shutdown
+            });
+        }
+        assert_eq!(clients.line(), "connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        stop.shutdown();
+        let mut ended = 0;
+        while let Some(r) = tasks.join_next().await {
+            assert!(matches!(r.unwrap(), Err(Error::Shutdown(_))));
+            ended += 1;
+        }
+        assert_eq!(ended, N);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(!path.exists(), "no endpoint left behind");
+    });
+}
