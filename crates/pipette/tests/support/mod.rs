@@ -223,3 +223,407 @@ pub fn stop_on_stdin_close(handle: pipette::Shutdown) {
         handle.shutdown();
     });
 }
+
+// ---- helpers of the reliability suite (hostile.rs, faults.rs, users.rs, load.rs) ----
+
+use std::process::Child as StdChild;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+
+/// Like [`main`], with some tests marked ignored: they run only with `-- --ignored` (or
+/// `--include-ignored`), for the long soak runs.
+pub fn main_with_ignored(tests: &[Test], ignored: &[Test], roles: &[Role]) {
+    if let Ok(role) = std::env::var(ROLE_VAR) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let (_, run) = roles
+            .iter()
+            .find(|(name, _)| *name == role)
+            .unwrap_or_else(|| panic!("unknown role {role}"));
+        run(args);
+        std::process::exit(0);
+    }
+    let args = Arguments::from_args();
+    let trial = |&(name, f): &Test, ignored: bool| {
+        Trial::test(name, move || {
+            f();
+            Ok(())
+        })
+        .with_ignored_flag(ignored)
+    };
+    let trials = tests
+        .iter()
+        .map(|t| trial(t, false))
+        .chain(ignored.iter().map(|t| trial(t, true)))
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// The command that runs `role` of this test binary (`exe`: the binary to run, by default
+/// this one).
+pub fn role_command(exe: Option<&std::path::Path>, role: &str, args: &[&str]) -> Command {
+    let exe = exe
+        .map(|p| p.to_owned())
+        .unwrap_or_else(|| std::env::current_exe().unwrap());
+    let mut cmd = Command::new(exe);
+    cmd.env(ROLE_VAR, role).args(args);
+    cmd
+}
+
+/// A child process whose stdout lines a thread collects, so that a test can wait for a line
+/// with a time limit, and look at the child's memory and descriptors in `/proc`.
+pub struct Watched {
+    child: StdChild,
+    lines: Receiver<String>,
+    pub stdin: Option<ChildStdin>,
+}
+
+/// Starts `cmd` (see [`role_command`]) with piped stdin and stdout.
+pub fn watch(mut cmd: Command) -> Watched {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn child");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdin = child.stdin.take();
+    Watched {
+        child,
+        lines,
+        stdin,
+    }
+}
+
+/// Starts `role` of this test binary, watched.
+pub fn spawn_watched(role: &str, args: &[&str]) -> Watched {
+    watch(role_command(None, role, args))
+}
+
+impl Watched {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line, waiting at most `limit` (a hang check): `None` if the child ended.
+    pub fn try_line(&self, limit: Duration) -> Option<String> {
+        match self.lines.recv_timeout(limit) {
+            Ok(l) => Some(l),
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("child {} printed nothing within {limit:?}", self.id())
+            }
+        }
+    }
+
+    /// The next line; panics if the child ended or printed nothing within `limit`.
+    pub fn line_within(&self, limit: Duration) -> String {
+        self.try_line(limit)
+            .unwrap_or_else(|| panic!("child {} ended without the expected line", self.id()))
+    }
+
+    /// Lines already printed, without waiting.
+    pub fn pending_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// Waits (at most 60 s) for the child to print `expected`.
+    pub fn expect(&self, expected: &str) {
+        let got = self.line_within(Duration::from_secs(60));
+        assert_eq!(got, expected, "unexpected line from child {}", self.id());
+    }
+
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the child to exit on its own, at most `limit`.
+    pub fn wait_timeout(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "child did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The child's resident memory (`VmRSS`) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.id(), "VmRSS").expect("VmRSS of the child")
+    }
+
+    /// How many descriptors the child has open.
+    pub fn fd_count(&self) -> usize {
+        fd_count(self.id())
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill();
+    }
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`, …).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// How many descriptors process `pid` has open.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Polls `cond` until it holds; panics with `what` after `limit` (a hang check).
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A small deterministic random generator (xorshift64*), seeded so a failure can be
+/// replayed: tests print their seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Seed from `PIPETTE_SEED` if set, else from the clock; printed either way.
+    pub fn from_env(what: &str) -> Rng {
+        let seed = std::env::var("PIPETTE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{what}: PIPETTE_SEED={seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+/// FNV-1a, the checksum the load and fault tests put in their messages.
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in bytes {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The variant of an error, for log lines that tests parse.
+pub fn error_kind(e: &pipette::Error) -> &'static str {
+    use pipette::Error as E;
+    match e {
+        E::InvalidName { .. } => "InvalidName",
+        E::NotFound { .. } => "NotFound",
+        E::AddrInUse { .. } => "AddrInUse",
+        E::PermissionDenied(_) => "PermissionDenied",
+        E::TimedOut { .. } => "TimedOut",
+        E::Shutdown(_) => "Shutdown",
+        E::Closed => "Closed",
+        E::MessageTooLarge { .. } => "MessageTooLarge",
+        E::Protocol(_) => "Protocol",
+        E::Io(_) => "Io",
+        _ => "Other",
+    }
+}
+
+/// `guarded NAME HANDSHAKE_MS WRITE_MS`: an echo server with a handshake timeout and a
+/// write timeout, a thread per connection, that logs the end of every connection on stdout
+/// as `end <ErrorVariant> <message>` (and on stderr, as a server would log it), until stdin
+/// closes.
+pub fn role_guarded(args: Vec<String>) {
+    let handshake = Duration::from_millis(args[1].parse().unwrap());
+    let write = Duration::from_millis(args[2].parse().unwrap());
+    let server = pipette::ServerOptions::new()
+        .handshake_timeout(handshake)
+        .bind(args[0].as_str())
+        .expect("bind");
+    stop_on_stdin_close(server.shutdown_handle());
+    tell("ready");
+    for conn in server.incoming() {
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("guarded server: accept failed: {e}");
+                tell(&format!("accept-error {} {e}", error_kind(&e)));
+                continue;
+            }
+        };
+        conn.set_write_timeout(Some(write));
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let e = loop {
+                if let Err(e) = conn.recv_into(&mut buf) {
+                    break e;
+                }
+                if let Err(e) = conn.send(&buf) {
+                    break e;
+                }
+            };
+            eprintln!(
+                "guarded server: connection from pid {:?} ended: {e}",
+                conn.peer().pid()
+            );
+            tell(&format!("end {} {e}", error_kind(&e)));
+        });
+    }
+}
+
+/// A well-behaved client that keeps doing verified echo round trips in the background
+/// (mixed sizes up to 64 KiB), to prove that a server keeps serving throughout a test.
+pub struct Steady {
+    rounds: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Steady {
+    pub fn start(name: &str) -> Steady {
+        let rounds = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (r, s, e, name) = (
+            rounds.clone(),
+            stop.clone(),
+            errors.clone(),
+            name.to_owned(),
+        );
+        let thread = std::thread::spawn(move || {
+            let fail = |m: String| e.lock().unwrap().push(m);
+            let mut c =
+                match pipette::Client::connect_timeout(name.as_str(), Duration::from_secs(10)) {
+                    Ok(c) => c,
+                    Err(err) => return fail(format!("connect: {err}")),
+                };
+            // A hang limit, not a speed check.
+            c.set_read_timeout(Some(Duration::from_secs(30)));
+            c.set_write_timeout(Some(Duration::from_secs(30)));
+            let mut seq = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                let len = [0usize, 1, 100, 4096, 65536][(seq % 5) as usize];
+                let msg = pattern(seq, len);
+                if let Err(err) = c.send(&msg) {
+                    return fail(format!("send #{seq}: {err}"));
+                }
+                match c.recv() {
+                    Ok(got) if got == msg => {}
+                    Ok(got) => return fail(format!("echo #{seq} differs ({} bytes)", got.len())),
+                    Err(err) => return fail(format!("recv #{seq}: {err}")),
+                }
+                seq += 1;
+                r.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Steady {
+            rounds,
+            stop,
+            errors,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more round trips have succeeded (hang limit 30 s); fails at once on
+    /// an error of the steady client.
+    pub fn progress(&self, n: u64, when: &str) {
+        let target = self.rounds() + n;
+        let start = Instant::now();
+        while self.rounds() < target {
+            let errors = self.errors.lock().unwrap().clone();
+            assert!(
+                errors.is_empty(),
+                "well-behaved client failed {when}: {errors:?}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "well-behaved client made no progress {when}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Stops, and checks that every round trip succeeded; returns how many there were.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        let errors = self.errors.lock().unwrap().clone();
+        assert!(errors.is_empty(), "well-behaved client failed: {errors:?}");
+        self.rounds()
+    }
+}
+
+impl Drop for Steady {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Raises the soft limit on open descriptors as far as the hard limit allows; returns it.
+#[cfg(unix)]
+pub fn raise_fd_limit(want: u64) -> u64 {
+    rlimit::increase_nofile_limit(want).unwrap_or(1024)
+}

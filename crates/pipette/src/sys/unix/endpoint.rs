@@ -124,6 +124,24 @@ pub(super) fn ensure_private_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Issue #6: refuses an explicit endpoint's directory when every user may write to it and
+/// it lacks the sticky bit (`/tmp`-like directories have it): there, anyone could replace
+/// the socket. A missing directory is left to binding, which reports it.
+pub(super) fn check_shared_dir(dir: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(Error::PermissionDenied(format!(
+            "the directory {} is writable by every user (mode {:o}) and has no sticky bit, so anyone could replace the endpoint; bind in a directory only trusted users can write to, or set its sticky bit (chmod +t)",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
@@ -298,7 +316,12 @@ impl Claim {
                     "cannot create the socket {}: {e}",
                     self.path.display()
                 )),
-                _ => e.into(),
+                // Issue #6: on a full (ENOSPC) or read-only (EROFS) file system, say which
+                // socket could not be created instead of a bare OS error.
+                _ => Error::Io(io::Error::new(
+                    e.kind(),
+                    format!("cannot create the socket {}: {e}", self.path.display()),
+                )),
             });
         }
         let meta = std::fs::symlink_metadata(&self.path)?;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::access::socket_mode;
-use super::endpoint::{ensure_private_dir, Claim};
+use super::endpoint::{check_shared_dir, ensure_private_dir, Claim};
 use super::stream::{set_nonblocking, Stream};
 use crate::error::Result;
 use crate::frame::HELLO_LEN;
@@ -233,6 +233,11 @@ pub(super) fn claim_and_bind(name: &Name, opts: &ListenOptions) -> Result<(Owned
         if let Some(dir) = path.parent() {
             ensure_private_dir(dir)?;
         }
+    } else if let Some(dir) = path.parent() {
+        // Issue #6: an explicit path in a directory anyone may write to without the sticky
+        // bit lets any local user delete our socket and lock file and bind their own in their
+        // place; refuse it rather than serve from a hijackable place.
+        check_shared_dir(dir)?;
     }
     let mut claim = Claim::acquire(name.as_str(), path)?;
     claim.clear_leftover(name.as_str())?;

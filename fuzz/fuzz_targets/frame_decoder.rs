@@ -1,0 +1,56 @@
+//! The message-header decoder, fed a whole byte stream as a receiver would read it.
+//!
+//! Input: 4 bytes choosing the receiver's limit, then the bytes a peer sent. Properties:
+//! decoding never panics; a decoded header never exceeds the limit and re-encodes to exactly
+//! the bytes it came from; every refusal names the right value; errors display.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pipette::frame::{DecodeError, Header, HEADER_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((limit, mut stream)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let max = u32::from_le_bytes(*limit);
+    while let Some((bytes, rest)) = stream.split_first_chunk::<HEADER_LEN>() {
+        let announced = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+        let flags = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+        match Header::decode(bytes, max) {
+            Ok(h) => {
+                assert!(h.len <= max, "decoded {} over the limit {max}", h.len);
+                assert_eq!(h.len, announced);
+                assert_eq!(flags, 0);
+                assert_eq!(
+                    &h.encode(),
+                    bytes,
+                    "decode then encode must give the same bytes"
+                );
+                // The payload follows; skip it (as much of it as arrived).
+                let n = (h.len as usize).min(rest.len());
+                stream = &rest[n..];
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                match e {
+                    DecodeError::UnknownFlags(f) => assert!(f == flags && f != 0),
+                    DecodeError::TooLarge { len, max: m } => {
+                        assert!(flags == 0 && len == announced && m == max && len > max)
+                    }
+                    other => panic!("a header cannot fail with {other:?}"),
+                }
+                // A receiver closes the connection here.
+                break;
+            }
+        }
+    }
+    // Encoding then decoding any length round-trips, and the limit is exact.
+    let h = Header::new(max);
+    assert_eq!(Header::decode(&h.encode(), max), Ok(h));
+    if max > 0 {
+        assert!(matches!(
+            Header::decode(&h.encode(), max - 1),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+});
