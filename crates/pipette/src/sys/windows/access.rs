@@ -1,0 +1,176 @@
+//! The access policy on Windows: the pipe's security descriptor (DACL).
+//!
+//! The pipe namespace is global: every user sees every pipe name. What keeps other users
+//! out is the DACL that the first instance is created with:
+//!
+//! - `CurrentUser`: one ACE, full access for the server's user SID (from the process token).
+//! - `Group`: also read/write for the user's primary group SID.
+//! - `Everyone`: also read/write for the world SID (`WD`, S-1-1-0).
+//!
+//! The DACL is protected (`P`, nothing inherited). Other users get read/write data access
+//! but never `FILE_APPEND_DATA`, which on a pipe is `FILE_CREATE_PIPE_INSTANCE`: so they can
+//! connect, but cannot add instances of the pipe and intercept its clients. Remote clients
+//! are refused by `PIPE_REJECT_REMOTE_CLIENTS`.
+
+use std::io;
+
+use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{
+    GetTokenInformation, TokenPrimaryGroup, TokenUser, PSECURITY_DESCRIPTOR, PSID,
+    TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+use super::wide;
+use crate::{Access, PeerIdentity};
+
+/// Access mask for users other than the owner: `FILE_GENERIC_READ | FILE_GENERIC_WRITE`
+/// without `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE` on a pipe).
+const PEER_RIGHTS: &str = "0x12019b";
+
+/// Whether `peer` may connect under `access`.
+///
+/// On Windows the DACL of the pipe is the gate: a peer that the policy does not admit cannot
+/// open the pipe at all. The backend does not read the peer's SID (that would need
+/// impersonating it), so the identity here is only a pid and the check passes. Should a
+/// SID be reported, it is compared with the policy.
+pub(crate) fn admits(access: Access, peer: &PeerIdentity) -> bool {
+    match (&peer.sid, access) {
+        (Some(sid), Access::CurrentUser) => {
+            current_user_sids().is_ok_and(|(user, _)| user.eq_ignore_ascii_case(sid))
+        }
+        (Some(sid), Access::Group) => current_user_sids().is_ok_and(|(user, group)| {
+            user.eq_ignore_ascii_case(sid) || group.eq_ignore_ascii_case(sid)
+        }),
+        _ => true,
+    }
+}
+
+/// The SDDL string of the security descriptor for `access`.
+pub(super) fn sddl(access: Access) -> io::Result<String> {
+    let (user, group) = current_user_sids()?;
+    let mut s = format!("D:P(A;;FA;;;{user})");
+    match access {
+        Access::CurrentUser => {}
+        Access::Group => s.push_str(&format!("(A;;{PEER_RIGHTS};;;{group})")),
+        Access::Everyone => s.push_str(&format!("(A;;{PEER_RIGHTS};;;WD)")),
+    }
+    Ok(s)
+}
+
+/// A self-relative security descriptor allocated by
+/// `ConvertStringSecurityDescriptorToSecurityDescriptorW`, freed with `LocalFree`.
+#[derive(Debug)]
+pub(super) struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
+
+// SAFETY: the descriptor is an immutable block of memory owned by this value; it is only
+// read (by CreateNamedPipeW) after creation, so it can be shared and sent across threads.
+unsafe impl Send for SecurityDescriptor {}
+// SAFETY: see above: shared access is read-only.
+unsafe impl Sync for SecurityDescriptor {}
+
+impl SecurityDescriptor {
+    pub(super) fn for_access(access: Access) -> io::Result<SecurityDescriptor> {
+        let text = sddl(access)?;
+        let w = wide(text.as_ref());
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `w` is NUL-terminated; `sd` receives a LocalAlloc'ed descriptor that we own;
+        // the size output is optional.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                w.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SecurityDescriptor(sd))
+    }
+
+    pub(super) fn as_ptr(&self) -> PSECURITY_DESCRIPTOR {
+        self.0
+    }
+}
+
+impl Drop for SecurityDescriptor {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from LocalAlloc (via the conversion function) and is freed
+        // exactly once.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+/// A SID in string form (`S-1-5-…`).
+fn sid_string(sid: PSID) -> io::Result<String> {
+    let mut out: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sid` points to a valid SID inside a live token buffer; `out` receives a
+    // LocalAlloc'ed, NUL-terminated string that we free below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut out) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut len = 0;
+    // SAFETY: `out` is NUL-terminated, so every index up to the NUL is in bounds.
+    while unsafe { *out.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: `out` is valid for `len` u16 reads (just measured).
+    let s = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(out, len) });
+    // SAFETY: allocated by ConvertSidToStringSidW with LocalAlloc; freed once.
+    unsafe { LocalFree(out.cast()) };
+    Ok(s)
+}
+
+/// The current process's user SID and primary group SID, as strings.
+pub(super) fn current_user_sids() -> io::Result<(String, String)> {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of the current process needs no closing; `token` receives a
+    // handle that we close below.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let result = (|| {
+        let user = token_info(token, TokenUser)?;
+        // SAFETY: the buffer holds a TOKEN_USER (u64-aligned, and at least its size, as
+        // GetTokenInformation succeeded), whose SID points into the same buffer.
+        let user = sid_string(unsafe { (*user.as_ptr().cast::<TOKEN_USER>()).User.Sid })?;
+        let group = token_info(token, TokenPrimaryGroup)?;
+        // SAFETY: as above, for TOKEN_PRIMARY_GROUP.
+        let group =
+            sid_string(unsafe { (*group.as_ptr().cast::<TOKEN_PRIMARY_GROUP>()).PrimaryGroup })?;
+        Ok((user, group))
+    })();
+    // SAFETY: `token` is a handle we own, closed once.
+    unsafe { CloseHandle(token) };
+    result
+}
+
+/// `GetTokenInformation` into a u64-aligned buffer of the size it asks for.
+fn token_info(token: HANDLE, class: i32) -> io::Result<Vec<u64>> {
+    let mut needed = 0u32;
+    // SAFETY: a size query: null buffer of length 0, `needed` receives the size.
+    unsafe { GetTokenInformation(token, class, std::ptr::null_mut(), 0, &mut needed) };
+    if needed == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u64; (needed as usize).div_ceil(8)];
+    // SAFETY: `buf` is valid for writes of `buf.len() * 8 >= needed` bytes.
+    let ok = unsafe {
+        GetTokenInformation(
+            token,
+            class,
+            buf.as_mut_ptr().cast(),
+            (buf.len() * 8) as u32,
+            &mut needed,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf)
+}

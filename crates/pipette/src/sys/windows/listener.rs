@@ -1,0 +1,494 @@
+//! A named-pipe server whose `accept` never lets one slow peer delay another.
+//!
+//! A few pipe instances are kept waiting for clients (`MIN_LISTENING`, at least 4, so a
+//! burst of clients does not meet `ERROR_PIPE_BUSY`). Each instance goes through
+//! Listening (an overlapped `ConnectNamedPipe`) → Reading (overlapped `ReadFile`s of the
+//! hello into its own buffer) → ready, and `accept` waits on every instance's event and the
+//! cancel event together. An instance whose hello does not arrive within the handshake
+//! timeout is dropped; a fresh instance replaces every one handed over or dropped. At most
+//! `MAX_INSTANCES` exist at once (one wait covers at most 64 handles); beyond that clients
+//! see `ERROR_PIPE_BUSY` and their connect loop retries.
+//!
+//! Progress is made only while some thread is in `accept` (as on Unix, where the hello
+//! waits in the socket meanwhile): a connected client's hello waits in the pipe's buffer.
+
+// The instances are boxed on purpose (clippy's `vec_box` cannot know): the kernel holds
+// pointers into a pending instance, so it must not move when the vector reallocates or
+// `swap_remove`s.
+#![allow(clippy::vec_box)]
+
+use std::io;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    GetLastError, ERROR_ACCESS_DENIED, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
+};
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::Storage::FileSystem::{
+    ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
+};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
+    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+};
+use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::access::SecurityDescriptor;
+use super::endpoint::probe;
+use super::stream::Stream;
+use super::{wide, Event};
+use crate::error::{Error, Result};
+use crate::frame::HELLO_LEN;
+use crate::sys::{Cancel, ListenOptions, Probe};
+use crate::Name;
+
+/// How many instances wait for a new client at any time.
+const MIN_LISTENING: usize = 4;
+/// Most instances at once: with the cancel event, one `WaitForMultipleObjects` (64 handles).
+const MAX_INSTANCES: usize = 63;
+/// Pipe buffer sizes (a hint to the system).
+const BUFFER: u32 = 64 * 1024;
+
+pub(crate) struct Listener {
+    path: Vec<u16>,
+    sd: SecurityDescriptor,
+    opts: ListenOptions,
+    cancel: Event,
+    cancelled: AtomicBool,
+    instances: Mutex<Vec<Box<Instance>>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("path", &String::from_utf16_lossy(&self.path))
+            .field("cancelled", &self.cancelled)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `ConnectNamedPipe` issued: waiting for a client.
+    Listening,
+    /// A client is connected; reading its first bytes.
+    Reading,
+}
+
+/// One pipe instance on its way from "waiting for a client" to "handed over".
+///
+/// # The overlapped-I/O invariant
+///
+/// While `pending` is true, the kernel owns `ov` and `prefix[have..]` and may write to them
+/// at any moment. The instance is boxed, so neither moves; nothing reads `prefix` or reuses
+/// `ov` until the operation's result has been collected; and `Drop` cancels a pending
+/// operation and waits for it (`GetOverlappedResult(.., TRUE)`) before the memory and the
+/// handle go away. An instance is handed over (`into_parts`) only when nothing is pending.
+struct Instance {
+    handle: Option<OwnedHandle>,
+    ov: OVERLAPPED,
+    event: Event,
+    phase: Phase,
+    pending: bool,
+    /// `ConnectNamedPipe` found a client already connected (no completion will be posted).
+    connected_now: bool,
+    /// The client came and went before we noticed; drop this instance.
+    broken: bool,
+    prefix: [u8; HELLO_LEN],
+    have: usize,
+    deadline: Option<Instant>,
+}
+
+// SAFETY: the raw pointer inside `ov` (its event handle) refers to `event`, which the
+// instance owns; the kernel's use of `ov` does not depend on which thread owns the instance,
+// and all access goes through the listener's mutex.
+unsafe impl Send for Instance {}
+
+enum Progress {
+    Ready,
+    Waiting,
+    Gone,
+}
+
+impl Instance {
+    /// A new instance of the pipe, already listening for a client.
+    fn new(path: &[u16], sd: &SecurityDescriptor, first: bool) -> io::Result<Box<Instance>> {
+        let attrs = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: sd.as_ptr(),
+            bInheritHandle: 0,
+        };
+        let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+        if first {
+            open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
+        }
+        // SAFETY: `path` is NUL-terminated; `attrs` and the descriptor it points to outlive
+        // the call. On success we own the returned handle.
+        let h = unsafe {
+            CreateNamedPipeW(
+                path.as_ptr(),
+                open_mode,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                BUFFER,
+                BUFFER,
+                0,
+                &attrs,
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `h` is a fresh pipe handle that nothing else owns.
+        let handle = unsafe { OwnedHandle::from_raw_handle(h) };
+        let mut inst = Box::new(Instance {
+            handle: Some(handle),
+            ov: OVERLAPPED::default(),
+            event: Event::new()?,
+            phase: Phase::Listening,
+            pending: false,
+            connected_now: false,
+            broken: false,
+            prefix: [0; HELLO_LEN],
+            have: 0,
+            deadline: None,
+        });
+        inst.start_connect();
+        Ok(inst)
+    }
+
+    fn raw(&self) -> HANDLE {
+        self.handle
+            .as_ref()
+            .map_or(INVALID_HANDLE_VALUE, |h| h.as_raw_handle())
+    }
+
+    fn fresh_overlapped(&mut self) -> *mut OVERLAPPED {
+        debug_assert!(!self.pending);
+        self.event.reset();
+        self.ov = OVERLAPPED {
+            hEvent: self.event.raw(),
+            ..Default::default()
+        };
+        &mut self.ov
+    }
+
+    /// Records how a just-started operation went (`ok` is what the starter returned).
+    fn started(&mut self, ok: i32) -> Option<u32> {
+        if ok != 0 {
+            // Completed at once; its completion is still posted through `ov`.
+            self.pending = true;
+            return None;
+        }
+        // SAFETY: no preconditions.
+        let err = unsafe { GetLastError() };
+        if err == ERROR_IO_PENDING {
+            self.pending = true;
+            None
+        } else {
+            Some(err)
+        }
+    }
+
+    fn start_connect(&mut self) {
+        let ov = self.fresh_overlapped();
+        // SAFETY: the handle is an open pipe instance; `ov` is this boxed instance's own
+        // OVERLAPPED, not in use (nothing is pending), and stays put until the operation is
+        // collected or cancelled-and-waited-for (see the type's invariant).
+        let ok = unsafe { ConnectNamedPipe(self.raw(), ov) };
+        match self.started(ok) {
+            None => {}
+            // The client connected between CreateNamedPipeW and ConnectNamedPipe.
+            Some(ERROR_PIPE_CONNECTED) => self.connected_now = true,
+            Some(err) => {
+                tracing::debug!(error = err, "a pipe instance failed to listen");
+                self.broken = true;
+            }
+        }
+    }
+
+    fn start_read(&mut self, need: usize) {
+        let ov = self.fresh_overlapped();
+        let buf = self.prefix[self.have..need].as_mut_ptr();
+        let len = (need - self.have) as u32;
+        // SAFETY: `buf` points into this boxed instance's `prefix`, valid for `len` bytes,
+        // and nothing touches it until the read is collected or cancelled-and-waited-for.
+        let ok = unsafe { ReadFile(self.raw(), buf, len, std::ptr::null_mut(), ov) };
+        if let Some(err) = self.started(ok) {
+            tracing::debug!(error = err, "a peer left before completing the handshake");
+            self.broken = true;
+        }
+    }
+
+    /// Advances as far as possible without blocking.
+    fn progress(
+        &mut self,
+        need: usize,
+        ok: fn(&[u8]) -> bool,
+        handshake: Duration,
+        now: Instant,
+    ) -> Progress {
+        loop {
+            if self.broken {
+                return Progress::Gone;
+            }
+            let n = if self.connected_now {
+                self.connected_now = false;
+                0
+            } else if self.pending {
+                let mut n = 0u32;
+                // SAFETY: `ov` belongs to the pending operation on this handle; bWait = FALSE
+                // only looks at its state.
+                let done = unsafe { GetOverlappedResult(self.raw(), &self.ov, &mut n, 0) };
+                if done == 0 {
+                    // SAFETY: no preconditions.
+                    let err = unsafe { GetLastError() };
+                    if err == ERROR_IO_INCOMPLETE {
+                        break;
+                    }
+                    self.pending = false;
+                    tracing::debug!(error = err, "a peer left before completing the handshake");
+                    return Progress::Gone;
+                }
+                self.pending = false;
+                n
+            } else {
+                // Nothing pending and nothing to collect: cannot happen; drop it to be safe.
+                return Progress::Gone;
+            };
+            match self.phase {
+                Phase::Listening => {
+                    self.phase = Phase::Reading;
+                    self.deadline = Some(now + handshake);
+                }
+                Phase::Reading => {
+                    if n == 0 {
+                        tracing::debug!(
+                            "a peer closed its connection before completing the handshake"
+                        );
+                        return Progress::Gone;
+                    }
+                    self.have += n as usize;
+                    if !ok(&self.prefix[..self.have]) {
+                        return Progress::Ready;
+                    }
+                }
+            }
+            if self.have >= need {
+                return Progress::Ready;
+            }
+            self.start_read(need);
+        }
+        match self.deadline {
+            Some(d) if now >= d => {
+                tracing::warn!(
+                    received = self.have,
+                    expected = need,
+                    "dropping a connection that did not complete the handshake in time"
+                );
+                Progress::Gone
+            }
+            _ => Progress::Waiting,
+        }
+    }
+
+    /// Takes the connected handle and the prefix; only when nothing is pending.
+    fn take_parts(&mut self) -> (Option<OwnedHandle>, [u8; HELLO_LEN], usize) {
+        debug_assert!(!self.pending);
+        (self.handle.take(), self.prefix, self.have)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.pending {
+            let h = self.raw();
+            let mut n = 0u32;
+            // SAFETY: `ov` belongs to the pending operation on `h`. CancelIoEx asks it to end;
+            // GetOverlappedResult with bWait = TRUE returns only once it has, so the kernel is
+            // done with `ov` and `prefix` before they are freed. This is the invariant.
+            unsafe {
+                CancelIoEx(h, &self.ov);
+                GetOverlappedResult(h, &self.ov, &mut n, 1);
+            }
+            self.pending = false;
+        }
+    }
+}
+
+impl Listener {
+    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+        // Plain names are global on Windows (see endpoint.rs), so every access policy works
+        // with them: the DACL decides who may connect.
+        let path = name.path();
+        let in_use = |pid| Error::AddrInUse {
+            name: name.as_str().to_owned(),
+            pid,
+        };
+        // FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it:
+        // ask first whether anybody serves the name.
+        match probe(path)? {
+            Probe::Live(pid) => return Err(in_use(pid)),
+            Probe::Absent | Probe::Stale => {}
+        }
+        let sd = SecurityDescriptor::for_access(opts.access)?;
+        let wpath = wide(path.as_os_str());
+        let first = match Instance::new(&wpath, &sd, true) {
+            Ok(i) => i,
+            Err(e) => {
+                return Err(match e.raw_os_error().map(|c| c as u32) {
+                    Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(live_pid(path)),
+                    _ => Error::Io(e),
+                })
+            }
+        };
+        let listener = Listener {
+            path: wpath,
+            sd,
+            opts: opts.clone(),
+            cancel: Event::new()?,
+            cancelled: AtomicBool::new(false),
+            instances: Mutex::new(vec![first]),
+        };
+        {
+            let mut instances = listener.lock();
+            listener.refill(&mut instances)?;
+        }
+        Ok(listener)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Box<Instance>>> {
+        // Nothing panics while the lock is held.
+        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn aborted() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the listener was shut down",
+        )
+    }
+
+    /// Tops up the instances waiting for a client to `MIN_LISTENING`.
+    fn refill(&self, instances: &mut Vec<Box<Instance>>) -> io::Result<()> {
+        let mut listening = instances
+            .iter()
+            .filter(|i| i.phase == Phase::Listening)
+            .count();
+        while listening < MIN_LISTENING && instances.len() < MAX_INSTANCES {
+            match Instance::new(&self.path, &self.sd, false) {
+                Ok(i) => instances.push(i),
+                Err(e) if instances.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create another pipe instance");
+                    break;
+                }
+            }
+            listening += 1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn accept(
+        &self,
+        timeout: Option<Duration>,
+    ) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let need = self.opts.prefix_len.min(HELLO_LEN);
+        let mut instances = self.lock();
+        let mut handles: Vec<HANDLE> = Vec::with_capacity(MAX_INSTANCES + 1);
+        loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                instances.clear();
+                return Err(Self::aborted());
+            }
+            let now = Instant::now();
+            let mut i = 0;
+            while i < instances.len() {
+                match instances[i].progress(
+                    need,
+                    self.opts.prefix_ok,
+                    self.opts.handshake_timeout,
+                    now,
+                ) {
+                    Progress::Ready => {
+                        let mut inst = instances.swap_remove(i);
+                        if let Err(e) = self.refill(&mut instances) {
+                            tracing::warn!(error = %e, "cannot create another pipe instance");
+                        }
+                        let (handle, prefix, have) = inst.take_parts();
+                        let Some(handle) = handle else { continue };
+                        return Ok((Stream::from_server(handle)?, prefix, have));
+                    }
+                    Progress::Gone => {
+                        // Dropping cancels and waits for any pending operation.
+                        instances.swap_remove(i);
+                    }
+                    Progress::Waiting => i += 1,
+                }
+            }
+            self.refill(&mut instances)?;
+
+            let mut wait = instances.iter().filter_map(|p| p.deadline).min();
+            if let Some(d) = deadline {
+                if now >= d {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
+                }
+                wait = Some(wait.map_or(d, |w| w.min(d)));
+            }
+            let ms = match wait {
+                None => u32::MAX,
+                Some(w) => {
+                    let left = w.saturating_duration_since(now);
+                    // Round up so that we never wake just before the deadline.
+                    left.as_micros()
+                        .div_ceil(1000)
+                        .min(u128::from(u32::MAX - 1)) as u32
+                }
+            };
+            handles.clear();
+            handles.push(self.cancel.raw());
+            handles.extend(
+                instances
+                    .iter()
+                    .filter(|i| i.pending)
+                    .map(|i| i.event.raw()),
+            );
+            // SAFETY: `handles` holds at most 64 valid event handles (the cancel event and
+            // those of live instances, which the held lock keeps alive).
+            let woke =
+                unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms) };
+            if woke == WAIT_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+/// The pid of the server at `path`, if a probe finds one.
+fn live_pid(path: &Path) -> Option<u32> {
+    match probe(path) {
+        Ok(Probe::Live(pid)) => pid,
+        _ => None,
+    }
+}
+
+impl Cancel for Listener {
+    /// Wakes a blocked `accept` (the cancel event is in every wait), then closes every pipe
+    /// instance that waits for a client, so the name is free once this returns (instances
+    /// handed over as connections are closed by their own cancel). Later `accept`s fail.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.cancel.set();
+        // An `accept` holding the lock wakes at once, clears the instances and returns; the
+        // wait for the lock is that short.
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
+    }
+}
