@@ -383,6 +383,12 @@ fn shutdown_unblocks_a_blocked_recv_and_the_client_sees_closed() {
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     stop.shutdown();
+    // shutdown() waits for the woken recv to let go of the pipe, which is quick.
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
     let r = t.join().unwrap();
     assert!(t0.elapsed() < PROMPT, "took {:?}", t0.elapsed());
     assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");

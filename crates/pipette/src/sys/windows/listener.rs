@@ -434,6 +434,11 @@ impl Listener {
                 }
             }
             self.refill(&mut instances)?;
+            if instances.iter().any(|i| !i.pending) {
+                // A fresh instance found its client already connected (or failed): it posts
+                // no completion to wait for, so look at it again now.
+                continue;
+            }
 
             let mut wait = instances.iter().filter_map(|p| p.deadline).min();
             if let Some(d) = deadline {

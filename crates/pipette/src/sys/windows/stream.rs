@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
@@ -37,6 +37,9 @@ const MAX_IO: usize = 1 << 30;
 /// `WriteFile` (pipes have no gather write); larger payloads go out in a second call.
 const COALESCE: usize = 64 * 1024;
 
+/// Longest `cancel` waits for woken operations to let go of the handle.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
 /// `timeout_ms` value meaning "no timeout".
 const NO_TIMEOUT: u32 = u32::MAX;
 
@@ -63,6 +66,8 @@ const NO_TIMEOUT: u32 = u32::MAX;
 #[derive(Debug)]
 pub(crate) struct Stream {
     slot: Mutex<Slot>,
+    /// Signalled when the last operation stops using the handle.
+    idle: Condvar,
     cancel: Event,
     cancelled: AtomicBool,
     /// This is the server end (`GetNamedPipeClientProcessId` finds the peer).
@@ -98,8 +103,13 @@ impl Drop for InUse<'_> {
         let closing = {
             let mut slot = self.stream.lock_slot();
             slot.users -= 1;
-            if slot.users == 0 && self.stream.cancelled.load(Ordering::SeqCst) {
-                slot.handle.take()
+            if slot.users == 0 {
+                self.stream.idle.notify_all();
+                if self.stream.cancelled.load(Ordering::SeqCst) {
+                    slot.handle.take()
+                } else {
+                    None
+                }
             } else {
                 None
             }
@@ -199,6 +209,7 @@ impl Stream {
                 handle: Some(handle),
                 users: 0,
             }),
+            idle: Condvar::new(),
             cancel: Event::new()?,
             cancelled: AtomicBool::new(false),
             server,
@@ -440,15 +451,23 @@ impl Stream {
 
 impl Cancel for Stream {
     /// Wakes every blocked read (it returns 0) and write (it fails), for good, and closes
-    /// the handle as soon as no operation uses it (at once when none is running).
+    /// the handle. Operations blocked in other threads wake at once (the cancel event is in
+    /// every wait) and stop using the handle within moments; this waits for that (bounded,
+    /// `CLOSE_WAIT`) so that the peer sees the end and the pipe name is free when `cancel`
+    /// returns. Should an operation take longer, the last one to finish closes the handle.
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.set();
         let closing = {
-            let mut slot = self.lock_slot();
+            let slot = self.lock_slot();
+            let (mut slot, _) = self
+                .idle
+                .wait_timeout_while(slot, CLOSE_WAIT, |s| s.users > 0)
+                .unwrap_or_else(|e| e.into_inner());
             if slot.users == 0 {
                 slot.handle.take()
             } else {
+                tracing::debug!("a cancelled operation is slow to end; it will close the pipe");
                 None
             }
         };
