@@ -60,6 +60,24 @@ fn child() {
             conn.send(&msg).unwrap();
             let _ = conn.recv_timeout(Duration::from_secs(5));
         }
+        // Binds NAME once stdin says "go"; prints "won" or "in-use", holds until stdin closes.
+        "race-bind" => {
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go).unwrap();
+            let server = match Server::bind(name) {
+                Ok(s) => {
+                    println!("won");
+                    Some(s)
+                }
+                Err(Error::AddrInUse { .. }) => {
+                    println!("in-use");
+                    None
+                }
+                Err(e) => panic!("{e}"),
+            };
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            drop(server);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -96,6 +114,26 @@ impl Peer {
                 return;
             }
         }
+    }
+
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The last word of the next line.
+    fn word(&mut self) -> String {
+        let mut line = String::new();
+        assert!(
+            self.out.read_line(&mut line).unwrap() > 0,
+            "the child ended"
+        );
+        line.split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn pid(&self) -> u32 {
@@ -346,6 +384,31 @@ fn a_second_server_on_a_live_name_gets_addr_in_use_with_the_pid() {
         std::thread::sleep(Duration::from_millis(10));
     }
     Server::bind(&name).unwrap();
+}
+
+#[test]
+fn racing_servers_exactly_one_wins() {
+    for round in 0..3 {
+        let name = unique("race");
+        let mut racers: Vec<_> = (0..5).map(|_| Peer::spawn("race-bind", &name)).collect();
+        for r in &mut racers {
+            r.say("go");
+        }
+        let mut results = Vec::new();
+        for r in &mut racers {
+            // Skip libtest's "running 1 test" and blank lines.
+            let mut w = r.word();
+            while w != "won" && w != "in-use" {
+                w = r.word();
+            }
+            results.push(w);
+        }
+        let winners = results.iter().filter(|w| *w == "won").count();
+        assert_eq!(winners, 1, "round {round}: {results:?}");
+        for r in racers {
+            r.finish();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

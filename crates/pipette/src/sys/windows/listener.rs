@@ -25,8 +25,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_ACCESS_DENIED, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
+    GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING,
+    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -36,7 +36,7 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
     PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
-use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
+use windows_sys::Win32::System::Threading::{CreateEventW, WaitForMultipleObjects};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::access::SecurityDescriptor;
@@ -56,6 +56,8 @@ const MAX_INSTANCES: usize = 63;
 const BUFFER: u32 = 64 * 1024;
 
 pub(crate) struct Listener {
+    /// Held for the server's whole life; released (dropped) by `cancel`.
+    claim: Mutex<Option<Claim>>,
     path: Vec<u16>,
     sd: SecurityDescriptor,
     opts: ListenOptions,
@@ -331,8 +333,13 @@ impl Listener {
             name: name.as_str().to_owned(),
             pid,
         };
-        // FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it:
-        // ask first whether anybody serves the name.
+        // Servers racing for one name serialise on the claim: exactly one gets it.
+        let claim = match Claim::acquire(path)? {
+            Some(c) => c,
+            None => return Err(in_use(live_pid(path))),
+        };
+        // Not a pipette server's name, but somebody else's pipe? Never take it over.
+        // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
         match probe(path)? {
             Probe::Live(pid) => return Err(in_use(pid)),
             Probe::Absent | Probe::Stale => {}
@@ -349,6 +356,7 @@ impl Listener {
             }
         };
         let listener = Listener {
+            claim: Mutex::new(Some(claim)),
             path: wpath,
             sd,
             opts: opts.clone(),
@@ -476,6 +484,17 @@ impl Listener {
     }
 }
 
+impl Drop for Listener {
+    /// Closes the instances before the claim goes (fields drop after this), so that a server
+    /// that claims the name next never meets our instances.
+    fn drop(&mut self) {
+        self.instances
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
 /// The pid of the server at `path`, if a probe finds one.
 fn live_pid(path: &Path) -> Option<u32> {
     match probe(path) {
@@ -495,5 +514,72 @@ impl Cancel for Listener {
         // wait for the lock is that short.
         let dropped = std::mem::take(&mut *self.lock());
         drop(dropped);
+        // Only now that no instance is left may another server claim the name.
+        let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(claim);
     }
+}
+
+/// The claim on a pipe name: a named event `Local\pipette-claim-…` derived from the pipe
+/// path, which the server creates and keeps open for its whole life.
+///
+/// `CreateEventW` on an existing name opens it and reports `ERROR_ALREADY_EXISTS`, atomically,
+/// so of several servers racing for a name exactly one creates it; the others are refused with
+/// `AddrInUse`. The kernel deletes the event with its last handle, however its holder ends, so
+/// a crashed server leaves no claim behind (like `flock` on Unix). This is what makes binding
+/// exclusive under Wine, which ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows it is a
+/// second line of defence. `Local\` is the session's namespace; across sessions
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE` still refuses a second server.
+#[derive(Debug)]
+struct Claim(#[allow(dead_code)] Event);
+
+impl Claim {
+    /// `Ok(None)` when another server holds the claim.
+    fn acquire(path: &Path) -> io::Result<Option<Claim>> {
+        let name = wide(claim_name(path).as_ref());
+        // SAFETY: `name` is NUL-terminated; null attributes are allowed. On success we own
+        // the returned handle (new or opened).
+        let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, name.as_ptr()) };
+        // SAFETY: no preconditions; read before any other call can overwrite it.
+        let err = unsafe { GetLastError() };
+        if h.is_null() {
+            return match err {
+                // Another user's claim that we may not open: the name is taken.
+                ERROR_ACCESS_DENIED => Ok(None),
+                _ => Err(super::os_error(err)),
+            };
+        }
+        // SAFETY: `h` is a valid event handle that nothing else owns.
+        let event = Event(unsafe { OwnedHandle::from_raw_handle(h) });
+        if err == ERROR_ALREADY_EXISTS {
+            return Ok(None);
+        }
+        Ok(Some(Claim(event)))
+    }
+}
+
+/// The claim's object name for a pipe path: case-folded (pipe names are case-insensitive),
+/// backslashes (not allowed in object names) replaced, and hashed when long.
+fn claim_name(path: &Path) -> String {
+    let key: String = path
+        .to_string_lossy()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    if key.len() <= 180 {
+        return format!("Local\\pipette-claim-{key}");
+    }
+    // FNV-1a, 64 bits, twice with different offsets: collisions are not a practical concern.
+    let fnv = |seed: u64| {
+        key.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "Local\\pipette-claim-{}-{:016x}{:016x}",
+        key.chars().take(100).collect::<String>(),
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    )
 }
