@@ -576,6 +576,38 @@ fn a_burst_of_clients_is_served() {
 }
 
 #[test]
+fn clients_connect_while_nobody_is_in_accept() {
+    let name = unique("backlog");
+    let server = Server::bind(&name).unwrap();
+    // More clients than pipe instances waiting at bind time, all connected before any accept.
+    let mut clients: Vec<_> = (0..10)
+        .map(|i| {
+            let mut c = Client::connect_timeout(&name, Duration::from_secs(5)).unwrap();
+            c.send(format!("early {i}").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let mut got: Vec<String> = (0..10)
+        .map(|_| {
+            let mut conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
+            let msg = conn.recv_string().unwrap();
+            conn.send_str(&msg).unwrap();
+            msg
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("early {i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    for c in &mut clients {
+        assert!(c
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .starts_with(b"early"));
+    }
+}
+
+#[test]
 fn large_messages_cross_in_both_directions() {
     let name = unique("large");
     let server = Server::bind(&name).unwrap();

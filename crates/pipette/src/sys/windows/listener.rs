@@ -1,27 +1,29 @@
 //! A named-pipe server whose `accept` never lets one slow peer delay another.
 //!
-//! A few pipe instances are kept waiting for clients (`MIN_LISTENING`, at least 4, so a
-//! burst of clients does not meet `ERROR_PIPE_BUSY`). Each instance goes through
-//! Listening (an overlapped `ConnectNamedPipe`) → Reading (overlapped `ReadFile`s of the
-//! hello into its own buffer) → ready, and `accept` waits on every instance's event and the
-//! cancel event together. An instance whose hello does not arrive within the handshake
-//! timeout is dropped; a fresh instance replaces every one handed over or dropped. At most
-//! `MAX_INSTANCES` exist at once (one wait covers at most 64 handles); beyond that clients
-//! see `ERROR_PIPE_BUSY` and their connect loop retries.
-//!
-//! Progress is made only while some thread is in `accept` (as on Unix, where the hello
-//! waits in the socket meanwhile): a connected client's hello waits in the pipe's buffer.
+//! A pump thread per listener keeps a few pipe instances waiting for clients
+//! (`MIN_LISTENING`, so a burst of clients does not meet `ERROR_PIPE_BUSY`). Each instance
+//! goes through Listening (an overlapped `ConnectNamedPipe`) → Reading (overlapped
+//! `ReadFile`s of the hello into its own buffer) → ready, and the pump waits on every
+//! instance's event and the cancel event together. An instance whose hello does not arrive
+//! within the handshake timeout is dropped; a fresh instance replaces every one that
+//! connects. Ready connections wait in a bounded queue (`MAX_QUEUED`, the equivalent of a
+//! socket's backlog) for `accept`, so clients can connect while nobody is in `accept`, as
+//! with a Unix listening socket. At most `MAX_INSTANCES` instances are in progress at once
+//! (one wait covers at most 64 handles); beyond the limits clients see `ERROR_PIPE_BUSY` and
+//! their connect loop retries.
 
 // The instances are boxed on purpose (clippy's `vec_box` cannot know): the kernel holds
 // pointers into a pending instance, so it must not move when the vector reallocates or
 // `swap_remove`s.
 #![allow(clippy::vec_box)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -50,28 +52,56 @@ use crate::Name;
 
 /// How many instances wait for a new client at any time.
 const MIN_LISTENING: usize = 4;
-/// Most instances at once: with the cancel event, one `WaitForMultipleObjects` (64 handles).
-const MAX_INSTANCES: usize = 63;
+/// Most instances in progress at once: with the cancel and wake events, one
+/// `WaitForMultipleObjects` (64 handles).
+const MAX_INSTANCES: usize = 62;
+/// Most ready connections waiting for `accept` (a socket's backlog).
+const MAX_QUEUED: usize = 64;
 /// Pipe buffer sizes (a hint to the system).
 const BUFFER: u32 = 64 * 1024;
 
 pub(crate) struct Listener {
-    /// Held for the server's whole life; released (dropped) by `cancel`.
+    shared: Arc<Shared>,
+    pump: Mutex<Option<JoinHandle<()>>>,
+    /// Held for the server's whole life; released by `cancel` once the pump has closed every
+    /// instance.
     claim: Mutex<Option<Claim>>,
-    path: Vec<u16>,
-    sd: SecurityDescriptor,
-    opts: ListenOptions,
-    cancel: Event,
-    cancelled: AtomicBool,
-    instances: Mutex<Vec<Box<Instance>>>,
+    path: String,
 }
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("path", &String::from_utf16_lossy(&self.path))
-            .field("cancelled", &self.cancelled)
+            .field("path", &self.path)
+            .field("cancelled", &self.shared.cancelled)
             .finish()
+    }
+}
+
+/// What the pump thread and `accept` share.
+#[derive(Debug)]
+struct Shared {
+    /// Set by `cancel`: wakes the pump for good.
+    cancel: Event,
+    /// Set by `accept` after taking a connection: the pump may refill.
+    wake: Event,
+    cancelled: AtomicBool,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Connections whose prefix is complete (or bad): handle, prefix, its length.
+    items: VecDeque<(OwnedHandle, [u8; HELLO_LEN], usize)>,
+    /// The pump could not create any instance: the last error, for `accept`.
+    error: Option<(io::ErrorKind, String)>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while the lock is held.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -355,25 +385,30 @@ impl Listener {
                 })
             }
         };
-        let listener = Listener {
-            claim: Mutex::new(Some(claim)),
+        let shared = Arc::new(Shared {
+            cancel: Event::new()?,
+            wake: Event::new()?,
+            cancelled: AtomicBool::new(false),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
+        let mut pump = Pump {
+            shared: shared.clone(),
             path: wpath,
             sd,
             opts: opts.clone(),
-            cancel: Event::new()?,
-            cancelled: AtomicBool::new(false),
-            instances: Mutex::new(vec![first]),
+            instances: vec![first],
         };
-        {
-            let mut instances = listener.lock();
-            listener.refill(&mut instances)?;
-        }
-        Ok(listener)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<Box<Instance>>> {
-        // Nothing panics while the lock is held.
-        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+        pump.refill();
+        let thread = std::thread::Builder::new()
+            .name("pipette-pipe-pump".into())
+            .spawn(move || pump.run())?;
+        Ok(Listener {
+            shared,
+            pump: Mutex::new(Some(thread)),
+            claim: Mutex::new(Some(claim)),
+            path: path.display().to_string(),
+        })
     }
 
     fn aborted() -> io::Error {
@@ -383,115 +418,182 @@ impl Listener {
         )
     }
 
-    /// Tops up the instances waiting for a client to `MIN_LISTENING`.
-    fn refill(&self, instances: &mut Vec<Box<Instance>>) -> io::Result<()> {
-        let mut listening = instances
-            .iter()
-            .filter(|i| i.phase == Phase::Listening)
-            .count();
-        while listening < MIN_LISTENING && instances.len() < MAX_INSTANCES {
-            match Instance::new(&self.path, &self.sd, false) {
-                Ok(i) => instances.push(i),
-                Err(e) if instances.is_empty() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create another pipe instance");
-                    break;
-                }
-            }
-            listening += 1;
-        }
-        Ok(())
-    }
-
     pub(crate) fn accept(
         &self,
         timeout: Option<Duration>,
     ) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
         let deadline = timeout.map(|d| Instant::now() + d);
-        let need = self.opts.prefix_len.min(HELLO_LEN);
-        let mut instances = self.lock();
-        let mut handles: Vec<HANDLE> = Vec::with_capacity(MAX_INSTANCES + 1);
+        let mut queue = self.shared.lock();
         loop {
-            if self.cancelled.load(Ordering::SeqCst) {
-                instances.clear();
+            if self.shared.cancelled.load(Ordering::SeqCst) {
                 return Err(Self::aborted());
             }
+            if let Some((handle, prefix, have)) = queue.items.pop_front() {
+                drop(queue);
+                self.shared.wake.set();
+                return Ok((Stream::from_server(handle)?, prefix, have));
+            }
+            if let Some((kind, msg)) = queue.error.take() {
+                return Err(io::Error::new(kind, msg));
+            }
+            queue = match deadline {
+                None => self
+                    .shared
+                    .ready
+                    .wait(queue)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
+                    }
+                    self.shared
+                        .ready
+                        .wait_timeout(queue, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Stops the pump (which closes every instance it holds), drops the queued connections,
+    /// then releases the claim. Idempotent.
+    fn teardown(&self) {
+        self.shared.cancelled.store(true, Ordering::SeqCst);
+        self.shared.cancel.set();
+        let queued = std::mem::take(&mut self.shared.lock().items);
+        self.shared.ready.notify_all();
+        drop(queued);
+        let pump = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(pump) = pump {
+            // The pump wakes at once on the cancel event; it only has to cancel and collect
+            // its instances' pending operations.
+            if pump.join().is_err() {
+                tracing::error!("the pipe pump thread panicked");
+            }
+        }
+        // Only now that no instance is left may another server claim the name.
+        let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(claim);
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl Cancel for Listener {
+    /// Wakes a blocked `accept`, makes later ones fail, and closes every pipe instance that
+    /// is not yet a connection, so the name is free once this returns (instances handed
+    /// over as connections are closed by their own cancel).
+    fn cancel(&self) {
+        self.teardown();
+    }
+}
+
+/// The pump thread's state: the instances on their way to the queue.
+struct Pump {
+    shared: Arc<Shared>,
+    path: Vec<u16>,
+    sd: SecurityDescriptor,
+    opts: ListenOptions,
+    instances: Vec<Box<Instance>>,
+}
+
+impl Pump {
+    /// Tops up the instances waiting for a client to `MIN_LISTENING`, within the limits.
+    fn refill(&mut self) {
+        let queued = self.shared.lock().items.len();
+        let mut listening = self
+            .instances
+            .iter()
+            .filter(|i| i.phase == Phase::Listening)
+            .count();
+        while listening < MIN_LISTENING
+            && self.instances.len() < MAX_INSTANCES
+            && self.instances.len() + queued < MAX_INSTANCES + MAX_QUEUED
+        {
+            match Instance::new(&self.path, &self.sd, false) {
+                Ok(i) => self.instances.push(i),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create another pipe instance");
+                    if self.instances.is_empty() {
+                        self.shared.lock().error = Some((e.kind(), e.to_string()));
+                        self.shared.ready.notify_all();
+                    }
+                    break;
+                }
+            }
+            listening += 1;
+        }
+    }
+
+    fn run(mut self) {
+        let need = self.opts.prefix_len.min(HELLO_LEN);
+        let mut handles: Vec<HANDLE> = Vec::with_capacity(MAX_INSTANCES + 2);
+        while !self.shared.cancelled.load(Ordering::SeqCst) {
+            self.shared.wake.reset();
             let now = Instant::now();
             let mut i = 0;
-            while i < instances.len() {
-                match instances[i].progress(
+            while i < self.instances.len() {
+                match self.instances[i].progress(
                     need,
                     self.opts.prefix_ok,
                     self.opts.handshake_timeout,
                     now,
                 ) {
                     Progress::Ready => {
-                        let mut inst = instances.swap_remove(i);
-                        if let Err(e) = self.refill(&mut instances) {
-                            tracing::warn!(error = %e, "cannot create another pipe instance");
-                        }
+                        let mut inst = self.instances.swap_remove(i);
                         let (handle, prefix, have) = inst.take_parts();
-                        let Some(handle) = handle else { continue };
-                        return Ok((Stream::from_server(handle)?, prefix, have));
+                        if let Some(handle) = handle {
+                            self.shared.lock().items.push_back((handle, prefix, have));
+                            self.shared.ready.notify_one();
+                        }
                     }
-                    Progress::Gone => {
-                        // Dropping cancels and waits for any pending operation.
-                        instances.swap_remove(i);
-                    }
+                    // Dropping cancels and waits for any pending operation.
+                    Progress::Gone => drop(self.instances.swap_remove(i)),
                     Progress::Waiting => i += 1,
                 }
             }
-            self.refill(&mut instances)?;
-            if instances.iter().any(|i| !i.pending) {
+            self.refill();
+            if self.instances.iter().any(|i| !i.pending) {
                 // A fresh instance found its client already connected (or failed): it posts
                 // no completion to wait for, so look at it again now.
                 continue;
             }
-
-            let mut wait = instances.iter().filter_map(|p| p.deadline).min();
-            if let Some(d) = deadline {
-                if now >= d {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
-                }
-                wait = Some(wait.map_or(d, |w| w.min(d)));
-            }
-            let ms = match wait {
+            let ms = match self.instances.iter().filter_map(|p| p.deadline).min() {
+                // Round up so that we never wake just before the deadline.
+                Some(d) => d
+                    .saturating_duration_since(now)
+                    .as_micros()
+                    .div_ceil(1000)
+                    .min(u128::from(u32::MAX - 1)) as u32,
+                // Nothing to time out; with no instance at all (creating them failed), retry
+                // now and then.
+                None if self.instances.is_empty() => 100,
                 None => u32::MAX,
-                Some(w) => {
-                    let left = w.saturating_duration_since(now);
-                    // Round up so that we never wake just before the deadline.
-                    left.as_micros()
-                        .div_ceil(1000)
-                        .min(u128::from(u32::MAX - 1)) as u32
-                }
             };
             handles.clear();
-            handles.push(self.cancel.raw());
-            handles.extend(
-                instances
-                    .iter()
-                    .filter(|i| i.pending)
-                    .map(|i| i.event.raw()),
-            );
-            // SAFETY: `handles` holds at most 64 valid event handles (the cancel event and
-            // those of live instances, which the held lock keeps alive).
+            handles.push(self.shared.cancel.raw());
+            handles.push(self.shared.wake.raw());
+            handles.extend(self.instances.iter().map(|i| i.event.raw()));
+            // SAFETY: `handles` holds at most 65 - 1 valid event handles (cancel, wake, and
+            // those of our live instances, which stay alive during the wait).
             let woke =
                 unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms) };
             if woke == WAIT_FAILED {
-                return Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                tracing::error!(error = %e, "the pipe pump cannot wait; stopping");
+                self.shared.lock().error = Some((e.kind(), e.to_string()));
+                self.shared.ready.notify_all();
+                break;
             }
         }
-    }
-}
-
-impl Drop for Listener {
-    /// Closes the instances before the claim goes (fields drop after this), so that a server
-    /// that claims the name next never meets our instances.
-    fn drop(&mut self) {
-        self.instances
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        // Dropping the instances cancels their pending operations and waits for them.
+        self.instances.clear();
     }
 }
 
@@ -500,23 +602,6 @@ fn live_pid(path: &Path) -> Option<u32> {
     match probe(path) {
         Ok(Probe::Live(pid)) => pid,
         _ => None,
-    }
-}
-
-impl Cancel for Listener {
-    /// Wakes a blocked `accept` (the cancel event is in every wait), then closes every pipe
-    /// instance that waits for a client, so the name is free once this returns (instances
-    /// handed over as connections are closed by their own cancel). Later `accept`s fail.
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.cancel.set();
-        // An `accept` holding the lock wakes at once, clears the instances and returns; the
-        // wait for the lock is that short.
-        let dropped = std::mem::take(&mut *self.lock());
-        drop(dropped);
-        // Only now that no instance is left may another server claim the name.
-        let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(claim);
     }
 }
 
