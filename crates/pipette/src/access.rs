@@ -6,8 +6,9 @@
 /// (Unix: the socket file's mode; Windows: the pipe's security descriptor), and by pipette
 /// itself, which checks every accepted peer's identity before `accept` returns it. A refused
 /// peer never reaches the server's code; it gets a clear `PermissionDenied` error. (On
-/// Windows pipette learns only the peer's pid, so there the DACL alone does the refusing:
-/// a refused client cannot open the pipe and gets `PermissionDenied` from `connect`.)
+/// Windows the DACL does the refusing for `Group` and `Everyone`: a refused client cannot
+/// open the pipe and gets `PermissionDenied` from `connect`. pipette itself checks the
+/// peer's user SID for `CurrentUser`.)
 ///
 /// ```
 /// use pipette::{Access, ServerOptions};

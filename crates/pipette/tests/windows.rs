@@ -626,11 +626,14 @@ fn large_messages_cross_in_both_directions() {
 }
 
 #[test]
-fn peer_pid_is_reported_both_ways() {
+fn peer_pid_and_sid_are_reported_both_ways() {
     let name = unique("pid");
     let server = Server::bind(&name).unwrap();
     let client = Client::connect(&name).unwrap();
     let conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(conn.peer().pid(), Some(std::process::id()));
     assert_eq!(client.peer().pid(), Some(std::process::id()));
+    let (user, _) = sd::me();
+    assert_eq!(conn.peer().sid(), Some(user.as_str()));
+    assert_eq!(client.peer().sid(), Some(user.as_str()));
 }

@@ -53,8 +53,9 @@
 //!   private and (unlike Unix) may be bound with any `Access`.
 //! - A pipe disappears with its last handle: probes never find `Stale`, and
 //!   `list_endpoints` lists the `pipette-*` pipes of every user.
-//! - `admits` passes peers whose SID is unknown (the backend reports only the pid): the
-//!   DACL has already refused everyone the policy does not admit.
+//! - Peers are identified by pid and user SID (no uid/gid). `admits` checks the SID for
+//!   `CurrentUser` and otherwise relies on the DACL, which has already refused everyone the
+//!   policy does not admit (it sees the peer's groups, pipette does not).
 //! - `shutdown_write` closes the whole pipe end (pipes have no half-close): the peer reads
 //!   everything sent and then end-of-stream, but our own later reads see end-of-stream too.
 

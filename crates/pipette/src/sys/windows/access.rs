@@ -18,11 +18,16 @@ use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
+use windows_sys::Win32::Security::RevertToSelf;
 use windows_sys::Win32::Security::{
     GetTokenInformation, TokenPrimaryGroup, TokenUser, PSECURITY_DESCRIPTOR, PSID,
     TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
 };
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetCurrentThread, OpenProcess, OpenProcessToken, OpenThreadToken,
+    PROCESS_QUERY_LIMITED_INFORMATION,
+};
 
 use super::wide;
 use crate::{Access, PeerIdentity};
@@ -34,17 +39,15 @@ const PEER_RIGHTS: &str = "0x12019b";
 /// Whether `peer` may connect under `access`.
 ///
 /// On Windows the DACL of the pipe is the gate: a peer that the policy does not admit cannot
-/// open the pipe at all. The backend does not read the peer's SID (that would need
-/// impersonating it), so the identity here is only a pid and the check passes. Should a
-/// SID be reported, it is compared with the policy.
+/// open the pipe at all. On top of that, with `CurrentUser` a peer whose user SID is known
+/// (read from its impersonation token, see `stream.rs`) must be the server's user. A peer
+/// whose SID is unknown passes, as do all peers under `Group` and `Everyone`: group
+/// membership is what the DACL checks, against the peer's full token.
 pub(crate) fn admits(access: Access, peer: &PeerIdentity) -> bool {
     match (&peer.sid, access) {
         (Some(sid), Access::CurrentUser) => {
             current_user_sids().is_ok_and(|(user, _)| user.eq_ignore_ascii_case(sid))
         }
-        (Some(sid), Access::Group) => current_user_sids().is_ok_and(|(user, group)| {
-            user.eq_ignore_ascii_case(sid) || group.eq_ignore_ascii_case(sid)
-        }),
         _ => true,
     }
 }
@@ -135,12 +138,10 @@ pub(super) fn current_user_sids() -> io::Result<(String, String)> {
         return Err(io::Error::last_os_error());
     }
     let result = (|| {
-        let user = token_info(token, TokenUser)?;
-        // SAFETY: the buffer holds a TOKEN_USER (u64-aligned, and at least its size, as
-        // GetTokenInformation succeeded), whose SID points into the same buffer.
-        let user = sid_string(unsafe { (*user.as_ptr().cast::<TOKEN_USER>()).User.Sid })?;
+        let user = token_user_sid(token)?;
         let group = token_info(token, TokenPrimaryGroup)?;
-        // SAFETY: as above, for TOKEN_PRIMARY_GROUP.
+        // SAFETY: the buffer holds a TOKEN_PRIMARY_GROUP (u64-aligned, and at least its size,
+        // as GetTokenInformation succeeded), whose SID points into the same buffer.
         let group =
             sid_string(unsafe { (*group.as_ptr().cast::<TOKEN_PRIMARY_GROUP>()).PrimaryGroup })?;
         Ok((user, group))
@@ -148,6 +149,63 @@ pub(super) fn current_user_sids() -> io::Result<(String, String)> {
     // SAFETY: `token` is a handle we own, closed once.
     unsafe { CloseHandle(token) };
     result
+}
+
+/// The user SID of an open token (queried with `TOKEN_QUERY`), as a string.
+pub(super) fn token_user_sid(token: HANDLE) -> io::Result<String> {
+    let user = token_info(token, TokenUser)?;
+    // SAFETY: the buffer holds a TOKEN_USER (u64-aligned, and at least its size, as
+    // GetTokenInformation succeeded), whose SID points into the same buffer.
+    sid_string(unsafe { (*user.as_ptr().cast::<TOKEN_USER>()).User.Sid })
+}
+
+/// The user SID of the client connected to the server end `pipe`, read by impersonating it
+/// for a moment (identification level: its token can be queried, not used). `None` when that
+/// fails, for example before the client has written anything.
+pub(super) fn pipe_client_sid(pipe: HANDLE) -> Option<String> {
+    // SAFETY: `pipe` is an open server end of a named pipe.
+    if unsafe { ImpersonateNamedPipeClient(pipe) } == 0 {
+        return None;
+    }
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the current thread's pseudo-handle; OpenAsSelf = TRUE checks access with the
+    // process's own token. `token` receives a handle that we close below.
+    let opened = unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) };
+    // SAFETY: ends the impersonation started above. Going on as the client would be a
+    // security hole, so failing to revert ends the process.
+    if unsafe { RevertToSelf() } == 0 {
+        std::process::abort();
+    }
+    if opened == 0 {
+        return None;
+    }
+    let sid = token_user_sid(token).ok();
+    // SAFETY: `token` is a handle we own, closed once.
+    unsafe { CloseHandle(token) };
+    sid
+}
+
+/// The user SID of process `pid`, if we may query it (the server end of a client's pipe).
+pub(super) fn process_sid(pid: u32) -> Option<String> {
+    // SAFETY: plain call; on success we own the handle and close it below.
+    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if process.is_null() {
+        return None;
+    }
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: `process` is open with PROCESS_QUERY_LIMITED_INFORMATION; `token` receives a
+    // handle that we close below.
+    let sid = if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut token) } != 0 {
+        let sid = token_user_sid(token).ok();
+        // SAFETY: our token handle, closed once.
+        unsafe { CloseHandle(token) };
+        sid
+    } else {
+        None
+    };
+    // SAFETY: our process handle, closed once.
+    unsafe { CloseHandle(process) };
+    sid
 }
 
 /// `GetTokenInformation` into a u64-aligned buffer of the size it asks for.

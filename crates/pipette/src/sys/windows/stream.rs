@@ -422,8 +422,10 @@ impl Stream {
         Ok(())
     }
 
-    /// The peer's process id (the pipe has no credentials like `SO_PEERCRED`; the DACL is
-    /// what admits peers, see `access.rs`).
+    /// The peer's process id and, where it can be read, its user SID: a server reads its
+    /// client's from the client's identification token (the client connects with
+    /// `SECURITY_IDENTIFICATION`), a client reads the server's from the server process's
+    /// token (racy with pid reuse, informational only).
     pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
         let Some(h) = self.in_use() else {
             return Err(Stream::cancelled_error());
@@ -440,11 +442,17 @@ impl Stream {
         if ok == 0 {
             return Err(io::Error::last_os_error());
         }
+        let pid = (pid != 0).then_some(pid);
+        let sid = if self.server {
+            super::access::pipe_client_sid(h.raw)
+        } else {
+            pid.and_then(super::access::process_sid)
+        };
         Ok(PeerIdentity {
-            pid: (pid != 0).then_some(pid),
+            pid,
             uid: None,
             gid: None,
-            sid: None,
+            sid,
         })
     }
 }
