@@ -24,6 +24,17 @@ fn unique(tag: &str) -> String {
     )
 }
 
+/// Whether we run under Wine (which differs from Windows in documented ways).
+fn on_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+    let ntdll: Vec<u16> = "ntdll.dll".encode_utf16().chain(Some(0)).collect();
+    // SAFETY: NUL-terminated strings; ntdll is always loaded.
+    unsafe {
+        let m = GetModuleHandleW(ntdll.as_ptr());
+        !m.is_null() && GetProcAddress(m, c"wine_get_version".as_ptr().cast()).is_some()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Child processes
 
@@ -605,6 +616,59 @@ fn clients_connect_while_nobody_is_in_accept() {
             .unwrap()
             .starts_with(b"early"));
     }
+}
+
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let name = unique("hs-timeout");
+    let server = ServerOptions::new()
+        .handshake_timeout(Duration::from_millis(200))
+        .bind(&name)
+        .unwrap();
+    let mut silent = ClientOptions::new().raw(true).connect(&name).unwrap();
+    let t0 = Instant::now();
+    // Nobody is in accept: the pump still drops the silent peer, which then sees the end.
+    let r = silent.recv_timeout(Duration::from_secs(5));
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    drop(server);
+}
+
+#[test]
+fn a_peer_that_does_not_speak_the_protocol_is_refused_at_once() {
+    let name = unique("garbage");
+    let server = Server::bind(&name).unwrap();
+    let t = std::thread::spawn(move || server.accept_timeout(Duration::from_secs(2)).map(|_| ()));
+    let mut raw = ClientOptions::new().raw(true).connect(&name).unwrap();
+    raw.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    // The refusal (a reply with a status) arrives, then the end of the connection.
+    let mut got = Vec::new();
+    loop {
+        match raw.recv_timeout(Duration::from_secs(5)) {
+            Ok(bytes) => got.extend(bytes),
+            Err(Error::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got.len(), pipette::frame::REPLY_LEN, "{got:?}");
+    assert!(matches!(t.join().unwrap(), Err(Error::TimedOut { .. })));
+}
+
+#[test]
+fn endpoints_lists_live_plain_names() {
+    let name = unique("listed");
+    let _server = Server::bind(&name).unwrap();
+    let list = pipette::endpoints().unwrap();
+    if on_wine() {
+        // Wine 8.0 cannot list `\\.\pipe\` (FindFirstFileW fails with error 66,
+        // ERROR_BAD_DEV_TYPE), so the list is empty.
+        return;
+    }
+    let me = list
+        .iter()
+        .find(|e| e.name == name)
+        .expect("our server is listed");
+    assert!(matches!(me.liveness, Liveness::Live { .. }), "{me:?}");
 }
 
 #[test]
