@@ -88,7 +88,8 @@ pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
 ///
 /// The pipe namespace is global, so this includes other users' servers too (a later connect
 /// to one of them is refused by its DACL). When the system does not let pipes be listed
-/// (`FindFirstFileW` on `\\.\pipe\*` fails), the list is empty.
+/// (`FindFirstFileW` on `\\.\pipe\*` fails, as under Wine 8.0 with `ERROR_BAD_DEV_TYPE`),
+/// the list is empty.
 pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
     let pattern = wide(format!("{PIPE_ROOT}*").as_ref());
     let mut out = Vec::new();
