@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds pipette for x86_64-pc-windows-gnu and runs clippy and the tests under Wine.
 #
-# Usage: scripts/test-windows.sh [extra cargo test args...]
+# Usage: scripts/test-windows.sh [extra cargo test args...]   (e.g. --test windows)
+#        SKIP_CLIPPY=1 scripts/test-windows.sh ...             (tests only)
 # Recipe: a ProcessPrng shim DLL (Wine 8.0 lacks bcryptprimitives.dll), a private Wine prefix
 # under target/wine-prefix, and a warm wineserver whose output goes nowhere near our pipes.
 set -euo pipefail
@@ -57,5 +58,5 @@ wine cmd /c exit >/dev/null 2>&1 </dev/null
 echo "== clippy ($target)" >&2
 [ -n "${SKIP_CLIPPY:-}" ] || cargo clippy --target "$target" -p pipette -p pipette-cli --all-targets -- -D warnings
 echo "== tests ($target)" >&2
-cargo test --target "$target" -p pipette "$@"
+cargo test --target "$target" -p pipette -p pipette-cli "$@"
 echo "== ok" >&2
