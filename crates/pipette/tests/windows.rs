@@ -398,6 +398,26 @@ fn a_second_server_on_a_live_name_gets_addr_in_use_with_the_pid() {
 }
 
 #[test]
+fn a_killed_server_leaves_nothing_behind() {
+    let name = unique("killed");
+    let mut peer = Peer::spawn("serve", &name);
+    peer.expect("ready");
+    let mut c = Client::connect(&name).unwrap();
+    c.send(b"before").unwrap();
+    assert_eq!(c.recv_timeout(Duration::from_secs(5)).unwrap(), b"before");
+    peer.child.kill().unwrap();
+    peer.child.wait().unwrap();
+    // The connected client sees the end; the name (pipe and claim) is gone with the process.
+    let r = c.recv_timeout(Duration::from_secs(5));
+    assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    assert_eq!(pipette::probe(&name).unwrap(), Liveness::Absent);
+    let server = Server::bind(&name).unwrap();
+    let mut c = Client::connect(&name).unwrap();
+    c.send(b"after").unwrap();
+    assert_eq!(server.accept().unwrap().recv().unwrap(), b"after");
+}
+
+#[test]
 fn racing_servers_exactly_one_wins() {
     for round in 0..3 {
         let name = unique("race");
