@@ -46,7 +46,11 @@ const PEER_RIGHTS: &str = "0x12019b";
 pub(crate) fn admits(access: Access, peer: &PeerIdentity) -> bool {
     match (&peer.sid, access) {
         (Some(sid), Access::CurrentUser) => {
-            current_user_sids().is_ok_and(|(user, _)| user.eq_ignore_ascii_case(sid))
+            // The process's user does not change: read it once.
+            static USER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+            USER.get_or_init(|| current_user_sids().ok().map(|(user, _)| user))
+                .as_deref()
+                .is_some_and(|user| user.eq_ignore_ascii_case(sid))
         }
         _ => true,
     }
