@@ -16,11 +16,52 @@ pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Calls `stop.shutdown()` when the process is asked to terminate.
-#[cfg(not(unix))]
+/// Calls `stop.shutdown()` on Ctrl-C, Ctrl-Break or the console window closing.
+///
+/// Windows runs console control handlers on a thread of their own, so the handler may do
+/// anything a normal thread does, such as triggering the shutdown handle.
+#[cfg(windows)]
 pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
-    // Console control events are wired up by the Windows backend work; until then Ctrl-C
-    // ends the process and the next server recovers the name.
+    use std::sync::OnceLock;
+    use windows_sys::Win32::System::Console::{
+        SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT,
+    };
+
+    static STOP: OnceLock<Shutdown> = OnceLock::new();
+
+    unsafe extern "system" fn handler(ctrl: u32) -> windows_sys::core::BOOL {
+        match ctrl {
+            CTRL_C_EVENT | CTRL_BREAK_EVENT | CTRL_CLOSE_EVENT => match STOP.get() {
+                Some(stop) => {
+                    tracing::info!("received console event {ctrl}, shutting down");
+                    stop.shutdown();
+                    if ctrl == CTRL_CLOSE_EVENT {
+                        // The process ends when the handler returns: give the main thread a
+                        // moment to finish its cleanup first.
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                    1
+                }
+                None => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    if STOP.set(stop).is_err() {
+        return Ok(()); // already installed
+    }
+    // SAFETY: `handler` is a valid `extern "system"` function for the whole process life.
+    if unsafe { SetConsoleCtrlHandler(Some(handler), 1) } == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Calls `stop.shutdown()` when the process is asked to terminate.
+#[cfg(not(any(unix, windows)))]
+pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
+    // No termination signal is wired up here: the process just ends.
     let _ = stop;
     Ok(())
 }

@@ -15,11 +15,15 @@ pub const MAX_PLAIN_LEN: usize = 100;
 ///
 /// - A **plain name** such as `my-app`: 1 to 100 characters from `A-Z a-z 0-9 . _ -`, not
 ///   `.`, without `..`, and not a Windows device name (`CON`, `NUL`, `COM1`, …, so that a
-///   name works on every platform). It maps to a per-user endpoint: on Unix
+///   name works on every platform). On Unix it maps to a per-user endpoint:
 ///   `$XDG_RUNTIME_DIR/pipette/<name>.sock`, or `/tmp/pipette-<uid>/<name>.sock` when
-///   `XDG_RUNTIME_DIR` is not set. Two users can use the same plain name without meeting.
+///   `XDG_RUNTIME_DIR` is not set, so two users can use the same plain name without meeting.
+///   On Windows it maps to the named pipe `\\.\pipe\pipette-<name>`; the pipe namespace is
+///   shared by all users (the pipe's security descriptor keeps other users out), so there a
+///   name taken by another user's server is [`Error::AddrInUse`].
 /// - An **explicit endpoint**, used exactly as given: on Unix an absolute path such as
-///   `/run/my-app/control.sock`.
+///   `/run/my-app/control.sock`; on Windows a pipe path such as `\\.\pipe\my-app`
+///   (at most 256 characters).
 ///
 /// A name that cannot work is refused here, before any system call, with
 /// [`Error::InvalidName`] saying why (for example a resolved path longer than a Unix socket

@@ -2,8 +2,8 @@
 
 mod support;
 
-use pipette::{Access, Client, Error, Liveness, Server, ServerOptions};
-use support::{spawn, spawn_with, tell, unique};
+use pipette::{Client, Error, Liveness, Server};
+use support::{spawn, tell, unique};
 
 fn main() {
     support::main(
@@ -172,7 +172,9 @@ fn bad_names_are_refused_before_any_system_call() {
 
 #[cfg(unix)]
 mod unix {
+    use super::support::spawn_with;
     use super::*;
+    use pipette::{Access, ServerOptions};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::PathBuf;
 

@@ -7,7 +7,9 @@
 mod support;
 
 use std::collections::BTreeMap;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,10 +29,12 @@ fn main() {
                 "servers_killed_mid_transfer_clients_see_closed_and_a_new_server_takes_over",
                 servers_killed_mid_transfer_clients_see_closed_and_a_new_server_takes_over,
             ),
+            #[cfg(unix)]
             (
                 "bind_where_the_directory_is_missing_says_so",
                 bind_where_the_directory_is_missing_says_so,
             ),
+            #[cfg(unix)]
             (
                 "bind_on_a_full_or_read_only_file_system_says_so",
                 bind_on_a_full_or_read_only_file_system_says_so,
@@ -228,12 +232,14 @@ fn servers_killed_mid_transfer_clients_see_closed_and_a_new_server_takes_over() 
     );
 }
 
+#[cfg(unix)]
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique(tag));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
+#[cfg(unix)]
 fn bind_error(path: &Path) -> String {
     match Server::bind(path.to_str().unwrap()) {
         Ok(_) => panic!("binding {} succeeded", path.display()),
@@ -241,6 +247,7 @@ fn bind_error(path: &Path) -> String {
     }
 }
 
+#[cfg(unix)]
 fn bind_where_the_directory_is_missing_says_so() {
     // A plain name whose runtime directory is missing.
     let dir = scratch("missing");
@@ -266,8 +273,10 @@ fn bind_where_the_directory_is_missing_says_so() {
 }
 
 /// A tiny tmpfs, unmounted when dropped.
+#[cfg(unix)]
 struct Mount(PathBuf);
 
+#[cfg(unix)]
 impl Mount {
     fn new(options: &str) -> Result<Mount, String> {
         let dir = scratch("mnt");
@@ -284,6 +293,7 @@ impl Mount {
     }
 }
 
+#[cfg(unix)]
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -291,9 +301,12 @@ impl Drop for Mount {
     }
 }
 
+#[cfg(unix)]
 fn bind_on_a_full_or_read_only_file_system_says_so() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let full = if root {
         Mount::new("size=64k,nr_inodes=4")
     } else {

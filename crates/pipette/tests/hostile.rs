@@ -7,7 +7,6 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,16 +87,29 @@ fn target(tag: &str) -> Target {
     }
 }
 
+/// A peer that writes whatever bytes it likes: a raw-mode pipette connection, which is a
+/// plain byte stream on every platform (a Unix socket here, a pipe on Windows).
+type RawPeer = pipette::Stream;
+
+fn raw_connect(path: &std::path::Path) -> RawPeer {
+    pipette::ClientOptions::new()
+        .raw(true)
+        .connect(path.to_str().unwrap())
+        .unwrap()
+        .into_stream()
+        .unwrap()
+}
+
 impl Target {
-    fn raw(&self) -> UnixStream {
-        let s = UnixStream::connect(&self.path).unwrap();
+    fn raw(&self) -> RawPeer {
+        let s = raw_connect(&self.path);
         s.set_read_timeout(Some(HANG)).unwrap();
         s.set_write_timeout(Some(HANG)).unwrap();
         s
     }
 
     /// A raw peer that has sent a valid hello and read the server's acceptance.
-    fn raw_after_handshake(&self) -> UnixStream {
+    fn raw_after_handshake(&self) -> RawPeer {
         let mut s = self.raw();
         s.write_all(&hello()).unwrap();
         let mut reply = [0u8; REPLY_LEN];
@@ -164,7 +176,7 @@ fn hello() -> [u8; 16] {
 }
 
 /// Reads until end of stream (or a reset); returns what arrived.
-fn read_to_end(s: &mut UnixStream) -> Vec<u8> {
+fn read_to_end(s: &mut RawPeer) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -290,7 +302,7 @@ fn announced_but_unsent_payloads_cost_no_memory() {
     // what has not arrived: its resident memory grows by far less than 200 x 16 MiB.
     support::raise_fd_limit(4096);
     let t = target("stall");
-    let peers: Vec<UnixStream> = (0..200)
+    let peers: Vec<RawPeer> = (0..200)
         .map(|_| {
             let mut s = t.raw_after_handshake();
             s.write_all(&Header::new(16 << 20).encode()).unwrap();
@@ -362,7 +374,7 @@ fn a_peer_that_never_reads_times_out_alone() {
 
 fn silent_peers_hit_the_handshake_timeout() {
     let t = target("silent");
-    let peers: Vec<UnixStream> = (0..50).map(|_| t.raw()).collect();
+    let peers: Vec<RawPeer> = (0..50).map(|_| t.raw()).collect();
     // While 50 silent peers wait in the handshake queue, a new client is served at once.
     let name = t.steady_name();
     let mut c = support::within(HANG, "a client behind silent peers", move || {
@@ -404,7 +416,7 @@ fn thousands_of_connections_opened_and_dropped_at_once() {
             std::thread::spawn(move || {
                 let mut held = Vec::with_capacity(per_thread);
                 for i in 0..per_thread {
-                    let mut s = UnixStream::connect(&path).unwrap();
+                    let mut s = raw_connect(&path);
                     // A mix: silent, half a hello, a hello, a hello and a message, garbage.
                     let _ = match (i + k) % 5 {
                         0 => Ok(()),
@@ -422,7 +434,7 @@ fn thousands_of_connections_opened_and_dropped_at_once() {
             })
         })
         .collect();
-    let mut all: Vec<UnixStream> = Vec::new();
+    let mut all: Vec<RawPeer> = Vec::new();
     for th in threads {
         all.extend(th.join().unwrap());
     }

@@ -426,24 +426,23 @@ fn soak() {
     let mut next_id = 0;
     run_load(&server, &name, next_id, clients, msgs);
     next_id += clients;
-    let path = pipette::Name::new(&name).unwrap().path().to_owned();
     let start = Instant::now();
     let mut rounds = Vec::new();
     while start.elapsed() < Duration::from_secs(secs) {
         // Hostile connections alongside: silent, garbage, and cut-off ones.
         for i in 0..100 {
-            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) {
-                use std::io::Write;
+            // Raw pipette connections speak whatever bytes we give them.
+            let raw = pipette::ClientOptions::new().raw(true);
+            if let Ok(mut c) = raw.connect(name.as_str()) {
+                let hello = pipette::frame::Hello {
+                    version: 1,
+                    max_message_size: 4096,
+                }
+                .encode();
                 let _ = match i % 3 {
                     0 => Ok(()),
-                    1 => s.write_all(b"garbage garbage!"),
-                    _ => s.write_all(
-                        &pipette::frame::Hello {
-                            version: 1,
-                            max_message_size: 4096,
-                        }
-                        .encode()[..9],
-                    ),
+                    1 => c.send(b"garbage garbage!"),
+                    _ => c.send(&hello[..9]),
                 };
             }
         }

@@ -99,12 +99,11 @@ fn role_server_late(args: Vec<String>) {
 }
 
 /// `client-stream NAME`: connects framed, turns the connection into a byte stream, writes
-/// "raw bytes", reads the server's bytes until end of stream and prints them.
+/// "raw bytes", then reads the server's bytes until end of stream and prints them.
 fn role_client_stream(args: Vec<String>) {
     let conn = Client::connect_timeout(args[0].as_str(), Duration::from_secs(10)).unwrap();
     let mut s = conn.into_stream().unwrap();
     s.write_all(b"raw bytes").unwrap();
-    s.shutdown_write().unwrap();
     let mut got = String::new();
     s.read_to_string(&mut got).unwrap();
     tell(&got);

@@ -8,388 +8,406 @@
 
 mod support;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
-use pipette::{Access, Client, Error, Server, ServerOptions};
-use support::{tell, unique, watch, Watched};
-
+// Unix users, modes and setpriv: nothing here applies to Windows, whose per-user protection
+// (the pipe's DACL) is checked in tests/windows.rs.
+#[cfg(not(unix))]
 fn main() {
-    support::main(
-        &[
-            (
-                "each_access_policy_admits_exactly_its_users",
-                each_access_policy_admits_exactly_its_users,
-            ),
-            (
-                "another_users_traps_in_the_runtime_directory_are_refused",
-                another_users_traps_in_the_runtime_directory_are_refused,
-            ),
-            (
-                "symlinks_planted_at_the_socket_path_are_refused",
-                symlinks_planted_at_the_socket_path_are_refused,
-            ),
-            (
-                "a_world_writable_parent_is_refused_a_sticky_one_is_safe",
-                a_world_writable_parent_is_refused_a_sticky_one_is_safe,
-            ),
-        ],
-        &[
-            ("serve", role_serve),
-            ("connect", role_connect),
-            ("bind-report", role_bind_report),
-        ],
-    );
+    support::main(&[], &[]);
 }
 
-const OTHER: &str = "pipette-other";
-const HANG: Duration = Duration::from_secs(30);
-/// The outsider: `nobody`/`nogroup` by number (no entry in the user database is needed).
-const NOBODY: u32 = 65534;
+#[cfg(unix)]
+fn main() {
+    unix::main();
+}
 
-/// `serve PATH ACCESS`: binds PATH with the policy, prints `ready`, then `admitted UID GID`
-/// for each connection it accepts, and echoes; until stdin closes.
-fn role_serve(args: Vec<String>) {
-    let access: Access = args[1].parse().unwrap();
-    let server = match ServerOptions::new().access(access).bind(args[0].as_str()) {
-        Ok(s) => s,
-        Err(e) => return tell(&format!("error {}: {e}", support::error_kind(&e))),
-    };
-    support::stop_on_stdin_close(server.shutdown_handle());
-    tell("ready");
-    for conn in server.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let p = conn.peer().clone();
-        tell(&format!(
-            "admitted {} {}",
-            p.uid().unwrap(),
-            p.gid().unwrap()
-        ));
-        std::thread::spawn(move || {
-            while let Ok(m) = conn.recv() {
-                if conn.send(&m).is_err() {
-                    break;
+#[cfg(unix)]
+mod unix {
+
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::support;
+    use super::support::{tell, unique, watch, Watched};
+    use pipette::{Access, Client, Error, Server, ServerOptions};
+
+    pub fn main() {
+        super::support::main(
+            &[
+                (
+                    "each_access_policy_admits_exactly_its_users",
+                    each_access_policy_admits_exactly_its_users,
+                ),
+                (
+                    "another_users_traps_in_the_runtime_directory_are_refused",
+                    another_users_traps_in_the_runtime_directory_are_refused,
+                ),
+                (
+                    "symlinks_planted_at_the_socket_path_are_refused",
+                    symlinks_planted_at_the_socket_path_are_refused,
+                ),
+                (
+                    "a_world_writable_parent_is_refused_a_sticky_one_is_safe",
+                    a_world_writable_parent_is_refused_a_sticky_one_is_safe,
+                ),
+            ],
+            &[
+                ("serve", role_serve),
+                ("connect", role_connect),
+                ("bind-report", role_bind_report),
+            ],
+        );
+    }
+
+    const OTHER: &str = "pipette-other";
+    const HANG: Duration = Duration::from_secs(30);
+    /// The outsider: `nobody`/`nogroup` by number (no entry in the user database is needed).
+    const NOBODY: u32 = 65534;
+
+    /// `serve PATH ACCESS`: binds PATH with the policy, prints `ready`, then `admitted UID GID`
+    /// for each connection it accepts, and echoes; until stdin closes.
+    fn role_serve(args: Vec<String>) {
+        let access: Access = args[1].parse().unwrap();
+        let server = match ServerOptions::new().access(access).bind(args[0].as_str()) {
+            Ok(s) => s,
+            Err(e) => return tell(&format!("error {}: {e}", support::error_kind(&e))),
+        };
+        super::support::stop_on_stdin_close(server.shutdown_handle());
+        tell("ready");
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let p = conn.peer().clone();
+            tell(&format!(
+                "admitted {} {}",
+                p.uid().unwrap(),
+                p.gid().unwrap()
+            ));
+            std::thread::spawn(move || {
+                while let Ok(m) = conn.recv() {
+                    if conn.send(&m).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-    }
-}
-
-/// `connect PATH`: one round trip; prints `ok` or `error <Variant>: <message>`.
-fn role_connect(args: Vec<String>) {
-    let result = (|| -> pipette::Result<()> {
-        let mut c = Client::connect(args[0].as_str())?;
-        c.set_read_timeout(Some(HANG));
-        c.send(b"hi")?;
-        assert_eq!(c.recv()?, b"hi");
-        Ok(())
-    })();
-    match result {
-        Ok(()) => tell("ok"),
-        Err(e) => tell(&format!("error {}: {e}", support::error_kind(&e))),
-    }
-}
-
-/// `bind-report NAME`: binds (under the environment the test set) and prints `ok` or the
-/// error.
-fn role_bind_report(args: Vec<String>) {
-    match Server::bind(args[0].as_str()) {
-        Ok(_) => tell("ok"),
-        Err(e) => tell(&format!("error {}: {e}", support::error_kind(&e))),
-    }
-}
-
-/// Who the tests run as, and where.
-struct Setup {
-    /// The throwaway user and its group.
-    uid: u32,
-    gid: u32,
-    /// A root-owned scratch directory (mode 0755) holding a copy of this test binary.
-    dir: PathBuf,
-    exe: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn id_of(flag: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, OTHER]).output().ok()?;
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-}
-
-/// The setup, or `None` (after a notice) when this machine cannot run the tests; in CI that
-/// is a failure instead.
-fn setup() -> Option<Setup> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    let ids = id_of("-u").zip(id_of("-g"));
-    let problem = if !root {
-        Some("they need root, to run processes as other users".to_owned())
-    } else if !setpriv {
-        Some("setpriv (util-linux) is missing".to_owned())
-    } else if ids.is_none() {
-        Some(format!(
-            "the user {OTHER} is missing; run scripts/reliability.sh setup"
-        ))
-    } else {
-        None
-    };
-    if let Some(p) = problem {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the other-user tests cannot run: {p}");
+            });
         }
-        eprintln!("NOTICE: other-user tests skipped: {p}");
-        return None;
-    }
-    let (uid, gid) = ids.unwrap();
-    let dir = std::env::temp_dir().join(unique("users"));
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The build directory may not be reachable by other users: run a copy.
-    let exe = dir.join("test-binary");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    Some(Setup { uid, gid, dir, exe })
-}
-
-impl Setup {
-    /// A role of this test binary run as `uid`/`gid` (with no supplementary groups).
-    fn run_as(&self, uid: u32, gid: u32, role: &str, args: &[&str]) -> Watched {
-        let mut cmd = Command::new("setpriv");
-        cmd.arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .arg("--clear-groups")
-            .arg(&self.exe)
-            .args(args)
-            .env("PIPETTE_TEST_ROLE", role)
-            .current_dir(&self.dir);
-        watch(cmd)
     }
 
-    /// A directory under the scratch directory, owned by `uid`/`gid`, with `mode`.
-    fn subdir(&self, tag: &str, uid: u32, gid: u32, mode: u32) -> PathBuf {
-        let d = self.dir.join(tag);
-        std::fs::create_dir(&d).unwrap();
-        std::os::unix::fs::chown(&d, Some(uid), Some(gid)).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
-        d
+    /// `connect PATH`: one round trip; prints `ok` or `error <Variant>: <message>`.
+    fn role_connect(args: Vec<String>) {
+        let result = (|| -> pipette::Result<()> {
+            let mut c = Client::connect(args[0].as_str())?;
+            c.set_read_timeout(Some(HANG));
+            c.send(b"hi")?;
+            assert_eq!(c.recv()?, b"hi");
+            Ok(())
+        })();
+        match result {
+            Ok(()) => tell("ok"),
+            Err(e) => tell(&format!("error {}: {e}", support::error_kind(&e))),
+        }
     }
 
-    /// One round trip by `uid`/`gid` against PATH: `ok` or the error line.
-    fn connect_as(&self, uid: u32, gid: u32, path: &Path) -> String {
-        self.run_as(uid, gid, "connect", &[path.to_str().unwrap()])
-            .line_within(HANG)
+    /// `bind-report NAME`: binds (under the environment the test set) and prints `ok` or the
+    /// error.
+    fn role_bind_report(args: Vec<String>) {
+        match Server::bind(args[0].as_str()) {
+            Ok(_) => tell("ok"),
+            Err(e) => tell(&format!("error {}: {e}", support::error_kind(&e))),
+        }
     }
-}
 
-/// One round trip from this (root) process: `ok` or the error line.
-fn connect_as_root(path: &Path) -> String {
-    let r = (|| -> pipette::Result<()> {
-        let mut c = Client::connect(path.to_str().unwrap())?;
-        c.set_read_timeout(Some(HANG));
-        c.send(b"hi")?;
-        assert_eq!(c.recv()?, b"hi");
-        Ok(())
-    })();
-    match r {
-        Ok(()) => "ok".into(),
-        Err(e) => format!("error {}: {e}", support::error_kind(&e)),
+    /// Who the tests run as, and where.
+    struct Setup {
+        /// The throwaway user and its group.
+        uid: u32,
+        gid: u32,
+        /// A root-owned scratch directory (mode 0755) holding a copy of this test binary.
+        dir: PathBuf,
+        exe: PathBuf,
     }
-}
 
-fn each_access_policy_admits_exactly_its_users() {
-    let Some(s) = setup() else { return };
-    let (o_uid, o_gid) = (s.uid, s.gid);
-    // The server runs as the throwaway user in a directory it owns; clients are that user,
-    // a member of its group (by primary group), an outsider, and root (whom the kernel lets
-    // through any socket mode, so that only pipette's own peer check can refuse it).
-    let home = s.subdir("srv", o_uid, o_gid, 0o755);
-    for (access, mode, same, member, outsider, root) in [
-        (Access::CurrentUser, 0o600, true, false, false, false),
-        (Access::Group, 0o660, true, true, false, false),
-        (Access::Everyone, 0o666, true, true, true, true),
-    ] {
-        let path = home.join(format!("{}.sock", access.as_str()));
-        let server = s.run_as(
-            o_uid,
-            o_gid,
-            "serve",
-            &[path.to_str().unwrap(), access.as_str()],
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn id_of(flag: &str) -> Option<u32> {
+        let out = Command::new("id").args([flag, OTHER]).output().ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    }
+
+    /// The setup, or `None` (after a notice) when this machine cannot run the tests; in CI that
+    /// is a failure instead.
+    fn setup() -> Option<Setup> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+        let ids = id_of("-u").zip(id_of("-g"));
+        let problem = if !root {
+            Some("they need root, to run processes as other users".to_owned())
+        } else if !setpriv {
+            Some("setpriv (util-linux) is missing".to_owned())
+        } else if ids.is_none() {
+            Some(format!(
+                "the user {OTHER} is missing; run scripts/reliability.sh setup"
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("the other-user tests cannot run: {p}");
+            }
+            eprintln!("NOTICE: other-user tests skipped: {p}");
+            return None;
+        }
+        let (uid, gid) = ids.unwrap();
+        let dir = std::env::temp_dir().join(unique("users"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The build directory may not be reachable by other users: run a copy.
+        let exe = dir.join("test-binary");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Some(Setup { uid, gid, dir, exe })
+    }
+
+    impl Setup {
+        /// A role of this test binary run as `uid`/`gid` (with no supplementary groups).
+        fn run_as(&self, uid: u32, gid: u32, role: &str, args: &[&str]) -> Watched {
+            let mut cmd = Command::new("setpriv");
+            cmd.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg(&self.exe)
+                .args(args)
+                .env("PIPETTE_TEST_ROLE", role)
+                .current_dir(&self.dir);
+            watch(cmd)
+        }
+
+        /// A directory under the scratch directory, owned by `uid`/`gid`, with `mode`.
+        fn subdir(&self, tag: &str, uid: u32, gid: u32, mode: u32) -> PathBuf {
+            let d = self.dir.join(tag);
+            std::fs::create_dir(&d).unwrap();
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid)).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            d
+        }
+
+        /// One round trip by `uid`/`gid` against PATH: `ok` or the error line.
+        fn connect_as(&self, uid: u32, gid: u32, path: &Path) -> String {
+            self.run_as(uid, gid, "connect", &[path.to_str().unwrap()])
+                .line_within(HANG)
+        }
+    }
+
+    /// One round trip from this (root) process: `ok` or the error line.
+    fn connect_as_root(path: &Path) -> String {
+        let r = (|| -> pipette::Result<()> {
+            let mut c = Client::connect(path.to_str().unwrap())?;
+            c.set_read_timeout(Some(HANG));
+            c.send(b"hi")?;
+            assert_eq!(c.recv()?, b"hi");
+            Ok(())
+        })();
+        match r {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("error {}: {e}", support::error_kind(&e)),
+        }
+    }
+
+    fn each_access_policy_admits_exactly_its_users() {
+        let Some(s) = setup() else { return };
+        let (o_uid, o_gid) = (s.uid, s.gid);
+        // The server runs as the throwaway user in a directory it owns; clients are that user,
+        // a member of its group (by primary group), an outsider, and root (whom the kernel lets
+        // through any socket mode, so that only pipette's own peer check can refuse it).
+        let home = s.subdir("srv", o_uid, o_gid, 0o755);
+        for (access, mode, same, member, outsider, root) in [
+            (Access::CurrentUser, 0o600, true, false, false, false),
+            (Access::Group, 0o660, true, true, false, false),
+            (Access::Everyone, 0o666, true, true, true, true),
+        ] {
+            let path = home.join(format!("{}.sock", access.as_str()));
+            let server = s.run_as(
+                o_uid,
+                o_gid,
+                "serve",
+                &[path.to_str().unwrap(), access.as_str()],
+            );
+            server.expect("ready");
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                (meta.mode() & 0o777, meta.uid()),
+                (mode, o_uid),
+                "{access:?}"
+            );
+            let cases = [
+                ("the same user", o_uid, o_gid, same),
+                ("a member of the group", NOBODY, o_gid, member),
+                ("an outsider", NOBODY, NOBODY, outsider),
+                ("root", 0, 0, root),
+            ];
+            for (who, uid, gid, admitted) in cases {
+                let got = if uid == 0 {
+                    connect_as_root(&path)
+                } else {
+                    s.connect_as(uid, gid, &path)
+                };
+                if admitted {
+                    assert_eq!(got, "ok", "{access:?}: {who} must be admitted");
+                    assert_eq!(
+                        server.line_within(HANG),
+                        format!("admitted {uid} {gid}"),
+                        "{access:?}: {who}"
+                    );
+                } else {
+                    assert!(
+                        got.starts_with("error PermissionDenied") && got.contains("access policy"),
+                        "{access:?}: {who} must get a clear PermissionDenied, got {got}"
+                    );
+                }
+                eprintln!("{access:?}, {who}: {got}");
+            }
+            // Nobody refused ever reached the server's code.
+            assert!(
+                server.pending_lines().is_empty(),
+                "{access:?}: a refused client was admitted"
+            );
+        }
+    }
+
+    fn bind_report_with_runtime_dir(s: &Setup, runtime: &Path) -> String {
+        let mut cmd = super::support::role_command(Some(&s.exe), "bind-report", &[&unique("trap")]);
+        cmd.env("XDG_RUNTIME_DIR", runtime);
+        watch(cmd).line_within(HANG)
+    }
+
+    fn another_users_traps_in_the_runtime_directory_are_refused() {
+        let Some(s) = setup() else { return };
+        // A shared runtime directory (like /tmp) in which the other user got there first.
+        let shared = s.subdir("runtime", 0, 0, 0o1777);
+
+        // The per-user directory is a symlink (owned by the other user) to their own directory.
+        let theirs = s.subdir("theirs", s.uid, s.gid, 0o700);
+        std::os::unix::fs::symlink(&theirs, shared.join("pipette")).unwrap();
+        std::os::unix::fs::lchown(shared.join("pipette"), Some(s.uid), Some(s.gid)).unwrap();
+        let r = bind_report_with_runtime_dir(&s, &shared);
+        assert!(
+            r.starts_with("error PermissionDenied") && r.contains("symbolic link"),
+            "{r}"
         );
-        server.expect("ready");
-        let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(
-            (meta.mode() & 0o777, meta.uid()),
-            (mode, o_uid),
-            "{access:?}"
+            std::fs::read_dir(&theirs).unwrap().count(),
+            0,
+            "nothing made through the link"
         );
-        let cases = [
-            ("the same user", o_uid, o_gid, same),
-            ("a member of the group", NOBODY, o_gid, member),
-            ("an outsider", NOBODY, NOBODY, outsider),
-            ("root", 0, 0, root),
-        ];
-        for (who, uid, gid, admitted) in cases {
-            let got = if uid == 0 {
-                connect_as_root(&path)
-            } else {
-                s.connect_as(uid, gid, &path)
-            };
-            if admitted {
-                assert_eq!(got, "ok", "{access:?}: {who} must be admitted");
-                assert_eq!(
-                    server.line_within(HANG),
-                    format!("admitted {uid} {gid}"),
-                    "{access:?}: {who}"
-                );
-            } else {
-                assert!(
-                    got.starts_with("error PermissionDenied") && got.contains("access policy"),
-                    "{access:?}: {who} must get a clear PermissionDenied, got {got}"
-                );
-            }
-            eprintln!("{access:?}, {who}: {got}");
-        }
-        // Nobody refused ever reached the server's code.
+        std::fs::remove_file(shared.join("pipette")).unwrap();
+
+        // The per-user directory is a real directory, private, but owned by the other user.
+        std::fs::create_dir(shared.join("pipette")).unwrap();
+        std::os::unix::fs::chown(shared.join("pipette"), Some(s.uid), Some(s.gid)).unwrap();
+        std::fs::set_permissions(
+            shared.join("pipette"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let r = bind_report_with_runtime_dir(&s, &shared);
         assert!(
-            server.pending_lines().is_empty(),
-            "{access:?}: a refused client was admitted"
+            r.starts_with("error PermissionDenied")
+                && r.contains(&format!("owned by uid {}", s.uid)),
+            "{r}"
+        );
+        assert_eq!(
+            std::fs::read_dir(shared.join("pipette")).unwrap().count(),
+            0
         );
     }
-}
 
-fn bind_report_with_runtime_dir(s: &Setup, runtime: &Path) -> String {
-    let mut cmd = support::role_command(Some(&s.exe), "bind-report", &[&unique("trap")]);
-    cmd.env("XDG_RUNTIME_DIR", runtime);
-    watch(cmd).line_within(HANG)
-}
+    fn symlinks_planted_at_the_socket_path_are_refused() {
+        let Some(s) = setup() else { return };
+        let shared = s.subdir("sockets", 0, 0, 0o1777);
+        let precious = s.dir.join("precious");
+        std::fs::write(&precious, b"keep me").unwrap();
 
-fn another_users_traps_in_the_runtime_directory_are_refused() {
-    let Some(s) = setup() else { return };
-    // A shared runtime directory (like /tmp) in which the other user got there first.
-    let shared = s.subdir("runtime", 0, 0, 0o1777);
+        // At the socket path: a symlink (the other user's) to a file of ours.
+        let sock = shared.join("app.sock");
+        std::os::unix::fs::symlink(&precious, &sock).unwrap();
+        std::os::unix::fs::lchown(&sock, Some(s.uid), Some(s.gid)).unwrap();
+        let e = Server::bind(sock.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+        assert!(std::fs::symlink_metadata(&sock)
+            .unwrap()
+            .file_type()
+            .is_symlink());
 
-    // The per-user directory is a symlink (owned by the other user) to their own directory.
-    let theirs = s.subdir("theirs", s.uid, s.gid, 0o700);
-    std::os::unix::fs::symlink(&theirs, shared.join("pipette")).unwrap();
-    std::os::unix::fs::lchown(shared.join("pipette"), Some(s.uid), Some(s.gid)).unwrap();
-    let r = bind_report_with_runtime_dir(&s, &shared);
-    assert!(
-        r.starts_with("error PermissionDenied") && r.contains("symbolic link"),
-        "{r}"
-    );
-    assert_eq!(
-        std::fs::read_dir(&theirs).unwrap().count(),
-        0,
-        "nothing made through the link"
-    );
-    std::fs::remove_file(shared.join("pipette")).unwrap();
+        // At the lock file beside it: never followed. In the sticky shared directory the
+        // kernel's protected_symlinks already refuses (EACCES); in a directory the other user may
+        // write through its group (no sticky bit), pipette's O_NOFOLLOW does (ELOOP).
+        let group_dir = s.subdir("group-writable", 0, s.gid, 0o775);
+        for (dir, why) in [
+            (&shared, "Permission denied"),
+            (&group_dir, "symbolic link"),
+        ] {
+            let sock2 = dir.join("app2.sock");
+            let lock2 = dir.join("app2.sock.lock");
+            std::os::unix::fs::symlink(&precious, &lock2).unwrap();
+            std::os::unix::fs::lchown(&lock2, Some(s.uid), Some(s.gid)).unwrap();
+            let e = Server::bind(sock2.to_str().unwrap()).unwrap_err();
+            assert!(
+                matches!(e, Error::PermissionDenied(_)) && e.to_string().contains(why),
+                "{e:?}"
+            );
+            eprintln!("lock file planted as a symlink in {}: {e}", dir.display());
+            assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+            assert!(!sock2.exists());
+        }
+    }
 
-    // The per-user directory is a real directory, private, but owned by the other user.
-    std::fs::create_dir(shared.join("pipette")).unwrap();
-    std::os::unix::fs::chown(shared.join("pipette"), Some(s.uid), Some(s.gid)).unwrap();
-    std::fs::set_permissions(
-        shared.join("pipette"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    let r = bind_report_with_runtime_dir(&s, &shared);
-    assert!(
-        r.starts_with("error PermissionDenied") && r.contains(&format!("owned by uid {}", s.uid)),
-        "{r}"
-    );
-    assert_eq!(
-        std::fs::read_dir(shared.join("pipette")).unwrap().count(),
-        0
-    );
-}
-
-fn symlinks_planted_at_the_socket_path_are_refused() {
-    let Some(s) = setup() else { return };
-    let shared = s.subdir("sockets", 0, 0, 0o1777);
-    let precious = s.dir.join("precious");
-    std::fs::write(&precious, b"keep me").unwrap();
-
-    // At the socket path: a symlink (the other user's) to a file of ours.
-    let sock = shared.join("app.sock");
-    std::os::unix::fs::symlink(&precious, &sock).unwrap();
-    std::os::unix::fs::lchown(&sock, Some(s.uid), Some(s.gid)).unwrap();
-    let e = Server::bind(sock.to_str().unwrap()).unwrap_err();
-    assert!(e.to_string().contains("not a socket"), "{e}");
-    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
-    assert!(std::fs::symlink_metadata(&sock)
-        .unwrap()
-        .file_type()
-        .is_symlink());
-
-    // At the lock file beside it: never followed. In the sticky shared directory the
-    // kernel's protected_symlinks already refuses (EACCES); in a directory the other user may
-    // write through its group (no sticky bit), pipette's O_NOFOLLOW does (ELOOP).
-    let group_dir = s.subdir("group-writable", 0, s.gid, 0o775);
-    for (dir, why) in [
-        (&shared, "Permission denied"),
-        (&group_dir, "symbolic link"),
-    ] {
-        let sock2 = dir.join("app2.sock");
-        let lock2 = dir.join("app2.sock.lock");
-        std::os::unix::fs::symlink(&precious, &lock2).unwrap();
-        std::os::unix::fs::lchown(&lock2, Some(s.uid), Some(s.gid)).unwrap();
-        let e = Server::bind(sock2.to_str().unwrap()).unwrap_err();
+    fn a_world_writable_parent_is_refused_a_sticky_one_is_safe() {
+        let Some(s) = setup() else { return };
+        // World-writable without the sticky bit: anyone could delete and replace the socket.
+        let open = s.subdir("open", 0, 0, 0o777);
+        let e = Server::bind(open.join("app.sock").to_str().unwrap()).unwrap_err();
         assert!(
-            matches!(e, Error::PermissionDenied(_)) && e.to_string().contains(why),
+            matches!(e, Error::PermissionDenied(_)) && e.to_string().contains("sticky"),
             "{e:?}"
         );
-        eprintln!("lock file planted as a symlink in {}: {e}", dir.display());
-        assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
-        assert!(!sock2.exists());
-    }
-}
-
-fn a_world_writable_parent_is_refused_a_sticky_one_is_safe() {
-    let Some(s) = setup() else { return };
-    // World-writable without the sticky bit: anyone could delete and replace the socket.
-    let open = s.subdir("open", 0, 0, 0o777);
-    let e = Server::bind(open.join("app.sock").to_str().unwrap()).unwrap_err();
-    assert!(
-        matches!(e, Error::PermissionDenied(_)) && e.to_string().contains("sticky"),
-        "{e:?}"
-    );
-    assert_eq!(
-        std::fs::read_dir(&open).unwrap().count(),
-        0,
-        "nothing was created"
-    );
-
-    // With the sticky bit (like /tmp), binding works and the other user cannot remove or
-    // replace our endpoint.
-    let sticky = s.subdir("sticky", 0, 0, 0o1777);
-    let sock = sticky.join("app.sock");
-    let server = Server::bind(sock.to_str().unwrap()).unwrap();
-    let lock = sticky.join("app.sock.lock");
-    for target in [&sock, &lock] {
-        let status = Command::new("setpriv")
-            .arg(format!("--reuid={}", s.uid))
-            .arg(format!("--regid={}", s.gid))
-            .arg("--clear-groups")
-            .args(["rm", "-f"])
-            .arg(target)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            !status.success(),
-            "the other user removed {}",
-            target.display()
+        assert_eq!(
+            std::fs::read_dir(&open).unwrap().count(),
+            0,
+            "nothing was created"
         );
-        assert!(target.exists());
+
+        // With the sticky bit (like /tmp), binding works and the other user cannot remove or
+        // replace our endpoint.
+        let sticky = s.subdir("sticky", 0, 0, 0o1777);
+        let sock = sticky.join("app.sock");
+        let server = Server::bind(sock.to_str().unwrap()).unwrap();
+        let lock = sticky.join("app.sock.lock");
+        for target in [&sock, &lock] {
+            let status = Command::new("setpriv")
+                .arg(format!("--reuid={}", s.uid))
+                .arg(format!("--regid={}", s.gid))
+                .arg("--clear-groups")
+                .args(["rm", "-f"])
+                .arg(target)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(
+                !status.success(),
+                "the other user removed {}",
+                target.display()
+            );
+            assert!(target.exists());
+        }
+        let mut c = Client::connect(sock.to_str().unwrap()).unwrap();
+        c.send(b"still ours").unwrap();
+        assert_eq!(server.accept().unwrap().recv().unwrap(), b"still ours");
     }
-    let mut c = Client::connect(sock.to_str().unwrap()).unwrap();
-    c.send(b"still ours").unwrap();
-    assert_eq!(server.accept().unwrap().recv().unwrap(), b"still ours");
 }

@@ -1,7 +1,7 @@
 //! The platform layer: everything that differs between operating systems lives below here.
 //!
 //! The rest of the crate is platform-free and talks to the OS only through the contract below.
-//! Each backend (`unix/`, later `windows/`) provides exactly these items, with the same
+//! Each backend (`unix/`, `windows/`) provides exactly these items, with the same
 //! meaning; all `unsafe` code of the crate is in the backends, each block with a `SAFETY`
 //! comment.
 //!
@@ -55,21 +55,42 @@
 //!   sockets, all on `&self` so that the stream can be shared with a `Shutdown` registry),
 //!   `shutdown_write`, `peer`, and `Cancel` (wakes every waiting task, for good, at no
 //!   per-message cost).
+//!
+//! # Where Windows differs (`windows/`)
+//!
+//! - Names: a plain name `x` is the pipe `\\.\pipe\pipette-x`; an explicit endpoint is a
+//!   full `\\.\pipe\…` path (at most 256 characters). The pipe namespace is global, not
+//!   per user: per-user protection comes from the pipe's DACL, so plain names are not
+//!   private and (unlike Unix) may be bound with any `Access`.
+//! - A pipe disappears with its last handle: probes never find `Stale`, and
+//!   `list_endpoints` lists the `pipette-*` pipes of every user.
+//! - Peers are identified by pid and user SID (no uid/gid). `admits` checks the SID for
+//!   `CurrentUser` and otherwise relies on the DACL, which has already refused everyone the
+//!   policy does not admit (it sees the peer's groups, pipette does not).
+//! - `shutdown_write` closes the whole pipe end (pipes have no half-close): the peer reads
+//!   everything sent and then end-of-stream, but our own later reads see end-of-stream too.
 
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub(crate) use unix::*;
 
-#[cfg(not(unix))]
-compile_error!("pipette supports Unix (Linux) for now; the Windows backend is being written");
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("pipette supports Unix (Linux) and Windows");
 
 /// What a probe of an endpoint found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Probe {
     /// Nothing is there.
     Absent,
-    /// Something is there but nobody answers: a crashed server's leftover.
+    /// Something is there but nobody answers: a crashed server's leftover. Never on Windows,
+    /// where a pipe disappears with its last handle.
+    #[cfg_attr(windows, allow(dead_code))]
     Stale,
     /// A server answered; its pid where the platform tells.
     Live(Option<u32>),
@@ -87,6 +108,8 @@ pub(crate) struct ListenOptions {
     pub prefix_ok: fn(&[u8]) -> bool,
     pub handshake_timeout: std::time::Duration,
     /// The endpoint lives in pipette's per-user directory, which is created and checked.
+    /// (Windows has no such directory: plain names are global pipe names.)
+    #[cfg_attr(windows, allow(dead_code))]
     pub private_dir: bool,
 }
 

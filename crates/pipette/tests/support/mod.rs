@@ -627,3 +627,10 @@ impl Drop for Steady {
 pub fn raise_fd_limit(want: u64) -> u64 {
     rlimit::increase_nofile_limit(want).unwrap_or(1024)
 }
+
+/// Windows has no per-process descriptor limit to raise (pipe instances are bounded
+/// elsewhere).
+#[cfg(not(unix))]
+pub fn raise_fd_limit(want: u64) -> u64 {
+    want
+}

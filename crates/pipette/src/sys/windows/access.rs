@@ -1,0 +1,238 @@
+//! The access policy on Windows: the pipe's security descriptor (DACL).
+//!
+//! The pipe namespace is global: every user sees every pipe name. What keeps other users
+//! out is the DACL that the first instance is created with:
+//!
+//! - `CurrentUser`: one ACE, full access for the server's user SID (from the process token).
+//! - `Group`: also read/write for the user's primary group SID.
+//! - `Everyone`: also read/write for the world SID (`WD`, S-1-1-0).
+//!
+//! The DACL is protected (`P`, nothing inherited). Other users get read/write data access
+//! but never `FILE_APPEND_DATA`, which on a pipe is `FILE_CREATE_PIPE_INSTANCE`: so they can
+//! connect, but cannot add instances of the pipe and intercept its clients. Remote clients
+//! are refused by `PIPE_REJECT_REMOTE_CLIENTS`.
+
+use std::io;
+
+use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::RevertToSelf;
+use windows_sys::Win32::Security::{
+    GetTokenInformation, TokenPrimaryGroup, TokenUser, PSECURITY_DESCRIPTOR, PSID,
+    TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
+};
+use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetCurrentThread, OpenProcess, OpenProcessToken, OpenThreadToken,
+    PROCESS_QUERY_LIMITED_INFORMATION,
+};
+
+use super::wide;
+use crate::{Access, PeerIdentity};
+
+/// Access mask for users other than the owner: `FILE_GENERIC_READ | FILE_GENERIC_WRITE`
+/// without `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE` on a pipe).
+const PEER_RIGHTS: &str = "0x12019b";
+
+/// Whether `peer` may connect under `access`.
+///
+/// On Windows the DACL of the pipe is the gate: a peer that the policy does not admit cannot
+/// open the pipe at all. On top of that, with `CurrentUser` a peer whose user SID is known
+/// (read from its impersonation token, see `stream.rs`) must be the server's user. A peer
+/// whose SID is unknown passes, as do all peers under `Group` and `Everyone`: group
+/// membership is what the DACL checks, against the peer's full token.
+pub(crate) fn admits(access: Access, peer: &PeerIdentity) -> bool {
+    match (&peer.sid, access) {
+        (Some(sid), Access::CurrentUser) => {
+            // The process's user does not change: read it once.
+            static USER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+            USER.get_or_init(|| current_user_sids().ok().map(|(user, _)| user))
+                .as_deref()
+                .is_some_and(|user| user.eq_ignore_ascii_case(sid))
+        }
+        _ => true,
+    }
+}
+
+/// The SDDL string of the security descriptor for `access`.
+pub(super) fn sddl(access: Access) -> io::Result<String> {
+    let (user, group) = current_user_sids()?;
+    let mut s = format!("D:P(A;;FA;;;{user})");
+    match access {
+        Access::CurrentUser => {}
+        Access::Group => s.push_str(&format!("(A;;{PEER_RIGHTS};;;{group})")),
+        Access::Everyone => s.push_str(&format!("(A;;{PEER_RIGHTS};;;WD)")),
+    }
+    Ok(s)
+}
+
+/// A self-relative security descriptor allocated by
+/// `ConvertStringSecurityDescriptorToSecurityDescriptorW`, freed with `LocalFree`.
+#[derive(Debug)]
+pub(super) struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
+
+// SAFETY: the descriptor is an immutable block of memory owned by this value; it is only
+// read (by CreateNamedPipeW) after creation, so it can be shared and sent across threads.
+unsafe impl Send for SecurityDescriptor {}
+// SAFETY: see above: shared access is read-only.
+unsafe impl Sync for SecurityDescriptor {}
+
+impl SecurityDescriptor {
+    pub(super) fn for_access(access: Access) -> io::Result<SecurityDescriptor> {
+        let text = sddl(access)?;
+        let w = wide(text.as_ref());
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `w` is NUL-terminated; `sd` receives a LocalAlloc'ed descriptor that we own;
+        // the size output is optional.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                w.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SecurityDescriptor(sd))
+    }
+
+    pub(super) fn as_ptr(&self) -> PSECURITY_DESCRIPTOR {
+        self.0
+    }
+}
+
+impl Drop for SecurityDescriptor {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from LocalAlloc (via the conversion function) and is freed
+        // exactly once.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+/// A SID in string form (`S-1-5-…`).
+fn sid_string(sid: PSID) -> io::Result<String> {
+    let mut out: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sid` points to a valid SID inside a live token buffer; `out` receives a
+    // LocalAlloc'ed, NUL-terminated string that we free below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut out) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut len = 0;
+    // SAFETY: `out` is NUL-terminated, so every index up to the NUL is in bounds.
+    while unsafe { *out.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: `out` is valid for `len` u16 reads (just measured).
+    let s = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(out, len) });
+    // SAFETY: allocated by ConvertSidToStringSidW with LocalAlloc; freed once.
+    unsafe { LocalFree(out.cast()) };
+    Ok(s)
+}
+
+/// The current process's user SID and primary group SID, as strings.
+pub(super) fn current_user_sids() -> io::Result<(String, String)> {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of the current process needs no closing; `token` receives a
+    // handle that we close below.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let result = (|| {
+        let user = token_user_sid(token)?;
+        let group = token_info(token, TokenPrimaryGroup)?;
+        // SAFETY: the buffer holds a TOKEN_PRIMARY_GROUP (u64-aligned, and at least its size,
+        // as GetTokenInformation succeeded), whose SID points into the same buffer.
+        let group =
+            sid_string(unsafe { (*group.as_ptr().cast::<TOKEN_PRIMARY_GROUP>()).PrimaryGroup })?;
+        Ok((user, group))
+    })();
+    // SAFETY: `token` is a handle we own, closed once.
+    unsafe { CloseHandle(token) };
+    result
+}
+
+/// The user SID of an open token (queried with `TOKEN_QUERY`), as a string.
+pub(super) fn token_user_sid(token: HANDLE) -> io::Result<String> {
+    let user = token_info(token, TokenUser)?;
+    // SAFETY: the buffer holds a TOKEN_USER (u64-aligned, and at least its size, as
+    // GetTokenInformation succeeded), whose SID points into the same buffer.
+    sid_string(unsafe { (*user.as_ptr().cast::<TOKEN_USER>()).User.Sid })
+}
+
+/// The user SID of the client connected to the server end `pipe`, read by impersonating it
+/// for a moment (identification level: its token can be queried, not used). `None` when that
+/// fails, for example before the client has written anything.
+pub(super) fn pipe_client_sid(pipe: HANDLE) -> Option<String> {
+    // SAFETY: `pipe` is an open server end of a named pipe.
+    if unsafe { ImpersonateNamedPipeClient(pipe) } == 0 {
+        return None;
+    }
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the current thread's pseudo-handle; OpenAsSelf = TRUE checks access with the
+    // process's own token. `token` receives a handle that we close below.
+    let opened = unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) };
+    // SAFETY: ends the impersonation started above. Going on as the client would be a
+    // security hole, so failing to revert ends the process.
+    if unsafe { RevertToSelf() } == 0 {
+        std::process::abort();
+    }
+    if opened == 0 {
+        return None;
+    }
+    let sid = token_user_sid(token).ok();
+    // SAFETY: `token` is a handle we own, closed once.
+    unsafe { CloseHandle(token) };
+    sid
+}
+
+/// The user SID of process `pid`, if we may query it (the server end of a client's pipe).
+pub(super) fn process_sid(pid: u32) -> Option<String> {
+    // SAFETY: plain call; on success we own the handle and close it below.
+    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if process.is_null() {
+        return None;
+    }
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: `process` is open with PROCESS_QUERY_LIMITED_INFORMATION; `token` receives a
+    // handle that we close below.
+    let sid = if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut token) } != 0 {
+        let sid = token_user_sid(token).ok();
+        // SAFETY: our token handle, closed once.
+        unsafe { CloseHandle(token) };
+        sid
+    } else {
+        None
+    };
+    // SAFETY: our process handle, closed once.
+    unsafe { CloseHandle(process) };
+    sid
+}
+
+/// `GetTokenInformation` into a u64-aligned buffer of the size it asks for.
+fn token_info(token: HANDLE, class: i32) -> io::Result<Vec<u64>> {
+    let mut needed = 0u32;
+    // SAFETY: a size query: null buffer of length 0, `needed` receives the size.
+    unsafe { GetTokenInformation(token, class, std::ptr::null_mut(), 0, &mut needed) };
+    if needed == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u64; (needed as usize).div_ceil(8)];
+    // SAFETY: `buf` is valid for writes of `buf.len() * 8 >= needed` bytes.
+    let ok = unsafe {
+        GetTokenInformation(
+            token,
+            class,
+            buf.as_mut_ptr().cast(),
+            (buf.len() * 8) as u32,
+            &mut needed,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf)
+}

@@ -1,0 +1,670 @@
+//! A named-pipe server whose `accept` never lets one slow peer delay another.
+//!
+//! A pump thread per listener keeps a few pipe instances waiting for clients
+//! (`MIN_LISTENING`, so a burst of clients does not meet `ERROR_PIPE_BUSY`). Each instance
+//! goes through Listening (an overlapped `ConnectNamedPipe`) → Reading (overlapped
+//! `ReadFile`s of the hello into its own buffer) → ready, and the pump waits on every
+//! instance's event and the cancel event together. An instance whose hello does not arrive
+//! within the handshake timeout is dropped; a fresh instance replaces every one that
+//! connects. Ready connections wait in a bounded queue (`MAX_QUEUED`, the equivalent of a
+//! socket's backlog) for `accept`, so clients can connect while nobody is in `accept`, as
+//! with a Unix listening socket. At most `MAX_INSTANCES` instances are in progress at once
+//! (one wait covers at most 64 handles); beyond the limits clients see `ERROR_PIPE_BUSY` and
+//! their connect loop retries.
+
+// The instances are boxed on purpose (clippy's `vec_box` cannot know): the kernel holds
+// pointers into a pending instance, so it must not move when the vector reallocates or
+// `swap_remove`s.
+#![allow(clippy::vec_box)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING,
+    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
+};
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::Storage::FileSystem::{
+    ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
+};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
+    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+};
+use windows_sys::Win32::System::Threading::{CreateEventW, WaitForMultipleObjects};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::access::SecurityDescriptor;
+use super::endpoint::probe;
+use super::stream::Stream;
+use super::{wide, Event};
+use crate::error::{Error, Result};
+use crate::frame::HELLO_LEN;
+use crate::sys::{Cancel, ListenOptions, Probe};
+use crate::Name;
+
+/// How many instances wait for a new client at any time.
+const MIN_LISTENING: usize = 4;
+/// Most instances in progress at once: with the cancel and wake events, one
+/// `WaitForMultipleObjects` (64 handles).
+const MAX_INSTANCES: usize = 62;
+/// Most ready connections waiting for `accept` (a socket's backlog).
+const MAX_QUEUED: usize = 64;
+/// Pipe buffer sizes (a hint to the system).
+const BUFFER: u32 = 64 * 1024;
+
+pub(crate) struct Listener {
+    shared: Arc<Shared>,
+    pump: Mutex<Option<JoinHandle<()>>>,
+    /// Held for the server's whole life; released by `cancel` once the pump has closed every
+    /// instance.
+    claim: Mutex<Option<Claim>>,
+    path: String,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("path", &self.path)
+            .field("cancelled", &self.shared.cancelled)
+            .finish()
+    }
+}
+
+/// What the pump thread and `accept` share.
+#[derive(Debug)]
+struct Shared {
+    /// Set by `cancel`: wakes the pump for good.
+    cancel: Event,
+    /// Set by `accept` after taking a connection: the pump may refill.
+    wake: Event,
+    cancelled: AtomicBool,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Connections whose prefix is complete (or bad): handle, prefix, its length.
+    items: VecDeque<(OwnedHandle, [u8; HELLO_LEN], usize)>,
+    /// The pump could not create any instance: the last error, for `accept`.
+    error: Option<(io::ErrorKind, String)>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while the lock is held.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `ConnectNamedPipe` issued: waiting for a client.
+    Listening,
+    /// A client is connected; reading its first bytes.
+    Reading,
+}
+
+/// One pipe instance on its way from "waiting for a client" to "handed over".
+///
+/// # The overlapped-I/O invariant
+///
+/// While `pending` is true, the kernel owns `ov` and `prefix[have..]` and may write to them
+/// at any moment. The instance is boxed, so neither moves; nothing reads `prefix` or reuses
+/// `ov` until the operation's result has been collected; and `Drop` cancels a pending
+/// operation and waits for it (`GetOverlappedResult(.., TRUE)`) before the memory and the
+/// handle go away. An instance is handed over (`into_parts`) only when nothing is pending.
+struct Instance {
+    handle: Option<OwnedHandle>,
+    ov: OVERLAPPED,
+    event: Event,
+    phase: Phase,
+    pending: bool,
+    /// `ConnectNamedPipe` found a client already connected (no completion will be posted).
+    connected_now: bool,
+    /// The client came and went before we noticed; drop this instance.
+    broken: bool,
+    prefix: [u8; HELLO_LEN],
+    have: usize,
+    deadline: Option<Instant>,
+}
+
+// SAFETY: the raw pointer inside `ov` (its event handle) refers to `event`, which the
+// instance owns; the kernel's use of `ov` does not depend on which thread owns the instance,
+// and all access goes through the listener's mutex.
+unsafe impl Send for Instance {}
+
+enum Progress {
+    Ready,
+    Waiting,
+    Gone,
+}
+
+impl Instance {
+    /// A new instance of the pipe, already listening for a client.
+    fn new(path: &[u16], sd: &SecurityDescriptor, first: bool) -> io::Result<Box<Instance>> {
+        let attrs = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: sd.as_ptr(),
+            bInheritHandle: 0,
+        };
+        let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+        if first {
+            open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
+        }
+        // SAFETY: `path` is NUL-terminated; `attrs` and the descriptor it points to outlive
+        // the call. On success we own the returned handle.
+        let h = unsafe {
+            CreateNamedPipeW(
+                path.as_ptr(),
+                open_mode,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                BUFFER,
+                BUFFER,
+                0,
+                &attrs,
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `h` is a fresh pipe handle that nothing else owns.
+        let handle = unsafe { OwnedHandle::from_raw_handle(h) };
+        let mut inst = Box::new(Instance {
+            handle: Some(handle),
+            ov: OVERLAPPED::default(),
+            event: Event::new()?,
+            phase: Phase::Listening,
+            pending: false,
+            connected_now: false,
+            broken: false,
+            prefix: [0; HELLO_LEN],
+            have: 0,
+            deadline: None,
+        });
+        inst.start_connect();
+        Ok(inst)
+    }
+
+    fn raw(&self) -> HANDLE {
+        self.handle
+            .as_ref()
+            .map_or(INVALID_HANDLE_VALUE, |h| h.as_raw_handle())
+    }
+
+    fn fresh_overlapped(&mut self) -> *mut OVERLAPPED {
+        debug_assert!(!self.pending);
+        self.event.reset();
+        self.ov = OVERLAPPED {
+            hEvent: self.event.raw(),
+            ..Default::default()
+        };
+        &mut self.ov
+    }
+
+    /// Records how a just-started operation went (`ok` is what the starter returned).
+    fn started(&mut self, ok: i32) -> Option<u32> {
+        if ok != 0 {
+            // Completed at once; its completion is still posted through `ov`.
+            self.pending = true;
+            return None;
+        }
+        // SAFETY: no preconditions.
+        let err = unsafe { GetLastError() };
+        if err == ERROR_IO_PENDING {
+            self.pending = true;
+            None
+        } else {
+            Some(err)
+        }
+    }
+
+    fn start_connect(&mut self) {
+        let ov = self.fresh_overlapped();
+        // SAFETY: the handle is an open pipe instance; `ov` is this boxed instance's own
+        // OVERLAPPED, not in use (nothing is pending), and stays put until the operation is
+        // collected or cancelled-and-waited-for (see the type's invariant).
+        let ok = unsafe { ConnectNamedPipe(self.raw(), ov) };
+        match self.started(ok) {
+            None => {}
+            // The client connected between CreateNamedPipeW and ConnectNamedPipe.
+            Some(ERROR_PIPE_CONNECTED) => self.connected_now = true,
+            Some(err) => {
+                tracing::debug!(error = err, "a pipe instance failed to listen");
+                self.broken = true;
+            }
+        }
+    }
+
+    fn start_read(&mut self, need: usize) {
+        let ov = self.fresh_overlapped();
+        let buf = self.prefix[self.have..need].as_mut_ptr();
+        let len = (need - self.have) as u32;
+        // SAFETY: `buf` points into this boxed instance's `prefix`, valid for `len` bytes,
+        // and nothing touches it until the read is collected or cancelled-and-waited-for.
+        let ok = unsafe { ReadFile(self.raw(), buf, len, std::ptr::null_mut(), ov) };
+        if let Some(err) = self.started(ok) {
+            tracing::debug!(error = err, "a peer left before completing the handshake");
+            self.broken = true;
+        }
+    }
+
+    /// Advances as far as possible without blocking.
+    fn progress(
+        &mut self,
+        need: usize,
+        ok: fn(&[u8]) -> bool,
+        handshake: Duration,
+        now: Instant,
+    ) -> Progress {
+        loop {
+            if self.broken {
+                return Progress::Gone;
+            }
+            let n = if self.connected_now {
+                self.connected_now = false;
+                0
+            } else if self.pending {
+                let mut n = 0u32;
+                // SAFETY: `ov` belongs to the pending operation on this handle; bWait = FALSE
+                // only looks at its state.
+                let done = unsafe { GetOverlappedResult(self.raw(), &self.ov, &mut n, 0) };
+                if done == 0 {
+                    // SAFETY: no preconditions.
+                    let err = unsafe { GetLastError() };
+                    if err == ERROR_IO_INCOMPLETE {
+                        break;
+                    }
+                    self.pending = false;
+                    tracing::debug!(error = err, "a peer left before completing the handshake");
+                    return Progress::Gone;
+                }
+                self.pending = false;
+                n
+            } else {
+                // Nothing pending and nothing to collect: cannot happen; drop it to be safe.
+                return Progress::Gone;
+            };
+            match self.phase {
+                Phase::Listening => {
+                    self.phase = Phase::Reading;
+                    self.deadline = Some(now + handshake);
+                }
+                Phase::Reading => {
+                    if n == 0 {
+                        tracing::debug!(
+                            "a peer closed its connection before completing the handshake"
+                        );
+                        return Progress::Gone;
+                    }
+                    self.have += n as usize;
+                    if !ok(&self.prefix[..self.have]) {
+                        return Progress::Ready;
+                    }
+                }
+            }
+            if self.have >= need {
+                return Progress::Ready;
+            }
+            self.start_read(need);
+        }
+        match self.deadline {
+            Some(d) if now >= d => {
+                tracing::warn!(
+                    received = self.have,
+                    expected = need,
+                    "dropping a connection that did not complete the handshake in time"
+                );
+                Progress::Gone
+            }
+            _ => Progress::Waiting,
+        }
+    }
+
+    /// Takes the connected handle and the prefix; only when nothing is pending.
+    fn take_parts(&mut self) -> (Option<OwnedHandle>, [u8; HELLO_LEN], usize) {
+        debug_assert!(!self.pending);
+        (self.handle.take(), self.prefix, self.have)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.pending {
+            let h = self.raw();
+            let mut n = 0u32;
+            // SAFETY: `ov` belongs to the pending operation on `h`. CancelIoEx asks it to end;
+            // GetOverlappedResult with bWait = TRUE returns only once it has, so the kernel is
+            // done with `ov` and `prefix` before they are freed. This is the invariant.
+            unsafe {
+                CancelIoEx(h, &self.ov);
+                GetOverlappedResult(h, &self.ov, &mut n, 1);
+            }
+            self.pending = false;
+        }
+    }
+}
+
+impl Listener {
+    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+        // Plain names are global on Windows (see endpoint.rs), so every access policy works
+        // with them: the DACL decides who may connect.
+        let path = name.path();
+        let in_use = |pid| Error::AddrInUse {
+            name: name.as_str().to_owned(),
+            pid,
+        };
+        // Servers racing for one name serialise on the claim: exactly one gets it.
+        let claim = match Claim::acquire(path)? {
+            Some(c) => c,
+            None => return Err(in_use(live_pid(path))),
+        };
+        // Not a pipette server's name, but somebody else's pipe? Never take it over.
+        // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
+        match probe(path)? {
+            Probe::Live(pid) => return Err(in_use(pid)),
+            Probe::Absent | Probe::Stale => {}
+        }
+        let sd = SecurityDescriptor::for_access(opts.access)?;
+        let wpath = wide(path.as_os_str());
+        let first = match Instance::new(&wpath, &sd, true) {
+            Ok(i) => i,
+            Err(e) => {
+                return Err(match e.raw_os_error().map(|c| c as u32) {
+                    Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(live_pid(path)),
+                    _ => Error::Io(e),
+                })
+            }
+        };
+        let shared = Arc::new(Shared {
+            cancel: Event::new()?,
+            wake: Event::new()?,
+            cancelled: AtomicBool::new(false),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
+        let mut pump = Pump {
+            shared: shared.clone(),
+            path: wpath,
+            sd,
+            opts: opts.clone(),
+            instances: vec![first],
+        };
+        pump.refill();
+        let thread = std::thread::Builder::new()
+            .name("pipette-pipe-pump".into())
+            .spawn(move || pump.run())?;
+        Ok(Listener {
+            shared,
+            pump: Mutex::new(Some(thread)),
+            claim: Mutex::new(Some(claim)),
+            path: path.display().to_string(),
+        })
+    }
+
+    fn aborted() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the listener was shut down",
+        )
+    }
+
+    pub(crate) fn accept(
+        &self,
+        timeout: Option<Duration>,
+    ) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let mut queue = self.shared.lock();
+        loop {
+            if self.shared.cancelled.load(Ordering::SeqCst) {
+                return Err(Self::aborted());
+            }
+            if let Some((handle, prefix, have)) = queue.items.pop_front() {
+                drop(queue);
+                self.shared.wake.set();
+                return Ok((Stream::from_server(handle)?, prefix, have));
+            }
+            if let Some((kind, msg)) = queue.error.take() {
+                return Err(io::Error::new(kind, msg));
+            }
+            queue = match deadline {
+                None => self
+                    .shared
+                    .ready
+                    .wait(queue)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
+                    }
+                    self.shared
+                        .ready
+                        .wait_timeout(queue, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Stops the pump (which closes every instance it holds), drops the queued connections,
+    /// then releases the claim. Idempotent.
+    fn teardown(&self) {
+        self.shared.cancelled.store(true, Ordering::SeqCst);
+        self.shared.cancel.set();
+        let queued = std::mem::take(&mut self.shared.lock().items);
+        self.shared.ready.notify_all();
+        drop(queued);
+        let pump = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(pump) = pump {
+            // The pump wakes at once on the cancel event; it only has to cancel and collect
+            // its instances' pending operations.
+            if pump.join().is_err() {
+                tracing::error!("the pipe pump thread panicked");
+            }
+        }
+        // Only now that no instance is left may another server claim the name.
+        let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(claim);
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+impl Cancel for Listener {
+    /// Wakes a blocked `accept`, makes later ones fail, and closes every pipe instance that
+    /// is not yet a connection, so the name is free once this returns (instances handed
+    /// over as connections are closed by their own cancel).
+    fn cancel(&self) {
+        self.teardown();
+    }
+}
+
+/// The pump thread's state: the instances on their way to the queue.
+struct Pump {
+    shared: Arc<Shared>,
+    path: Vec<u16>,
+    sd: SecurityDescriptor,
+    opts: ListenOptions,
+    instances: Vec<Box<Instance>>,
+}
+
+impl Pump {
+    /// Tops up the instances waiting for a client to `MIN_LISTENING`, within the limits.
+    fn refill(&mut self) {
+        let queued = self.shared.lock().items.len();
+        let mut listening = self
+            .instances
+            .iter()
+            .filter(|i| i.phase == Phase::Listening)
+            .count();
+        while listening < MIN_LISTENING
+            && self.instances.len() < MAX_INSTANCES
+            && self.instances.len() + queued < MAX_INSTANCES + MAX_QUEUED
+        {
+            match Instance::new(&self.path, &self.sd, false) {
+                Ok(i) => self.instances.push(i),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create another pipe instance");
+                    if self.instances.is_empty() {
+                        self.shared.lock().error = Some((e.kind(), e.to_string()));
+                        self.shared.ready.notify_all();
+                    }
+                    break;
+                }
+            }
+            listening += 1;
+        }
+    }
+
+    fn run(mut self) {
+        let need = self.opts.prefix_len.min(HELLO_LEN);
+        let mut handles: Vec<HANDLE> = Vec::with_capacity(MAX_INSTANCES + 2);
+        while !self.shared.cancelled.load(Ordering::SeqCst) {
+            self.shared.wake.reset();
+            let now = Instant::now();
+            let mut i = 0;
+            while i < self.instances.len() {
+                match self.instances[i].progress(
+                    need,
+                    self.opts.prefix_ok,
+                    self.opts.handshake_timeout,
+                    now,
+                ) {
+                    Progress::Ready => {
+                        let mut inst = self.instances.swap_remove(i);
+                        let (handle, prefix, have) = inst.take_parts();
+                        if let Some(handle) = handle {
+                            self.shared.lock().items.push_back((handle, prefix, have));
+                            self.shared.ready.notify_one();
+                        }
+                    }
+                    // Dropping cancels and waits for any pending operation.
+                    Progress::Gone => drop(self.instances.swap_remove(i)),
+                    Progress::Waiting => i += 1,
+                }
+            }
+            self.refill();
+            if self.instances.iter().any(|i| !i.pending) {
+                // A fresh instance found its client already connected (or failed): it posts
+                // no completion to wait for, so look at it again now.
+                continue;
+            }
+            let ms = match self.instances.iter().filter_map(|p| p.deadline).min() {
+                // Round up so that we never wake just before the deadline.
+                Some(d) => d
+                    .saturating_duration_since(now)
+                    .as_micros()
+                    .div_ceil(1000)
+                    .min(u128::from(u32::MAX - 1)) as u32,
+                // Nothing to time out; with no instance at all (creating them failed), retry
+                // now and then.
+                None if self.instances.is_empty() => 100,
+                None => u32::MAX,
+            };
+            handles.clear();
+            handles.push(self.shared.cancel.raw());
+            handles.push(self.shared.wake.raw());
+            handles.extend(self.instances.iter().map(|i| i.event.raw()));
+            // SAFETY: `handles` holds at most 65 - 1 valid event handles (cancel, wake, and
+            // those of our live instances, which stay alive during the wait).
+            let woke =
+                unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms) };
+            if woke == WAIT_FAILED {
+                let e = io::Error::last_os_error();
+                tracing::error!(error = %e, "the pipe pump cannot wait; stopping");
+                self.shared.lock().error = Some((e.kind(), e.to_string()));
+                self.shared.ready.notify_all();
+                break;
+            }
+        }
+        // Dropping the instances cancels their pending operations and waits for them.
+        self.instances.clear();
+    }
+}
+
+/// The pid of the server at `path`, if a probe finds one.
+fn live_pid(path: &Path) -> Option<u32> {
+    match probe(path) {
+        Ok(Probe::Live(pid)) => pid,
+        _ => None,
+    }
+}
+
+/// The claim on a pipe name: a named event `Local\pipette-claim-…` derived from the pipe
+/// path, which the server creates and keeps open for its whole life.
+///
+/// `CreateEventW` on an existing name opens it and reports `ERROR_ALREADY_EXISTS`, atomically,
+/// so of several servers racing for a name exactly one creates it; the others are refused with
+/// `AddrInUse`. The kernel deletes the event with its last handle, however its holder ends, so
+/// a crashed server leaves no claim behind (like `flock` on Unix). This is what makes binding
+/// exclusive under Wine, which ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows it is a
+/// second line of defence. `Local\` is the session's namespace; across sessions
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE` still refuses a second server.
+#[derive(Debug)]
+struct Claim(#[allow(dead_code)] Event);
+
+impl Claim {
+    /// `Ok(None)` when another server holds the claim.
+    fn acquire(path: &Path) -> io::Result<Option<Claim>> {
+        let name = wide(claim_name(path).as_ref());
+        // SAFETY: `name` is NUL-terminated; null attributes are allowed. On success we own
+        // the returned handle (new or opened).
+        let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, name.as_ptr()) };
+        // SAFETY: no preconditions; read before any other call can overwrite it.
+        let err = unsafe { GetLastError() };
+        if h.is_null() {
+            return match err {
+                // Another user's claim that we may not open: the name is taken.
+                ERROR_ACCESS_DENIED => Ok(None),
+                _ => Err(super::os_error(err)),
+            };
+        }
+        // SAFETY: `h` is a valid event handle that nothing else owns.
+        let event = Event(unsafe { OwnedHandle::from_raw_handle(h) });
+        if err == ERROR_ALREADY_EXISTS {
+            return Ok(None);
+        }
+        Ok(Some(Claim(event)))
+    }
+}
+
+/// The claim's object name for a pipe path: case-folded (pipe names are case-insensitive),
+/// backslashes (not allowed in object names) replaced, and hashed when long.
+fn claim_name(path: &Path) -> String {
+    let key: String = path
+        .to_string_lossy()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    if key.len() <= 180 {
+        return format!("Local\\pipette-claim-{key}");
+    }
+    // FNV-1a, 64 bits, twice with different offsets: collisions are not a practical concern.
+    let fnv = |seed: u64| {
+        key.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "Local\\pipette-claim-{}-{:016x}{:016x}",
+        key.chars().take(100).collect::<String>(),
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    )
+}

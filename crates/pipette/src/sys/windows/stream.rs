@@ -1,0 +1,490 @@
+//! One connected end of a named pipe, used as a byte stream with overlapped I/O.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use windows_sys::Win32::Foundation::{
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA,
+    ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, HANDLE,
+    INVALID_HANDLE_VALUE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED, FILE_GENERIC_READ, FILE_WRITE_DATA,
+    OPEN_EXISTING, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
+};
+use windows_sys::Win32::System::Pipes::{GetNamedPipeClientProcessId, GetNamedPipeServerProcessId};
+use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::{os_error, timeout_ms, wide, Event};
+use crate::sys::Cancel;
+use crate::PeerIdentity;
+
+/// What a client asks for when it opens a pipe: read and write data, but not
+/// `FILE_APPEND_DATA`, which on a pipe means `FILE_CREATE_PIPE_INSTANCE` and which the
+/// access policy grants only to the server's own user (see `access.rs`).
+pub(super) const CLIENT_ACCESS: u32 = FILE_GENERIC_READ | FILE_WRITE_DATA;
+
+/// Largest single `ReadFile`/`WriteFile` (the length argument is a `u32`).
+const MAX_IO: usize = 1 << 30;
+
+/// Header and payload up to this size are copied into one buffer so that `write2` is one
+/// `WriteFile` (pipes have no gather write); larger payloads go out in a second call.
+const COALESCE: usize = 64 * 1024;
+
+/// Longest `cancel` waits for woken operations to let go of the handle.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+/// `timeout_ms` value meaning "no timeout".
+const NO_TIMEOUT: u32 = u32::MAX;
+
+/// A connected pipe end (server or client side).
+///
+/// # The overlapped-I/O invariant
+///
+/// Each direction has its own event, behind a mutex that is held for the whole of an
+/// operation, so one `OVERLAPPED` and one event are never used by two operations at once.
+/// The `OVERLAPPED` lives on the stack of `run_overlapped` and the buffer is borrowed by the
+/// caller; `run_overlapped` never returns before the kernel has finished with both (a timed
+/// out or cancelled operation is cancelled with `CancelIoEx` and then waited for with
+/// `GetOverlappedResult(.., TRUE)`). So neither can be freed or reused while the kernel may
+/// still write to it.
+///
+/// # Cancel and closing
+///
+/// `cancel` signals a manual-reset event that every wait includes, so every blocked
+/// operation returns promptly, and later ones fail at once. The handle itself is closed as
+/// soon as no operation uses it any more (by `cancel` or by the last operation to finish),
+/// which is what makes the peer see the end of the connection and what frees the pipe name.
+/// A use count, not a lock held during I/O, guards this, so closing can never race with a
+/// system call on the same (possibly reused) handle value.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    slot: Mutex<Slot>,
+    /// Signalled when the last operation stops using the handle.
+    idle: Condvar,
+    cancel: Event,
+    cancelled: AtomicBool,
+    /// This is the server end (`GetNamedPipeClientProcessId` finds the peer).
+    server: bool,
+    read: Mutex<Event>,
+    write: Mutex<WriteState>,
+    read_timeout: AtomicU32,
+    write_timeout: AtomicU32,
+    write_shut: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    handle: Option<OwnedHandle>,
+    users: usize,
+}
+
+#[derive(Debug)]
+struct WriteState {
+    event: Event,
+    /// Reused buffer for coalescing header and payload.
+    scratch: Vec<u8>,
+}
+
+/// Keeps the handle open while an operation uses it.
+struct InUse<'a> {
+    stream: &'a Stream,
+    raw: HANDLE,
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        let closing = {
+            let mut slot = self.stream.lock_slot();
+            slot.users -= 1;
+            if slot.users == 0 {
+                self.stream.idle.notify_all();
+                if self.stream.cancelled.load(Ordering::SeqCst) {
+                    slot.handle.take()
+                } else {
+                    None
+                }
+            } else {
+                None
+            }
+        };
+        drop(closing);
+    }
+}
+
+/// How an overlapped operation ended. In every case the operation has finished: the kernel
+/// no longer touches its `OVERLAPPED` or buffer.
+enum Outcome {
+    Done(u32),
+    Failed(io::Error),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs one overlapped operation on `handle` to completion, waiting at most `timeout`
+/// (milliseconds, `u32::MAX` for none) and until `cancel` is signalled.
+///
+/// # Safety
+///
+/// `start` must start at most one overlapped operation on `handle` that uses the given
+/// `OVERLAPPED` and returns what the starting function (`ReadFile`, `WriteFile`, …) returned;
+/// any buffer it passes must stay valid until `run_overlapped` returns. This function
+/// upholds the rest: it returns only once the operation has finished.
+unsafe fn run_overlapped(
+    handle: HANDLE,
+    event: &Event,
+    cancel: &Event,
+    timeout: u32,
+    start: impl FnOnce(*mut OVERLAPPED) -> i32,
+) -> Outcome {
+    let mut ov = OVERLAPPED {
+        hEvent: event.raw(),
+        ..Default::default()
+    };
+    event.reset();
+    if start(&mut ov) == 0 {
+        // SAFETY: no preconditions.
+        let err = unsafe { GetLastError() };
+        if err != ERROR_IO_PENDING {
+            // Nothing was queued: the kernel holds no reference to `ov` or the buffer.
+            return Outcome::Failed(os_error(err));
+        }
+    }
+    let wait_for = [event.raw(), cancel.raw()];
+    // SAFETY: both handles are valid events for the duration of the call.
+    let woke = unsafe { WaitForMultipleObjects(2, wait_for.as_ptr(), 0, timeout) };
+    let interrupted = match woke {
+        WAIT_OBJECT_0 => None,
+        w if w == WAIT_OBJECT_0 + 1 => Some(Outcome::Cancelled),
+        WAIT_TIMEOUT => Some(Outcome::TimedOut),
+        _ => Some(Outcome::Failed(io::Error::last_os_error())),
+    };
+    if interrupted.is_some() {
+        // SAFETY: `ov` is the OVERLAPPED of an operation on `handle`. If it has completed
+        // meanwhile this fails with ERROR_NOT_FOUND, which is fine.
+        unsafe { CancelIoEx(handle, &ov) };
+    }
+    let mut n = 0u32;
+    // SAFETY: `ov` belongs to an operation on `handle`; bWait = TRUE returns only once that
+    // operation has finished (completed, failed or aborted). This is the invariant.
+    let ok = unsafe { GetOverlappedResult(handle, &ov, &mut n, 1) };
+    if ok != 0 {
+        // Completed, even if we tried to cancel it: the bytes moved and must be reported.
+        return Outcome::Done(n);
+    }
+    // SAFETY: no preconditions.
+    let err = unsafe { GetLastError() };
+    match interrupted {
+        Some(_) if err == ERROR_OPERATION_ABORTED && n > 0 => Outcome::Done(n),
+        Some(why) if err == ERROR_OPERATION_ABORTED => why,
+        _ => Outcome::Failed(os_error(err)),
+    }
+}
+
+fn is_end_of_pipe(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(|c| c as u32),
+        Some(ERROR_BROKEN_PIPE | ERROR_NO_DATA | ERROR_PIPE_NOT_CONNECTED)
+    )
+}
+
+fn store_timeout(cell: &AtomicU32, d: Option<Duration>) {
+    let ms = match d {
+        None => NO_TIMEOUT,
+        Some(d) => timeout_ms(Some(d)).min(NO_TIMEOUT - 1),
+    };
+    cell.store(ms, Ordering::Relaxed);
+}
+
+impl Stream {
+    fn new(handle: OwnedHandle, server: bool) -> io::Result<Stream> {
+        Ok(Stream {
+            slot: Mutex::new(Slot {
+                handle: Some(handle),
+                users: 0,
+            }),
+            idle: Condvar::new(),
+            cancel: Event::new()?,
+            cancelled: AtomicBool::new(false),
+            server,
+            read: Mutex::new(Event::new()?),
+            write: Mutex::new(WriteState {
+                event: Event::new()?,
+                scratch: Vec::new(),
+            }),
+            read_timeout: AtomicU32::new(NO_TIMEOUT),
+            write_timeout: AtomicU32::new(NO_TIMEOUT),
+            write_shut: AtomicBool::new(false),
+        })
+    }
+
+    /// The server end of a connected pipe instance, from the listener.
+    pub(super) fn from_server(handle: OwnedHandle) -> io::Result<Stream> {
+        Stream::new(handle, true)
+    }
+
+    /// Opens the client end of the pipe at `path` (overlapped, identification-level
+    /// impersonation only).
+    pub(super) fn open(path: &Path) -> io::Result<OwnedHandle> {
+        let w = wide(path.as_os_str());
+        // SAFETY: `w` is NUL-terminated and outlives the call; null security attributes and
+        // template are allowed.
+        let h = unsafe {
+            CreateFileW(
+                w.as_ptr(),
+                CLIENT_ACCESS,
+                0,
+                std::ptr::null(),
+                OPEN_EXISTING,
+                FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+                std::ptr::null_mut(),
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            // SAFETY: no preconditions.
+            let err = unsafe { GetLastError() };
+            return Err(match err {
+                ERROR_FILE_NOT_FOUND => io::Error::new(io::ErrorKind::NotFound, os_error(err)),
+                // Alive, but every instance is taken: try again later.
+                ERROR_PIPE_BUSY => io::Error::new(io::ErrorKind::WouldBlock, os_error(err)),
+                _ => os_error(err),
+            });
+        }
+        // SAFETY: `h` is a fresh, valid handle that nothing else owns.
+        Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+    }
+
+    /// Connects to the pipe at `path`.
+    ///
+    /// Errors: `NotFound` (no such pipe), `WouldBlock` (the server is alive but all its
+    /// instances are taken), `PermissionDenied` (its security descriptor refuses us), others.
+    pub(crate) fn connect(path: &Path) -> io::Result<Stream> {
+        Stream::new(Stream::open(path)?, false)
+    }
+
+    fn lock_slot(&self) -> MutexGuard<'_, Slot> {
+        // Nothing panics while the lock is held.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The handle, kept open until the guard is dropped; `None` once cancelled.
+    fn in_use(&self) -> Option<InUse<'_>> {
+        let mut slot = self.lock_slot();
+        if self.cancelled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let raw = slot.handle.as_ref()?.as_raw_handle();
+        slot.users += 1;
+        Some(InUse { stream: self, raw })
+    }
+
+    fn cancelled_error() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
+    }
+
+    /// One overlapped `ReadFile` of at most `len` bytes into `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `len` bytes until this returns.
+    unsafe fn read_raw(&self, ptr: *mut u8, len: usize) -> io::Result<usize> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let Some(h) = self.in_use() else {
+            // Cancelled: reads see end-of-stream, for good.
+            return Ok(0);
+        };
+        let event = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = self.read_timeout.load(Ordering::Relaxed);
+        let len = len.min(MAX_IO) as u32;
+        // SAFETY: one ReadFile on `h.raw` with the given OVERLAPPED; the caller keeps `ptr`
+        // valid for `len` bytes until we return, and run_overlapped returns only after the
+        // read finished.
+        let outcome = unsafe {
+            run_overlapped(h.raw, &event, &self.cancel, timeout, |ov| {
+                ReadFile(h.raw, ptr, len, std::ptr::null_mut(), ov)
+            })
+        };
+        match outcome {
+            // Zero bytes: the peer closed, or wrote zero bytes (its `shutdown_write`).
+            Outcome::Done(n) => Ok(n as usize),
+            Outcome::Failed(e) if is_end_of_pipe(&e) => Ok(0),
+            Outcome::Failed(e) => Err(e),
+            Outcome::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+            Outcome::Cancelled => Ok(0),
+        }
+    }
+
+    /// One overlapped `WriteFile` of `buf` (the event of the write direction is held).
+    fn write_locked(&self, event: &Event, buf: &[u8]) -> io::Result<usize> {
+        let Some(h) = self.in_use() else {
+            return Err(Stream::cancelled_error());
+        };
+        let timeout = self.write_timeout.load(Ordering::Relaxed);
+        let len = buf.len().min(MAX_IO) as u32;
+        // SAFETY: one WriteFile on `h.raw` with the given OVERLAPPED; `buf` is borrowed for
+        // the whole call and run_overlapped returns only after the write finished.
+        let outcome = unsafe {
+            run_overlapped(h.raw, event, &self.cancel, timeout, |ov| {
+                WriteFile(h.raw, buf.as_ptr(), len, std::ptr::null_mut(), ov)
+            })
+        };
+        match outcome {
+            Outcome::Done(n) => Ok(n as usize),
+            Outcome::Failed(e) if is_end_of_pipe(&e) => {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
+            }
+            Outcome::Failed(e) => Err(e),
+            Outcome::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            Outcome::Cancelled => Err(Stream::cancelled_error()),
+        }
+    }
+
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        unsafe { self.read_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).
+    pub(crate) fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
+        // SAFETY: `spare` is valid for writes of `spare.len()` bytes; ReadFile only writes.
+        let n = unsafe { self.read_raw(spare.as_mut_ptr().cast(), spare.len())? };
+        // SAFETY: the kernel initialised the first `n <= max` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write2(buf, &[])
+    }
+
+    /// Writes `a` then `b`; returns how many bytes went out in total. Pipes have no gather
+    /// write, so up to `COALESCE` bytes are copied into one buffer and written with one
+    /// `WriteFile`; beyond that only `a` is written here (the caller's send loop writes the
+    /// rest right behind it, and the write lock keeps the two contiguous).
+    pub(crate) fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        if self.write_shut.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the sending direction was shut down",
+            ));
+        }
+        let mut state = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let WriteState { event, scratch } = &mut *state;
+        if b.is_empty() || a.is_empty() {
+            let buf = if a.is_empty() { b } else { a };
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            return self.write_locked(event, buf);
+        }
+        if a.len() + b.len() > COALESCE {
+            return self.write_locked(event, a);
+        }
+        scratch.clear();
+        scratch.extend_from_slice(a);
+        scratch.extend_from_slice(b);
+        let res = self.write_locked(event, scratch);
+        if scratch.capacity() > COALESCE {
+            *scratch = Vec::new();
+        }
+        res
+    }
+
+    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        store_timeout(&self.read_timeout, d);
+        Ok(())
+    }
+
+    pub(crate) fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        store_timeout(&self.write_timeout, d);
+        Ok(())
+    }
+
+    /// Pipes have no half-close, and a zero-length write is not a usable end-of-stream
+    /// marker (Wine does not deliver it at all). So this closes our end of the pipe, as
+    /// soon as no operation uses it (an operation blocked in another thread is woken):
+    /// the peer reads every byte we wrote and then end-of-stream, as with Unix's
+    /// `shutdown(SHUT_WR)`. Unlike Unix, our reading direction ends too: later reads
+    /// return end-of-stream and later writes fail with `BrokenPipe`.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        self.write_shut.store(true, Ordering::SeqCst);
+        self.cancel();
+        Ok(())
+    }
+
+    /// The peer's process id and, where it can be read, its user SID: a server reads its
+    /// client's from the client's identification token (the client connects with
+    /// `SECURITY_IDENTIFICATION`), a client reads the server's from the server process's
+    /// token (racy with pid reuse, informational only).
+    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+        let Some(h) = self.in_use() else {
+            return Err(Stream::cancelled_error());
+        };
+        let mut pid = 0u32;
+        // SAFETY: `h.raw` is an open pipe handle and `pid` is valid for writes.
+        let ok = unsafe {
+            if self.server {
+                GetNamedPipeClientProcessId(h.raw, &mut pid)
+            } else {
+                GetNamedPipeServerProcessId(h.raw, &mut pid)
+            }
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pid = (pid != 0).then_some(pid);
+        let sid = if self.server {
+            super::access::pipe_client_sid(h.raw)
+        } else {
+            pid.and_then(super::access::process_sid)
+        };
+        Ok(PeerIdentity {
+            pid,
+            uid: None,
+            gid: None,
+            sid,
+        })
+    }
+}
+
+impl crate::shared::PeerOf for Stream {
+    fn peer_identity(&self) -> io::Result<PeerIdentity> {
+        self.peer()
+    }
+}
+
+impl Cancel for Stream {
+    /// Wakes every blocked read (it returns 0) and write (it fails), for good, and closes
+    /// the handle. Operations blocked in other threads wake at once (the cancel event is in
+    /// every wait) and stop using the handle within moments; this waits for that (bounded,
+    /// `CLOSE_WAIT`) so that the peer sees the end and the pipe name is free when `cancel`
+    /// returns. Should an operation take longer, the last one to finish closes the handle.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.cancel.set();
+        let closing = {
+            let slot = self.lock_slot();
+            let (mut slot, _) = self
+                .idle
+                .wait_timeout_while(slot, CLOSE_WAIT, |s| s.users > 0)
+                .unwrap_or_else(|e| e.into_inner());
+            if slot.users == 0 {
+                slot.handle.take()
+            } else {
+                tracing::debug!("a cancelled operation is slow to end; it will close the pipe");
+                None
+            }
+        };
+        drop(closing);
+    }
+}
