@@ -78,6 +78,11 @@ pub use server::{
 pub use shutdown::Shutdown;
 pub use stream::Stream;
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", unix))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+#[cfg(all(feature = "tokio", not(unix)))]
+compile_error!(
+    "pipette's `tokio` feature (the async API) is not available on Windows yet: use the blocking API there"
+);
