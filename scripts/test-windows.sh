@@ -58,5 +58,5 @@ wine cmd /c exit >/dev/null 2>&1 </dev/null
 echo "== clippy ($target)" >&2
 [ -n "${SKIP_CLIPPY:-}" ] || cargo clippy --target "$target" -p pipette -p pipette-cli --all-targets -- -D warnings
 echo "== tests ($target)" >&2
-cargo test --target "$target" -p pipette -p pipette-cli "$@"
+cargo test --target "$target" -p pipette -p pipette-cli --no-fail-fast "$@"
 echo "== ok" >&2
