@@ -941,3 +941,20 @@ fn a_foreign_message_mode_peer_talks_to_a_raw_message_server() {
     assert!(split > 0);
     t.join().unwrap();
 }
+
+#[test]
+fn a_message_mode_client_cannot_open_a_byte_pipe() {
+    let name = unique("msg-on-byte");
+    let _server = ServerOptions::new().raw(true).bind(&name).unwrap();
+    let res = ClientOptions::new()
+        .raw(true)
+        .message_pipe(true)
+        .connect(&name);
+    match res {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("message mode"), "{e}");
+        }
+        other => panic!("expected a clear error, got {other:?}"),
+    }
+}
