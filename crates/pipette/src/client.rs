@@ -108,8 +108,9 @@ impl ClientOptions {
     ///
     /// Meant for [`raw`](ClientOptions::raw) mode: each `send` is one pipe message and each
     /// `recv` returns exactly one whole pipe message, however large. An empty message cannot
-    /// be sent, and an empty message from the peer reads as end-of-stream. In framed mode the
-    /// pipette protocol runs unchanged on top.
+    /// be sent, and an empty message from the peer reads as end-of-stream. A receive timeout
+    /// that expires while a message is still arriving splits it (the rest comes with the
+    /// next `recv`). In framed mode the pipette protocol runs unchanged on top.
     pub fn message_pipe(mut self, on: bool) -> Self {
         self.message_pipe = on;
         self

@@ -90,11 +90,14 @@ impl ServerOptions {
     ///
     /// Meant for [`raw`](ServerOptions::raw) mode: there each `send` is one pipe message and
     /// each `recv` returns exactly one whole pipe message, however large (the message
-    /// boundaries are the peer's). An empty message cannot be sent (nothing is written) and
-    /// an empty message from the peer reads as end-of-stream. In framed mode it is allowed
-    /// and changes nothing visible: the pipette protocol runs unchanged on top (each write
-    /// is one pipe message), and both sides must use the same pipe type, since a
-    /// message-mode client cannot open a byte-type pipe.
+    /// boundaries are the peer's). An empty message cannot be sent (nothing is written), and
+    /// an empty message from the peer reads as end-of-stream. A receive timeout that expires
+    /// while a message is still arriving splits it (the rest comes with the next `recv`).
+    ///
+    /// In framed mode it is allowed and changes nothing visible: the pipette protocol runs
+    /// unchanged on top (each write is one pipe message). Clients must then not mix it up the
+    /// other way: a message-mode client cannot open a byte-type pipe, while a byte-mode
+    /// client can read a message pipe as a byte stream.
     ///
     /// ```
     /// use pipette::ServerOptions;
