@@ -64,6 +64,7 @@ impl Client {
 pub struct ClientOptions {
     max_message_size: usize,
     raw: bool,
+    message_pipe: bool,
     shutdown: Option<Shutdown>,
 }
 
@@ -79,6 +80,7 @@ impl ClientOptions {
         ClientOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             raw: false,
+            message_pipe: false,
             shutdown: None,
         }
     }
@@ -94,6 +96,23 @@ impl ClientOptions {
     /// Python `socket` server, …).
     pub fn raw(mut self, raw: bool) -> Self {
         self.raw = raw;
+        self
+    }
+
+    /// Windows: open the pipe in message read mode (`SetNamedPipeHandleState` with
+    /// `PIPE_READMODE_MESSAGE`), to talk to a server whose pipe is message-type, such as a
+    /// .NET `NamedPipeServerStream` with `PipeTransmissionMode.Message` or a pipette server
+    /// with [`ServerOptions::message_pipe`](crate::ServerOptions::message_pipe). Default off.
+    /// Connecting this way to a byte-type pipe fails (Windows refuses message read mode
+    /// there). **Unix: accepted and has no effect.**
+    ///
+    /// Meant for [`raw`](ClientOptions::raw) mode: each `send` is one pipe message and each
+    /// `recv` returns exactly one whole pipe message, however large. An empty message cannot
+    /// be sent, and an empty message from the peer reads as end-of-stream. A receive timeout
+    /// that expires while a message is still arriving splits it (the rest comes with the
+    /// next `recv`). In framed mode the pipette protocol runs unchanged on top.
+    pub fn message_pipe(mut self, on: bool) -> Self {
+        self.message_pipe = on;
         self
     }
 
@@ -128,11 +147,14 @@ impl ClientOptions {
         let limit = message_limit(self.max_message_size)?;
         let shutdown = self.shutdown.clone().unwrap_or_default();
         let mut backoff = Backoff::new(wait);
+        let connect = sys::ConnectOptions {
+            message_pipe: self.message_pipe,
+        };
         let stream = loop {
             if shutdown.is_shutdown() {
                 return Err(Error::Shutdown(CLIENT_SHUT_DOWN));
             }
-            match sys::Stream::connect(name.path()) {
+            match sys::Stream::connect(name.path(), &connect) {
                 Ok(s) => break s,
                 Err(e) => {
                     let pause = backoff.after_failure(&name, e)?;

@@ -26,7 +26,9 @@ const RAW_CHUNK: usize = 64 * 1024;
 /// [`Client::connect`](crate::Client::connect). In the default framed mode each
 /// [`send`](Connection::send) arrives as exactly one [`recv`](Connection::recv) on the other
 /// side, however large (up to the receiver's limit). In raw mode the connection is a plain
-/// byte stream: `send` writes bytes, `recv` returns whatever bytes have arrived.
+/// byte stream: `send` writes bytes, `recv` returns whatever bytes have arrived (on a
+/// Windows message pipe, see [`ServerOptions::message_pipe`](crate::ServerOptions::message_pipe),
+/// `send` writes one pipe message and `recv` returns one whole pipe message).
 ///
 /// To send and receive from two threads at once, [`split`](Connection::split) it. For
 /// `Read + Write`, use [`into_stream`](Connection::into_stream).
@@ -546,7 +548,8 @@ impl RecvHalf {
             self.end = 0;
             return Ok(out.len());
         }
-        match self.shared.stream.read_append(out, RAW_CHUNK) {
+        // One whole message on a message pipe, else whatever bytes have arrived.
+        match self.shared.stream.read_message(out, RAW_CHUNK) {
             Ok(0) => Err(self.shared.eof()),
             Ok(n) => Ok(n),
             Err(e) => Err(self.shared.error(e, "recv", t)),

@@ -37,6 +37,7 @@ pub struct ServerOptions {
     max_message_size: usize,
     access: Access,
     raw: bool,
+    message_pipe: bool,
     handshake_timeout: Duration,
     shutdown: Option<Shutdown>,
 }
@@ -54,6 +55,7 @@ impl ServerOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             access: Access::CurrentUser,
             raw: false,
+            message_pipe: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown: None,
         }
@@ -77,6 +79,36 @@ impl ServerOptions {
     /// foreign peers such as `socat`, `nc -U` or Python's `socket`. Default off.
     pub fn raw(mut self, raw: bool) -> Self {
         self.raw = raw;
+        self
+    }
+
+    /// Windows: create message-type named pipes (`PIPE_TYPE_MESSAGE |
+    /// PIPE_READMODE_MESSAGE`) instead of byte pipes, for peers that exchange pipe messages,
+    /// such as .NET's `NamedPipeClientStream` with `PipeTransmissionMode.Message`. Default
+    /// off. **Unix: accepted and has no effect** (sockets have no message boundaries), so the
+    /// same code builds everywhere.
+    ///
+    /// Meant for [`raw`](ServerOptions::raw) mode: there each `send` is one pipe message and
+    /// each `recv` returns exactly one whole pipe message, however large (the message
+    /// boundaries are the peer's). An empty message cannot be sent (nothing is written), and
+    /// an empty message from the peer reads as end-of-stream. A receive timeout that expires
+    /// while a message is still arriving splits it (the rest comes with the next `recv`).
+    ///
+    /// In framed mode it is allowed and changes nothing visible: the pipette protocol runs
+    /// unchanged on top (each write is one pipe message). Clients must then not mix it up the
+    /// other way: a message-mode client cannot open a byte-type pipe, while a byte-mode
+    /// client can read a message pipe as a byte stream.
+    ///
+    /// ```
+    /// use pipette::ServerOptions;
+    ///
+    /// let name = format!("doc-message-pipe-{}", std::process::id());
+    /// let server = ServerOptions::new().raw(true).message_pipe(true).bind(&name)?;
+    /// # drop(server);
+    /// # Ok::<(), pipette::Error>(())
+    /// ```
+    pub fn message_pipe(mut self, on: bool) -> Self {
+        self.message_pipe = on;
         self
     }
 
@@ -134,6 +166,7 @@ impl ServerOptions {
             prefix_ok: frame::could_be_hello,
             handshake_timeout: self.handshake_timeout,
             private_dir: policy.name.is_plain(),
+            message_pipe: self.message_pipe,
         };
         Ok((policy, listen, shutdown))
     }

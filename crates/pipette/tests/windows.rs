@@ -721,3 +721,240 @@ fn peer_pid_and_sid_are_reported_both_ways() {
     assert_eq!(conn.peer().sid(), Some(user.as_str()));
     assert_eq!(client.peer().sid(), Some(user.as_str()));
 }
+
+// ---------------------------------------------------------------------------------------
+// Message pipes (`message_pipe`)
+
+/// Message sizes around and past the 64 KiB first read of a raw `recv` (which then meets
+/// `ERROR_MORE_DATA` and reads on) and the 64 KiB pipe buffer.
+fn message_sizes() -> Vec<Vec<u8>> {
+    [
+        1usize, 7, 100, 4096, 65_535, 65_536, 65_537, 200_000, 1_000_003, 3,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(k, &n)| (0..n).map(|i| ((i * 7 + k) % 251) as u8).collect())
+    .collect()
+}
+
+#[test]
+fn raw_message_pipes_keep_message_boundaries() {
+    let name = unique("msg-raw");
+    let server = ServerOptions::new()
+        .raw(true)
+        .message_pipe(true)
+        .bind(&name)
+        .unwrap();
+    let msgs = message_sizes();
+    let expect = msgs.clone();
+    let t = std::thread::spawn(move || {
+        let mut conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
+        // N sends → N recvs, each exactly one message, then everything back.
+        let got: Vec<Vec<u8>> = (0..expect.len())
+            .map(|_| conn.recv_timeout(Duration::from_secs(20)).unwrap())
+            .collect();
+        for (k, (g, e)) in got.iter().zip(&expect).enumerate() {
+            assert_eq!(g.len(), e.len(), "message {k} arrived with another length");
+            assert!(g == e, "message {k} arrived changed");
+        }
+        for m in &got {
+            conn.send(m).unwrap();
+        }
+        let _ = conn.recv_timeout(Duration::from_secs(5));
+    });
+    let mut client = ClientOptions::new()
+        .raw(true)
+        .message_pipe(true)
+        .connect(&name)
+        .unwrap();
+    for m in &msgs {
+        client.send(m).unwrap();
+    }
+    for (k, m) in msgs.iter().enumerate() {
+        let got = client.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(got.len(), m.len(), "echo {k} arrived with another length");
+        assert!(&got == m, "echo {k} arrived changed");
+    }
+    drop(client);
+    t.join().unwrap();
+}
+
+#[test]
+fn framed_mode_runs_unchanged_over_message_pipes() {
+    let name = unique("msg-framed");
+    let server = ServerOptions::new().message_pipe(true).bind(&name).unwrap();
+    let msgs = message_sizes();
+    let expect = msgs.clone();
+    let t = std::thread::spawn(move || {
+        let mut conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
+        for e in &expect {
+            let got = conn.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert!(&got == e, "a framed message arrived changed");
+            conn.send(&got).unwrap();
+        }
+    });
+    let mut client = ClientOptions::new()
+        .message_pipe(true)
+        .connect(&name)
+        .unwrap();
+    for m in &msgs {
+        client.send(m).unwrap();
+        assert!(&client.recv_timeout(Duration::from_secs(20)).unwrap() == m);
+    }
+    t.join().unwrap();
+}
+
+/// What a .NET `NamedPipeClientStream` with `PipeTransmissionMode.Message` does underneath:
+/// `CreateFileW`, `SetNamedPipeHandleState(PIPE_READMODE_MESSAGE)`, then one `WriteFile`
+/// per message and `ReadFile` until a read ends without `ERROR_MORE_DATA`.
+mod foreign {
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+    use std::path::Path;
+
+    use windows_sys::Win32::Foundation::{
+        GetLastError, ERROR_MORE_DATA, GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateFileW, ReadFile, WriteFile, OPEN_EXISTING,
+    };
+    use windows_sys::Win32::System::Pipes::{SetNamedPipeHandleState, PIPE_READMODE_MESSAGE};
+
+    pub struct MessageClient(OwnedHandle);
+
+    impl MessageClient {
+        pub fn open(path: &Path) -> MessageClient {
+            let w: Vec<u16> = path
+                .as_os_str()
+                .to_string_lossy()
+                .encode_utf16()
+                .chain(Some(0))
+                .collect();
+            // SAFETY: `w` is NUL-terminated and outlives the call; null security attributes
+            // and template are allowed.
+            let h = unsafe {
+                CreateFileW(
+                    w.as_ptr(),
+                    GENERIC_READ | GENERIC_WRITE,
+                    0,
+                    std::ptr::null(),
+                    OPEN_EXISTING,
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+            if h == INVALID_HANDLE_VALUE {
+                // SAFETY: no preconditions.
+                panic!("CreateFileW failed: {}", unsafe { GetLastError() });
+            }
+            // SAFETY: `h` is a fresh handle that nothing else owns.
+            let handle = unsafe { OwnedHandle::from_raw_handle(h) };
+            let mode = PIPE_READMODE_MESSAGE;
+            // SAFETY: an open pipe handle; `mode` is valid for the call; null leaves the
+            // other settings alone.
+            let ok =
+                unsafe { SetNamedPipeHandleState(h, &mode, std::ptr::null(), std::ptr::null()) };
+            assert_ne!(ok, 0, "SetNamedPipeHandleState failed");
+            MessageClient(handle)
+        }
+
+        pub fn write(&self, msg: &[u8]) {
+            let mut n = 0u32;
+            // SAFETY: a synchronous write of `msg`, which outlives the call.
+            let ok = unsafe {
+                WriteFile(
+                    self.0.as_raw_handle(),
+                    msg.as_ptr(),
+                    msg.len() as u32,
+                    &mut n,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_ne!(ok, 0, "WriteFile failed");
+            assert_eq!(n as usize, msg.len());
+        }
+
+        /// One whole message, read in pieces of `piece` bytes. Also returns how many reads
+        /// ended with `ERROR_MORE_DATA`.
+        pub fn read(&self, piece: usize) -> (Vec<u8>, usize) {
+            let mut msg = Vec::new();
+            let mut more = 0;
+            loop {
+                let mut buf = vec![0u8; piece];
+                let mut n = 0u32;
+                // SAFETY: a synchronous read into `buf`, valid for `piece` bytes.
+                let ok = unsafe {
+                    ReadFile(
+                        self.0.as_raw_handle(),
+                        buf.as_mut_ptr(),
+                        piece as u32,
+                        &mut n,
+                        std::ptr::null_mut(),
+                    )
+                };
+                msg.extend_from_slice(&buf[..n as usize]);
+                if ok != 0 {
+                    return (msg, more);
+                }
+                // SAFETY: no preconditions.
+                let err = unsafe { GetLastError() };
+                assert_eq!(err, ERROR_MORE_DATA, "ReadFile failed");
+                more += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_foreign_message_mode_peer_talks_to_a_raw_message_server() {
+    let name = unique("msg-foreign");
+    let server = ServerOptions::new()
+        .raw(true)
+        .message_pipe(true)
+        .bind(&name)
+        .unwrap();
+    let path = server.name().path().to_owned();
+    let msgs = message_sizes();
+    let expect = msgs.clone();
+    let t = std::thread::spawn(move || {
+        let mut conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
+        for e in &expect {
+            let got = conn.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert_eq!(
+                got.len(),
+                e.len(),
+                "a foreign message arrived with another length"
+            );
+            assert!(&got == e, "a foreign message arrived changed");
+            conn.send(&got).unwrap();
+        }
+    });
+    let peer = foreign::MessageClient::open(&path);
+    let mut split = 0;
+    for m in &msgs {
+        peer.write(m);
+        let (got, more) = peer.read(4096);
+        split += more;
+        assert_eq!(got.len(), m.len(), "an echo arrived with another length");
+        assert!(&got == m, "an echo arrived changed");
+    }
+    // The peer's own small reads met ERROR_MORE_DATA: the echoes really were messages.
+    assert!(split > 0);
+    t.join().unwrap();
+}
+
+#[test]
+fn a_message_mode_client_cannot_open_a_byte_pipe() {
+    let name = unique("msg-on-byte");
+    let _server = ServerOptions::new().raw(true).bind(&name).unwrap();
+    let res = ClientOptions::new()
+        .raw(true)
+        .message_pipe(true)
+        .connect(&name);
+    match res {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("message mode"), "{e}");
+        }
+        other => panic!("expected a clear error, got {other:?}"),
+    }
+}

@@ -34,12 +34,17 @@
 //!   also releases the endpoint (a new server may bind the name at once).
 //!
 //! `Stream` (one connected byte stream):
-//! - `Stream::connect(path) -> io::Result<Stream>`: `NotFound` when nothing is there,
-//!   `ConnectionRefused` when a dead endpoint is there, `WouldBlock` when the server is alive
-//!   but its queue is full (try again later).
+//! - `Stream::connect(path, &ConnectOptions) -> io::Result<Stream>`: `NotFound` when nothing
+//!   is there, `ConnectionRefused` when a dead endpoint is there, `WouldBlock` when the server
+//!   is alive but its queue is full (try again later).
 //! - `read`, `read_append` (into a `Vec`'s spare capacity), `write`, `write2` (header and
 //!   payload in one system call): blocking, restarted on `EINTR`; a timeout set with
-//!   `set_read_timeout`/`set_write_timeout` ends them with `WouldBlock` or `TimedOut`.
+//!   `set_read_timeout`/`set_write_timeout` ends them with `WouldBlock` or `TimedOut`. These
+//!   are byte-stream operations on every stream, message pipes included (a read may return
+//!   part of a message; the rest follows).
+//! - `read_message(&self, buf, chunk)`: raw mode's receive. On a message pipe
+//!   (`message_pipe`, Windows only) it appends exactly one whole message to `buf`, however
+//!   large; otherwise it is `read_append(buf, chunk)`.
 //! - `Cancel for Stream`: wakes every blocked read and write on the stream promptly, for good
 //!   (reads then see end-of-stream, writes fail). It costs nothing per message: it acts on the
 //!   stream itself rather than on something each call would have to poll.
@@ -67,6 +72,10 @@
 //! - Peers are identified by pid and user SID (no uid/gid). `admits` checks the SID for
 //!   `CurrentUser` and otherwise relies on the DACL, which has already refused everyone the
 //!   policy does not admit (it sees the peer's groups, pipette does not).
+//! - `ListenOptions::message_pipe` / `ConnectOptions::message_pipe` make message-type pipes
+//!   (`PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE`): each `write` is one pipe message, and
+//!   `read_message` returns one whole message (continuing after `ERROR_MORE_DATA`). Unix
+//!   ignores both fields.
 //! - `shutdown_write` closes the whole pipe end (pipes have no half-close): the peer reads
 //!   everything sent and then end-of-stream, but our own later reads see end-of-stream too.
 
@@ -111,6 +120,18 @@ pub(crate) struct ListenOptions {
     /// (Windows has no such directory: plain names are global pipe names.)
     #[cfg_attr(windows, allow(dead_code))]
     pub private_dir: bool,
+    /// Windows: create message-type pipe instances read in message mode. Unix: ignored.
+    #[cfg_attr(unix, allow(dead_code))]
+    pub message_pipe: bool,
+}
+
+/// What a backend needs to know to connect.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConnectOptions {
+    /// Windows: read the pipe in message mode (`PIPE_READMODE_MESSAGE`); the server's pipe
+    /// must be a message-type pipe. Unix: ignored.
+    #[cfg_attr(unix, allow(dead_code))]
+    pub message_pipe: bool,
 }
 
 /// Something a [`Shutdown`](crate::Shutdown) can wake.

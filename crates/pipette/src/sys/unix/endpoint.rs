@@ -155,7 +155,7 @@ fn lock_path(path: &Path) -> PathBuf {
 
 /// Asks whether a server answers at `path`.
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
-    match Stream::connect(path) {
+    match Stream::connect(path, &crate::sys::ConnectOptions::default()) {
         Ok(s) => Ok(Probe::Live(s.peer().ok().and_then(|p| p.pid))),
         Err(e) => match e.kind() {
             io::ErrorKind::NotFound => Ok(Probe::Absent),

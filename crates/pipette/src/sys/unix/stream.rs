@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::timeval;
-use crate::sys::Cancel;
+use crate::sys::{Cancel, ConnectOptions};
 use crate::PeerIdentity;
 
 /// A connected, blocking `SOCK_STREAM` Unix socket.
@@ -62,7 +62,8 @@ impl Stream {
     ///
     /// Errors: `NotFound` (no socket there), `ConnectionRefused` (a socket nobody listens
     /// on), `WouldBlock` (the server's accept queue is full), `PermissionDenied`, others.
-    pub(crate) fn connect(path: &Path) -> io::Result<Stream> {
+    /// `ConnectOptions` only matter on Windows.
+    pub(crate) fn connect(path: &Path, _opts: &ConnectOptions) -> io::Result<Stream> {
         let (addr, len) = sockaddr(path)?;
         let fd = socket(true)?;
         // A Unix stream connect never completes asynchronously: EAGAIN means the listener's
@@ -94,6 +95,11 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Raw mode's receive: sockets have no message boundaries, so this is `read_append`.
+    pub(crate) fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+        self.read_append(buf, chunk)
     }
 
     /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).

@@ -71,7 +71,7 @@ pub(crate) fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>> {
 /// Asks whether a server answers at `path` (opens the pipe as a client and closes it; the
 /// server drops such a connection silently).
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
-    match Stream::connect(path) {
+    match Stream::connect(path, &crate::sys::ConnectOptions::default()) {
         Ok(s) => Ok(Probe::Live(s.peer().ok().and_then(|p| p.pid))),
         Err(e) => match e.kind() {
             io::ErrorKind::NotFound => Ok(Probe::Absent),

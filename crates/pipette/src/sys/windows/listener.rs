@@ -28,15 +28,17 @@ use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
     GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING,
-    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
+    ERROR_MORE_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
+    WAIT_FAILED,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
     ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
-    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_READMODE_MESSAGE,
+    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_TYPE_MESSAGE, PIPE_UNLIMITED_INSTANCES,
+    PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{CreateEventW, WaitForMultipleObjects};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
@@ -63,6 +65,8 @@ const BUFFER: u32 = 64 * 1024;
 pub(crate) struct Listener {
     shared: Arc<Shared>,
     pump: Mutex<Option<JoinHandle<()>>>,
+    /// The instances are message pipes read in message mode.
+    message: bool,
     /// Held for the server's whole life; released by `cancel` once the pump has closed every
     /// instance.
     claim: Mutex<Option<Claim>>,
@@ -149,8 +153,14 @@ enum Progress {
 }
 
 impl Instance {
-    /// A new instance of the pipe, already listening for a client.
-    fn new(path: &[u16], sd: &SecurityDescriptor, first: bool) -> io::Result<Box<Instance>> {
+    /// A new instance of the pipe, already listening for a client; a message-type pipe read
+    /// in message mode when `message`, else a byte pipe.
+    fn new(
+        path: &[u16],
+        sd: &SecurityDescriptor,
+        first: bool,
+        message: bool,
+    ) -> io::Result<Box<Instance>> {
         let attrs = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
             lpSecurityDescriptor: sd.as_ptr(),
@@ -160,13 +170,18 @@ impl Instance {
         if first {
             open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
         }
+        let pipe_mode = if message {
+            PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE
+        } else {
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE
+        };
         // SAFETY: `path` is NUL-terminated; `attrs` and the descriptor it points to outlive
         // the call. On success we own the returned handle.
         let h = unsafe {
             CreateNamedPipeW(
                 path.as_ptr(),
                 open_mode,
-                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                pipe_mode | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
                 PIPE_UNLIMITED_INSTANCES,
                 BUFFER,
                 BUFFER,
@@ -220,7 +235,9 @@ impl Instance {
         }
         // SAFETY: no preconditions.
         let err = unsafe { GetLastError() };
-        if err == ERROR_IO_PENDING {
+        // ERROR_MORE_DATA: a message-mode read got part of a longer first message; it has
+        // completed and its result is collected through `ov` like any other.
+        if err == ERROR_IO_PENDING || err == ERROR_MORE_DATA {
             self.pending = true;
             None
         } else {
@@ -285,10 +302,15 @@ impl Instance {
                         break;
                     }
                     self.pending = false;
-                    tracing::debug!(error = err, "a peer left before completing the handshake");
-                    return Progress::Gone;
+                    // Message mode: the first message is longer than the prefix; what we
+                    // read is the prefix (the rest stays in the pipe).
+                    if err != ERROR_MORE_DATA {
+                        tracing::debug!(error = err, "a peer left before completing the handshake");
+                        return Progress::Gone;
+                    }
+                } else {
+                    self.pending = false;
                 }
-                self.pending = false;
                 n
             } else {
                 // Nothing pending and nothing to collect: cannot happen; drop it to be safe.
@@ -376,7 +398,7 @@ impl Listener {
         }
         let sd = SecurityDescriptor::for_access(opts.access)?;
         let wpath = wide(path.as_os_str());
-        let first = match Instance::new(&wpath, &sd, true) {
+        let first = match Instance::new(&wpath, &sd, true, opts.message_pipe) {
             Ok(i) => i,
             Err(e) => {
                 return Err(match e.raw_os_error().map(|c| c as u32) {
@@ -406,6 +428,7 @@ impl Listener {
         Ok(Listener {
             shared,
             pump: Mutex::new(Some(thread)),
+            message: opts.message_pipe,
             claim: Mutex::new(Some(claim)),
             path: path.display().to_string(),
         })
@@ -431,7 +454,7 @@ impl Listener {
             if let Some((handle, prefix, have)) = queue.items.pop_front() {
                 drop(queue);
                 self.shared.wake.set();
-                return Ok((Stream::from_server(handle)?, prefix, have));
+                return Ok((Stream::from_server(handle, self.message)?, prefix, have));
             }
             if let Some((kind, msg)) = queue.error.take() {
                 return Err(io::Error::new(kind, msg));
@@ -516,7 +539,7 @@ impl Pump {
             && self.instances.len() < MAX_INSTANCES
             && self.instances.len() + queued < MAX_INSTANCES + MAX_QUEUED
         {
-            match Instance::new(&self.path, &self.sd, false) {
+            match Instance::new(&self.path, &self.sd, false, self.opts.message_pipe) {
                 Ok(i) => self.instances.push(i),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create another pipe instance");

@@ -1,4 +1,5 @@
-//! The Windows backend: named pipes (`\\.\pipe\...`) in byte mode, all I/O overlapped.
+//! The Windows backend: named pipes (`\\.\pipe\...`) in byte mode (or message mode on
+//! request), all I/O overlapped.
 //!
 //! See `sys/mod.rs` for the contract this module implements. Developed on `windows-sys` and
 //! tested under Wine 8.0 (`scripts/test-windows.sh`).

@@ -1,4 +1,5 @@
-//! One connected end of a named pipe, used as a byte stream with overlapped I/O.
+//! One connected end of a named pipe, used as a byte stream with overlapped I/O (and, on a
+//! message pipe, message by message for raw mode's `read_message`).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -9,20 +10,23 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA,
-    ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, HANDLE,
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_MORE_DATA,
+    ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, HANDLE,
     INVALID_HANDLE_VALUE, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED, FILE_GENERIC_READ, FILE_WRITE_DATA,
     OPEN_EXISTING, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
-use windows_sys::Win32::System::Pipes::{GetNamedPipeClientProcessId, GetNamedPipeServerProcessId};
+use windows_sys::Win32::System::Pipes::{
+    GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, SetNamedPipeHandleState,
+    PIPE_READMODE_MESSAGE,
+};
 use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::{os_error, timeout_ms, wide, Event};
-use crate::sys::Cancel;
+use crate::sys::{Cancel, ConnectOptions};
 use crate::PeerIdentity;
 
 /// What a client asks for when it opens a pipe: read and write data, but not
@@ -72,6 +76,8 @@ pub(crate) struct Stream {
     cancelled: AtomicBool,
     /// This is the server end (`GetNamedPipeClientProcessId` finds the peer).
     server: bool,
+    /// The handle reads in message mode: `read_message` returns whole messages.
+    message: bool,
     read: Mutex<Event>,
     write: Mutex<WriteState>,
     read_timeout: AtomicU32,
@@ -122,6 +128,9 @@ impl Drop for InUse<'_> {
 /// no longer touches its `OVERLAPPED` or buffer.
 enum Outcome {
     Done(u32),
+    /// A message-mode read filled the buffer with part of a message (`ERROR_MORE_DATA`);
+    /// the rest of that message is still in the pipe.
+    More(u32),
     Failed(io::Error),
     TimedOut,
     Cancelled,
@@ -151,7 +160,9 @@ unsafe fn run_overlapped(
     if start(&mut ov) == 0 {
         // SAFETY: no preconditions.
         let err = unsafe { GetLastError() };
-        if err != ERROR_IO_PENDING {
+        // ERROR_MORE_DATA: a message-mode read completed with part of a message. Its result
+        // (with the byte count) is collected through `ov` below like any other.
+        if err != ERROR_IO_PENDING && err != ERROR_MORE_DATA {
             // Nothing was queued: the kernel holds no reference to `ov` or the buffer.
             return Outcome::Failed(os_error(err));
         }
@@ -181,6 +192,7 @@ unsafe fn run_overlapped(
     // SAFETY: no preconditions.
     let err = unsafe { GetLastError() };
     match interrupted {
+        _ if err == ERROR_MORE_DATA => Outcome::More(n),
         Some(_) if err == ERROR_OPERATION_ABORTED && n > 0 => Outcome::Done(n),
         Some(why) if err == ERROR_OPERATION_ABORTED => why,
         _ => Outcome::Failed(os_error(err)),
@@ -203,7 +215,7 @@ fn store_timeout(cell: &AtomicU32, d: Option<Duration>) {
 }
 
 impl Stream {
-    fn new(handle: OwnedHandle, server: bool) -> io::Result<Stream> {
+    fn new(handle: OwnedHandle, server: bool, message: bool) -> io::Result<Stream> {
         Ok(Stream {
             slot: Mutex::new(Slot {
                 handle: Some(handle),
@@ -213,6 +225,7 @@ impl Stream {
             cancel: Event::new()?,
             cancelled: AtomicBool::new(false),
             server,
+            message,
             read: Mutex::new(Event::new()?),
             write: Mutex::new(WriteState {
                 event: Event::new()?,
@@ -224,9 +237,10 @@ impl Stream {
         })
     }
 
-    /// The server end of a connected pipe instance, from the listener.
-    pub(super) fn from_server(handle: OwnedHandle) -> io::Result<Stream> {
-        Stream::new(handle, true)
+    /// The server end of a connected pipe instance, from the listener (`message`: the
+    /// instance was created with `PIPE_READMODE_MESSAGE`).
+    pub(super) fn from_server(handle: OwnedHandle, message: bool) -> io::Result<Stream> {
+        Stream::new(handle, true, message)
     }
 
     /// Opens the client end of the pipe at `path` (overlapped, identification-level
@@ -263,9 +277,34 @@ impl Stream {
     /// Connects to the pipe at `path`.
     ///
     /// Errors: `NotFound` (no such pipe), `WouldBlock` (the server is alive but all its
-    /// instances are taken), `PermissionDenied` (its security descriptor refuses us), others.
-    pub(crate) fn connect(path: &Path) -> io::Result<Stream> {
-        Stream::new(Stream::open(path)?, false)
+    /// instances are taken), `PermissionDenied` (its security descriptor refuses us), others
+    /// (with `message_pipe`, `InvalidInput` when the pipe is byte-type).
+    pub(crate) fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<Stream> {
+        let handle = Stream::open(path)?;
+        if opts.message_pipe {
+            let mode = PIPE_READMODE_MESSAGE;
+            // SAFETY: `handle` is an open pipe handle; `mode` is valid for reads for the
+            // call; null collection count and timeout leave those settings alone.
+            let ok = unsafe {
+                SetNamedPipeHandleState(
+                    handle.as_raw_handle(),
+                    &mode,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            if ok == 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "cannot read {} in message mode ({e}); is the server's pipe message-type? (connect without message_pipe for a byte pipe)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Stream::new(handle, false, opts.message_pipe)
     }
 
     fn lock_slot(&self) -> MutexGuard<'_, Slot> {
@@ -288,18 +327,30 @@ impl Stream {
         io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
     }
 
-    /// One overlapped `ReadFile` of at most `len` bytes into `ptr`.
+    /// One overlapped `ReadFile` of at most `len` bytes into `ptr`: a byte-stream read
+    /// (part of a message counts as data; the rest is read next).
     ///
     /// # Safety
     ///
     /// `ptr` must be valid for writes of `len` bytes until this returns.
     unsafe fn read_raw(&self, ptr: *mut u8, len: usize) -> io::Result<usize> {
+        // SAFETY: passed on from the caller.
+        unsafe { self.read_part(ptr, len) }.map(|(n, _)| n)
+    }
+
+    /// One overlapped `ReadFile` of at most `len` bytes into `ptr`; also says whether more
+    /// of the same pipe message is waiting (`ERROR_MORE_DATA`, message mode only).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `len` bytes until this returns.
+    unsafe fn read_part(&self, ptr: *mut u8, len: usize) -> io::Result<(usize, bool)> {
         if len == 0 {
-            return Ok(0);
+            return Ok((0, false));
         }
         let Some(h) = self.in_use() else {
             // Cancelled: reads see end-of-stream, for good.
-            return Ok(0);
+            return Ok((0, false));
         };
         let event = self.read.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.read_timeout.load(Ordering::Relaxed);
@@ -314,11 +365,12 @@ impl Stream {
         };
         match outcome {
             // Zero bytes: the peer closed, or wrote zero bytes (its `shutdown_write`).
-            Outcome::Done(n) => Ok(n as usize),
-            Outcome::Failed(e) if is_end_of_pipe(&e) => Ok(0),
+            Outcome::Done(n) => Ok((n as usize, false)),
+            Outcome::More(n) => Ok((n as usize, true)),
+            Outcome::Failed(e) if is_end_of_pipe(&e) => Ok((0, false)),
             Outcome::Failed(e) => Err(e),
             Outcome::TimedOut => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
-            Outcome::Cancelled => Ok(0),
+            Outcome::Cancelled => Ok((0, false)),
         }
     }
 
@@ -337,7 +389,7 @@ impl Stream {
             })
         };
         match outcome {
-            Outcome::Done(n) => Ok(n as usize),
+            Outcome::Done(n) | Outcome::More(n) => Ok(n as usize),
             Outcome::Failed(e) if is_end_of_pipe(&e) => {
                 Err(io::Error::new(io::ErrorKind::BrokenPipe, e))
             }
@@ -361,6 +413,34 @@ impl Stream {
         // SAFETY: the kernel initialised the first `n <= max` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
+    }
+
+    /// Raw mode's receive. On a message-mode handle: appends exactly one whole pipe message
+    /// to `buf`, reading on after `ERROR_MORE_DATA` until its end (`chunk` is only the size
+    /// of the first read); 0 is end-of-stream. Otherwise: `read_append(buf, chunk)`.
+    ///
+    /// A timeout or error part-way through a message leaves the bytes read so far in `buf`
+    /// and the rest in the pipe.
+    pub(crate) fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+        if !self.message {
+            return self.read_append(buf, chunk);
+        }
+        let start = buf.len();
+        let mut want = chunk.max(1);
+        loop {
+            buf.reserve(want);
+            let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..want];
+            // SAFETY: `spare` is valid for writes of `spare.len()` bytes; ReadFile only
+            // writes.
+            let (n, more) = unsafe { self.read_part(spare.as_mut_ptr().cast(), spare.len())? };
+            // SAFETY: the kernel initialised the first `n <= want` spare bytes.
+            unsafe { buf.set_len(buf.len() + n) };
+            if !more {
+                return Ok(buf.len() - start);
+            }
+            // The rest of a large message: grow the reads geometrically.
+            want = (buf.len() - start).clamp(chunk.max(1), MAX_IO);
+        }
     }
 
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
