@@ -116,6 +116,18 @@ impl Error {
         }
     }
 
+    /// What an invalid message header from the peer means for the user: a message over the
+    /// limit, or a protocol error naming what arrived.
+    pub(crate) fn from_bad_header(e: crate::frame::DecodeError) -> Error {
+        match e {
+            crate::frame::DecodeError::TooLarge { len, max } => Error::MessageTooLarge {
+                len: len.into(),
+                max: max.into(),
+            },
+            other => Error::Protocol(format!("invalid message header from the peer: {other}")),
+        }
+    }
+
     /// End of stream where a message may start: `Closed`, or `Shutdown` if we caused it.
     pub(crate) fn eof(shut_down: bool) -> Error {
         if shut_down {

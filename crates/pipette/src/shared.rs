@@ -81,6 +81,17 @@ impl<S: PeerOf> Shared<S> {
         Error::eof(self.shutdown.is_shutdown())
     }
 
+    /// For the `io` traits of a stream: the error to return once the handle was triggered
+    /// (`ConnectionAborted`, wrapping [`Error::Shutdown`]).
+    pub(crate) fn aborted_io(&self) -> Option<io::Error> {
+        self.shutdown.is_shutdown().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED),
+            )
+        })
+    }
+
     /// `Err(Shutdown)` once the handle was triggered: checked at the start of every call, so
     /// that data still queued in the socket is not returned after a shutdown.
     pub(crate) fn check_shutdown(&self) -> Result<(), Error> {

@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Error;
 use crate::shared::Shared;
 use crate::{PeerIdentity, Shutdown};
 
@@ -74,12 +73,7 @@ impl Stream {
     }
 
     fn aborted(&self) -> Option<io::Error> {
-        self.shared.shutdown.is_shutdown().then(|| {
-            io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                Error::Shutdown("the connection's shutdown handle was triggered"),
-            )
-        })
+        self.shared.aborted_io()
     }
 }
 

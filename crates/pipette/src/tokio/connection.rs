@@ -375,13 +375,7 @@ impl RecvHalf {
     fn fail(&mut self, e: frame::DecodeError) -> Error {
         use crate::sys::Cancel;
         self.shared.stream.cancel();
-        let err = match e {
-            frame::DecodeError::TooLarge { len, max } => Error::MessageTooLarge {
-                len: len.into(),
-                max: max.into(),
-            },
-            other => Error::Protocol(format!("invalid message header from the peer: {other}")),
-        };
+        let err = Error::from_bad_header(e);
         self.failed = Some(err.to_string());
         err
     }

@@ -10,7 +10,6 @@ use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::{Buf, BytesMut};
 
 use super::connection::AsyncShared;
-use crate::error::Error;
 use crate::{PeerIdentity, Shutdown};
 
 /// An async connection as a plain byte stream: `AsyncRead + AsyncWrite`.
@@ -39,12 +38,7 @@ impl Stream {
     }
 
     fn aborted(&self) -> Option<io::Error> {
-        self.shared.shutdown.is_shutdown().then(|| {
-            io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED),
-            )
-        })
+        self.shared.aborted_io()
     }
 }
 

@@ -22,26 +22,7 @@ const ROLE_VAR: &str = "PIPETTE_TEST_ROLE";
 
 /// Runs the role named in the environment, or else the tests.
 pub fn main(tests: &[Test], roles: &[Role]) {
-    if let Ok(role) = std::env::var(ROLE_VAR) {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let (_, run) = roles
-            .iter()
-            .find(|(name, _)| *name == role)
-            .unwrap_or_else(|| panic!("unknown role {role}"));
-        run(args);
-        std::process::exit(0);
-    }
-    let args = Arguments::from_args();
-    let trials = tests
-        .iter()
-        .map(|&(name, f)| {
-            Trial::test(name, move || {
-                f();
-                Ok(())
-            })
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    main_with_ignored(tests, &[], roles);
 }
 
 /// A name no other test (or test run) uses.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 
 use super::endpoint::Claim;
-use super::listener::claim_and_bind;
+use super::listener::{cancel_listening, claim_and_bind};
 use crate::error::Result;
 use crate::sys::{Cancel, ListenOptions};
 use crate::{Name, PeerIdentity};
@@ -118,18 +118,9 @@ impl Listener {
 }
 
 impl Cancel for Listener {
-    /// Releases the endpoint first, then wakes `accept` (see the blocking listener for why
-    /// the order matters).
+    /// As for the blocking listener (see `cancel_listening`).
     fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.claim
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release();
-        // SAFETY: shutdown has no memory preconditions; the descriptor is open.
-        unsafe {
-            libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
-        }
+        cancel_listening(&self.cancelled, &self.claim, self.inner.as_raw_fd());
     }
 }
 

@@ -7,7 +7,7 @@
 //! wait in the kernel's accept queue).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -246,19 +246,20 @@ pub(super) fn claim_and_bind(name: &Name, opts: &ListenOptions) -> Result<(Owned
 }
 
 impl Cancel for Listener {
-    /// Releases the endpoint first (the name is free at once), then shuts the listening
-    /// socket down, which wakes `poll(2)` and makes `accept(2)` fail, at once and for good.
-    /// The order matters: whoever is woken may end the process right away, and by then the
-    /// endpoint must already be gone.
     fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.claim
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release();
-        // SAFETY: shutdown has no memory preconditions; the descriptor is open.
-        unsafe {
-            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
-        }
+        cancel_listening(&self.cancelled, &self.claim, self.fd.as_raw_fd());
+    }
+}
+
+/// Cancels a listener, blocking or async: releases the endpoint first (the name is free at
+/// once), then shuts the listening socket down, which wakes `poll(2)`/the reactor and makes
+/// `accept(2)` fail, at once and for good. The order matters: whoever is woken may end the
+/// process right away, and by then the endpoint must already be gone.
+pub(super) fn cancel_listening(cancelled: &AtomicBool, claim: &Mutex<Claim>, fd: RawFd) {
+    cancelled.store(true, Ordering::SeqCst);
+    claim.lock().unwrap_or_else(|e| e.into_inner()).release();
+    // SAFETY: shutdown has no memory preconditions; the caller keeps the descriptor open.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }
