@@ -11,6 +11,8 @@
 //! `listener::Instance`.
 
 mod access;
+#[cfg(feature = "tokio")]
+pub(crate) mod aio;
 mod endpoint;
 mod listener;
 mod stream;
