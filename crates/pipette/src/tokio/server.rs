@@ -190,7 +190,7 @@ impl Server {
                         stream,
                         prefix,
                         have,
-                    })))
+                    })));
                 }
                 Err(_) => return Err(None),
             }

@@ -46,9 +46,7 @@ use ::tokio::net::windows::named_pipe::{
 };
 use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
-use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_IO_PENDING, HANDLE, WAIT_OBJECT_0,
-};
+use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, WAIT_OBJECT_0};
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::WriteFile;
 use windows_sys::Win32::System::Threading::{WaitForSingleObject, INFINITE};
@@ -256,7 +254,10 @@ impl Stream {
         }
         let e = io::Error::last_os_error();
         Err(if timed_out {
-            io::Error::new(io::ErrorKind::WouldBlock, "the handshake write did not finish")
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the handshake write did not finish",
+            )
         } else if is_end_of_pipe(&e) {
             io::Error::new(io::ErrorKind::BrokenPipe, e)
         } else {
