@@ -3,6 +3,8 @@
 #
 # Usage: scripts/test-windows.sh [extra cargo test args...]   (e.g. --test windows)
 #        SKIP_CLIPPY=1 scripts/test-windows.sh ...             (tests only)
+#        SKIP_BLOCKING=1 / SKIP_ASYNC=1                         (skip the blocking / async runs)
+# The async run is the tokio API's suite (tests/async.rs) and the doctests with the feature.
 # Recipe: a ProcessPrng shim DLL (Wine 8.0 lacks bcryptprimitives.dll), a private Wine prefix
 # under target/wine-prefix, and a warm wineserver whose output goes nowhere near our pipes.
 set -euo pipefail
@@ -56,7 +58,17 @@ wineserver -p >/dev/null 2>&1
 wine cmd /c exit >/dev/null 2>&1 </dev/null
 
 echo "== clippy ($target)" >&2
-[ -n "${SKIP_CLIPPY:-}" ] || cargo clippy --target "$target" -p pipette -p pipette-cli --all-targets -- -D warnings
-echo "== tests ($target)" >&2
-cargo test --target "$target" -p pipette -p pipette-cli --no-fail-fast "$@"
+if [ -z "${SKIP_CLIPPY:-}" ]; then
+    cargo clippy --target "$target" -p pipette -p pipette-cli --all-targets -- -D warnings
+    cargo clippy --target "$target" -p pipette --all-targets --all-features -- -D warnings
+fi
+if [ -z "${SKIP_BLOCKING:-}" ]; then
+    echo "== tests ($target)" >&2
+    cargo test --target "$target" -p pipette -p pipette-cli --no-fail-fast "$@"
+fi
+if [ -z "${SKIP_ASYNC:-}" ]; then
+    echo "== async tests and doctests, feature tokio ($target)" >&2
+    cargo test --target "$target" -p pipette --features tokio --test async
+    cargo test --target "$target" -p pipette --features tokio --doc
+fi
 echo "== ok" >&2

@@ -111,6 +111,9 @@ impl ClientOptions {
     /// be sent, and an empty message from the peer reads as end-of-stream. A receive timeout
     /// that expires while a message is still arriving splits it (the rest comes with the
     /// next `recv`). In framed mode the pipette protocol runs unchanged on top.
+    ///
+    /// The blocking API only, for now: on Windows, `pipette::tokio` refuses it at connect
+    /// with an [`Unsupported`](std::io::ErrorKind::Unsupported) I/O error.
     pub fn message_pipe(mut self, on: bool) -> Self {
         self.message_pipe = on;
         self
@@ -194,6 +197,10 @@ impl ClientOptions {
     /// The checked settings, for the async client.
     #[cfg(feature = "tokio")]
     pub(crate) fn settings(&self) -> Result<(u32, bool, Shutdown)> {
+        #[cfg(windows)]
+        if self.message_pipe {
+            return Err(Error::async_message_pipe());
+        }
         Ok((
             message_limit(self.max_message_size)?,
             self.raw,

@@ -78,11 +78,6 @@ pub use server::{
 pub use shutdown::Shutdown;
 pub use stream::Stream;
 
-#[cfg(all(feature = "tokio", unix))]
+#[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
-
-#[cfg(all(feature = "tokio", not(unix)))]
-compile_error!(
-    "pipette's `tokio` feature (the async API) is not available on Windows yet: use the blocking API there"
-);

@@ -99,6 +99,9 @@ impl ServerOptions {
     /// other way: a message-mode client cannot open a byte-type pipe, while a byte-mode
     /// client can read a message pipe as a byte stream.
     ///
+    /// The blocking API only, for now: on Windows, `pipette::tokio` refuses it at bind
+    /// with an [`Unsupported`](std::io::ErrorKind::Unsupported) I/O error.
+    ///
     /// ```
     /// use pipette::ServerOptions;
     ///

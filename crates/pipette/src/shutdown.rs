@@ -73,13 +73,16 @@ impl Shutdown {
 
     /// Shuts down everything tied to this handle. Returns at once; idempotent.
     pub fn shutdown(&self) {
-        let entries: Vec<Arc<dyn Cancel>> = {
+        let mut entries: Vec<(u64, Arc<dyn Cancel>)> = {
             let reg = self.lock();
             self.inner.down.store(true, Ordering::SeqCst);
-            reg.entries.values().cloned().collect()
+            reg.entries.iter().map(|(id, e)| (*id, e.clone())).collect()
         };
+        // In registration order, not the map's: a server registers its listener before the
+        // token that wakes its `accept`, so the endpoint is released before `accept` returns.
+        entries.sort_unstable_by_key(|(id, _)| *id);
         self.inner.wake.notify_all();
-        for entry in entries {
+        for (_, entry) in entries {
             entry.cancel();
         }
     }

@@ -78,6 +78,13 @@
 //!   ignores both fields.
 //! - `shutdown_write` closes the whole pipe end (pipes have no half-close): the peer reads
 //!   everything sent and then end-of-stream, but our own later reads see end-of-stream too.
+//!   The same holds for `aio::Stream`.
+//! - `aio` (`windows/aio.rs`) is built on tokio's named pipes. `aio::Stream::read_now` cannot
+//!   bypass tokio's readiness (mio keeps its own read in flight), so on a fresh pipe it may
+//!   report `WouldBlock` although the bytes are there (the caller then waits, as it must
+//!   anyway); `write_now` does bypass it. `Cancel` closes the pipe and wakes the parked tasks
+//!   itself; the handle closes moments later, once the reactor has collected mio's
+//!   cancelled operations.
 
 #[cfg(unix)]
 mod unix;

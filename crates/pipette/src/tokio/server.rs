@@ -127,7 +127,7 @@ impl Server {
                             Ok(conn) => return Ok(conn),
                             Err(Some(waiting)) => {
                                 let (policy, shutdown, t) = (self.policy.clone(), self.shutdown.clone(), self.handshake_timeout);
-                                handshakes.spawn(handshake(waiting, policy, shutdown, t));
+                                handshakes.spawn(handshake(*waiting, policy, shutdown, t));
                             }
                             Err(None) => {}
                         }
@@ -171,7 +171,7 @@ impl Server {
     fn try_handshake_now(
         &self,
         stream: aio::Stream,
-    ) -> std::result::Result<Connection, Option<Waiting>> {
+    ) -> std::result::Result<Connection, Option<Box<Waiting>>> {
         let need = self.policy.prefix_len();
         let mut prefix = [0u8; HELLO_LEN];
         let mut have = 0;
@@ -185,11 +185,12 @@ impl Server {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(Some(Waiting {
+                    // Boxed: rare, and the Windows stream is large.
+                    return Err(Some(Box::new(Waiting {
                         stream,
                         prefix,
                         have,
-                    }))
+                    })));
                 }
                 Err(_) => return Err(None),
             }

@@ -53,14 +53,14 @@ use crate::sys::{Cancel, ListenOptions, Probe};
 use crate::Name;
 
 /// How many instances wait for a new client at any time.
-const MIN_LISTENING: usize = 4;
+pub(super) const MIN_LISTENING: usize = 4;
 /// Most instances in progress at once: with the cancel and wake events, one
 /// `WaitForMultipleObjects` (64 handles).
 const MAX_INSTANCES: usize = 62;
 /// Most ready connections waiting for `accept` (a socket's backlog).
 const MAX_QUEUED: usize = 64;
 /// Pipe buffer sizes (a hint to the system).
-const BUFFER: u32 = 64 * 1024;
+pub(super) const BUFFER: u32 = 64 * 1024;
 
 pub(crate) struct Listener {
     shared: Arc<Shared>,
@@ -381,32 +381,11 @@ impl Listener {
         // Plain names are global on Windows (see endpoint.rs), so every access policy works
         // with them: the DACL decides who may connect.
         let path = name.path();
-        let in_use = |pid| Error::AddrInUse {
-            name: name.as_str().to_owned(),
-            pid,
-        };
-        // Servers racing for one name serialise on the claim: exactly one gets it.
-        let claim = match Claim::acquire(path)? {
-            Some(c) => c,
-            None => return Err(in_use(live_pid(path))),
-        };
-        // Not a pipette server's name, but somebody else's pipe? Never take it over.
-        // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
-        match probe(path)? {
-            Probe::Live(pid) => return Err(in_use(pid)),
-            Probe::Absent | Probe::Stale => {}
-        }
+        let claim = claim_for_bind(name)?;
         let sd = SecurityDescriptor::for_access(opts.access)?;
         let wpath = wide(path.as_os_str());
-        let first = match Instance::new(&wpath, &sd, true, opts.message_pipe) {
-            Ok(i) => i,
-            Err(e) => {
-                return Err(match e.raw_os_error().map(|c| c as u32) {
-                    Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(live_pid(path)),
-                    _ => Error::Io(e),
-                })
-            }
-        };
+        let first = Instance::new(&wpath, &sd, true, opts.message_pipe)
+            .map_err(|e| first_instance_error(name, e))?;
         let shared = Arc::new(Shared {
             cancel: Event::new()?,
             wake: Event::new()?,
@@ -620,6 +599,39 @@ impl Pump {
     }
 }
 
+fn in_use(name: &Name, pid: Option<u32>) -> Error {
+    Error::AddrInUse {
+        name: name.as_str().to_owned(),
+        pid,
+    }
+}
+
+/// The first step of binding, shared by the blocking and the async listener: takes the
+/// claim on `name` and makes sure no server (pipette's or not) answers there.
+pub(super) fn claim_for_bind(name: &Name) -> Result<Claim> {
+    let path = name.path();
+    // Servers racing for one name serialise on the claim: exactly one gets it.
+    let claim = match Claim::acquire(path)? {
+        Some(c) => c,
+        None => return Err(in_use(name, live_pid(path))),
+    };
+    // Not a pipette server's name, but somebody else's pipe? Never take it over.
+    // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
+    match probe(path)? {
+        Probe::Live(pid) => Err(in_use(name, pid)),
+        Probe::Absent | Probe::Stale => Ok(claim),
+    }
+}
+
+/// What a failure to create the first instance (`FILE_FLAG_FIRST_PIPE_INSTANCE`) of
+/// `name`'s pipe means: somebody else serves it, or another error.
+pub(super) fn first_instance_error(name: &Name, e: io::Error) -> Error {
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(name, live_pid(name.path())),
+        _ => Error::Io(e),
+    }
+}
+
 /// The pid of the server at `path`, if a probe finds one.
 fn live_pid(path: &Path) -> Option<u32> {
     match probe(path) {
@@ -639,7 +651,7 @@ fn live_pid(path: &Path) -> Option<u32> {
 /// second line of defence. `Local\` is the session's namespace; across sessions
 /// `FILE_FLAG_FIRST_PIPE_INSTANCE` still refuses a second server.
 #[derive(Debug)]
-struct Claim(#[allow(dead_code)] Event);
+pub(super) struct Claim(#[allow(dead_code)] Event);
 
 impl Claim {
     /// `Ok(None)` when another server holds the claim.

@@ -12,6 +12,8 @@
 //! `listener::Instance`.
 
 mod access;
+#[cfg(feature = "tokio")]
+pub(crate) mod aio;
 mod endpoint;
 mod listener;
 mod stream;

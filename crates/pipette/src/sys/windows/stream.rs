@@ -199,7 +199,7 @@ unsafe fn run_overlapped(
     }
 }
 
-fn is_end_of_pipe(e: &io::Error) -> bool {
+pub(super) fn is_end_of_pipe(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(|c| c as u32),
         Some(ERROR_BROKEN_PIPE | ERROR_NO_DATA | ERROR_PIPE_NOT_CONNECTED)
@@ -510,31 +510,37 @@ impl Stream {
         let Some(h) = self.in_use() else {
             return Err(Stream::cancelled_error());
         };
-        let mut pid = 0u32;
-        // SAFETY: `h.raw` is an open pipe handle and `pid` is valid for writes.
-        let ok = unsafe {
-            if self.server {
-                GetNamedPipeClientProcessId(h.raw, &mut pid)
-            } else {
-                GetNamedPipeServerProcessId(h.raw, &mut pid)
-            }
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let pid = (pid != 0).then_some(pid);
-        let sid = if self.server {
-            super::access::pipe_client_sid(h.raw)
-        } else {
-            pid.and_then(super::access::process_sid)
-        };
-        Ok(PeerIdentity {
-            pid,
-            uid: None,
-            gid: None,
-            sid,
-        })
+        peer_of(h.raw, self.server)
     }
+}
+
+/// The peer of the open pipe end `handle` (`server`: it is a server end); see
+/// [`Stream::peer`]. Shared with the async stream.
+pub(super) fn peer_of(handle: HANDLE, server: bool) -> io::Result<PeerIdentity> {
+    let mut pid = 0u32;
+    // SAFETY: the caller keeps `handle` open for the call; `pid` is valid for writes.
+    let ok = unsafe {
+        if server {
+            GetNamedPipeClientProcessId(handle, &mut pid)
+        } else {
+            GetNamedPipeServerProcessId(handle, &mut pid)
+        }
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pid = (pid != 0).then_some(pid);
+    let sid = if server {
+        super::access::pipe_client_sid(handle)
+    } else {
+        pid.and_then(super::access::process_sid)
+    };
+    Ok(PeerIdentity {
+        pid,
+        uid: None,
+        gid: None,
+        sid,
+    })
 }
 
 impl crate::shared::PeerOf for Stream {

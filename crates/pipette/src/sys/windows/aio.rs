@@ -1,0 +1,498 @@
+//! The async (tokio) side of the Windows backend: the same pipes, on tokio's named pipes.
+//!
+//! Binding reuses the blocking backend's pieces: the claim and the probe
+//! (`listener::claim_for_bind`), the security descriptor (`access.rs`), the client's `CreateFileW`
+//! (`Stream::open`: identification-level impersonation only, no `FILE_APPEND_DATA`) and the
+//! peer lookup (`stream::peer_of`). The pipe options are the blocking listener's: byte mode,
+//! `FILE_FLAG_FIRST_PIPE_INSTANCE` for the first instance, remote clients rejected, the
+//! access DACL, and `MIN_LISTENING` instances waiting at any time so that a burst of clients
+//! does not meet `ERROR_PIPE_BUSY`.
+//!
+//! # accept and cancel safety
+//!
+//! The instances waiting for a client live in the listener, not in an `accept` future.
+//! `accept` waits on all of them at once (a client may connect to any listening instance)
+//! through `Arc` clones; when one has a client it is taken out of the listener and replaced,
+//! with no `.await` in between. A dropped `accept` future only drops its clones: a client that
+//! connected meanwhile stays connected to its instance, whose next `connect()` returns at
+//! once. Concurrent `accept`s take turns (a tokio mutex held across the wait).
+//!
+//! # Cancel and closing
+//!
+//! There is no `shutdown(2)`. A stream keeps its tokio pipe in an `RwLock<Option<…>>` (read
+//! locked only for the short synchronous calls) so that it can be closed while shared:
+//! `cancel` cancels the pipe's I/O (`CancelIoEx`), drops the pipe (the handle closes once mio
+//! has collected its operations, on the reactor) and wakes the tasks parked in
+//! `poll_read_ready`/`poll_write_ready` through wakers kept here (a waker is stored, under
+//! the read lock, only when tokio says `Pending`: no cost per message). From then on the
+//! readiness calls return at once, reads see end-of-stream and writes fail.
+//!
+//! `shutdown_write` closes the same way but without cancelling: mio does not cancel a write
+//! in flight when the pipe is dropped, so the peer reads every byte and then end-of-stream;
+//! as in the blocking backend (pipes have no half-close) our own reads end too.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::os::windows::io::{AsRawHandle, IntoRawHandle};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::task::{Context, Poll, Waker};
+
+use ::tokio::net::windows::named_pipe::{
+    NamedPipeClient, NamedPipeServer, PipeMode, ServerOptions,
+};
+use bytes::BytesMut;
+use tokio_util::sync::CancellationToken;
+use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, WAIT_OBJECT_0};
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::Storage::FileSystem::WriteFile;
+use windows_sys::Win32::System::Threading::{WaitForSingleObject, INFINITE};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::access::SecurityDescriptor;
+use super::listener::{claim_for_bind, first_instance_error, Claim, BUFFER, MIN_LISTENING};
+use super::stream::{is_end_of_pipe, peer_of};
+use super::{os_error, Event};
+use crate::error::Result;
+use crate::sys::{Cancel, ListenOptions};
+use crate::{Name, PeerIdentity};
+
+/// How long `write_now` waits for its write to finish (it fits in the empty pipe buffer of
+/// a fresh connection, so it finishes at once in practice).
+const WRITE_NOW_WAIT_MS: u32 = 1000;
+
+#[derive(Debug)]
+enum Pipe {
+    Server(NamedPipeServer),
+    Client(NamedPipeClient),
+}
+
+/// Calls the same method on either kind of pipe.
+macro_rules! on_pipe {
+    ($pipe:expr, $p:ident => $e:expr) => {
+        match $pipe {
+            Pipe::Server($p) => $e,
+            Pipe::Client($p) => $e,
+        }
+    };
+}
+
+impl Pipe {
+    fn raw(&self) -> HANDLE {
+        on_pipe!(self, p => p.as_raw_handle())
+    }
+}
+
+const READ: usize = 0;
+const WRITE: usize = 1;
+
+/// A connected pipe end registered with tokio's reactor.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    /// `None` once closed (`cancel` or `shutdown_write`), for good.
+    pipe: RwLock<Option<Pipe>>,
+    server: bool,
+    write_shut: AtomicBool,
+    /// The tasks parked in `poll_read_ready` / `poll_write_ready` (one each, like tokio).
+    wakers: Mutex<[Option<Waker>; 2]>,
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
+}
+
+impl Stream {
+    fn new(pipe: Pipe) -> Stream {
+        Stream {
+            server: matches!(pipe, Pipe::Server(_)),
+            pipe: RwLock::new(Some(pipe)),
+            write_shut: AtomicBool::new(false),
+            wakers: Mutex::new([None, None]),
+        }
+    }
+
+    fn pipe(&self) -> RwLockReadGuard<'_, Option<Pipe>> {
+        // Nothing panics while the lock is held.
+        self.pipe.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_wakers(&self) -> MutexGuard<'_, [Option<Waker>; 2]> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Readiness of one direction; ready at once when closed. The waker is stored while the
+    /// read lock is held, so a `close` (which takes the write lock first) either happens
+    /// before (we see `None`) or wakes it.
+    fn poll_ready(&self, cx: &mut Context<'_>, dir: usize) -> Poll<io::Result<()>> {
+        let guard = self.pipe();
+        let Some(pipe) = guard.as_ref() else {
+            return Poll::Ready(Ok(()));
+        };
+        let r = if dir == READ {
+            on_pipe!(pipe, p => p.poll_read_ready(cx))
+        } else {
+            on_pipe!(pipe, p => p.poll_write_ready(cx))
+        };
+        if r.is_pending() {
+            let mut wakers = self.lock_wakers();
+            match &wakers[dir] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => wakers[dir] = Some(cx.waker().clone()),
+            }
+        }
+        r
+    }
+
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(cx, READ)
+    }
+
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_ready(cx, WRITE)
+    }
+
+    /// A read result as pipette expects it: the end of the pipe is end-of-stream.
+    fn read_result(r: io::Result<usize>) -> io::Result<usize> {
+        match r {
+            Err(e) if is_end_of_pipe(&e) => Ok(0),
+            r => r,
+        }
+    }
+
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.pipe().as_ref() {
+            None => Ok(0),
+            Some(pipe) => Self::read_result(on_pipe!(pipe, p => p.try_read(buf))),
+        }
+    }
+
+    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self.pipe().as_ref() {
+            None => Ok(0),
+            Some(pipe) => Self::read_result(on_pipe!(pipe, p => p.try_read_buf(buf))),
+        }
+    }
+
+    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self.pipe().as_ref() {
+            None if self.write_shut.load(Ordering::SeqCst) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the sending direction was shut down",
+            )),
+            None => Err(closed_error()),
+            Some(pipe) => match on_pipe!(pipe, p => p.try_write_vectored(bufs)) {
+                Err(e) if is_end_of_pipe(&e) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e)),
+                r => r,
+            },
+        }
+    }
+
+    /// Reads what tokio has right now. Unlike on Unix this cannot bypass tokio's readiness
+    /// (mio keeps its own read in flight, into its own buffer), so on a fresh pipe it may
+    /// say `WouldBlock` although the bytes have arrived; the caller then waits for
+    /// readiness, which is correct, only slower.
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_read(buf)
+    }
+
+    /// Writes `buf` right now, bypassing tokio, for the handshake on a fresh connection
+    /// (tokio's `try_write` says `WouldBlock` until the reactor has seen the pipe's first
+    /// event). A direct overlapped `WriteFile` whose event handle has its low bit set, which
+    /// tells Windows not to post a completion to the port (mio's port would take it for one
+    /// of its own operations), waited for here. No mio write is in flight on a fresh
+    /// connection, so the bytes are not reordered with later writes, and 16 bytes fit in the
+    /// empty pipe buffer at once; should it not finish within `WRITE_NOW_WAIT_MS` it is
+    /// cancelled (and waited for) and this fails with `WouldBlock`.
+    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        let guard = self.pipe();
+        let Some(pipe) = guard.as_ref() else {
+            return Err(closed_error());
+        };
+        let h = pipe.raw();
+        let event = Event::new()?;
+        let mut ov = OVERLAPPED {
+            hEvent: (event.raw() as usize | 1) as HANDLE,
+            ..Default::default()
+        };
+        let len = buf.len().min(1 << 30) as u32;
+        // SAFETY: `h` is an open pipe (the read lock keeps it open); `buf` is valid for reads
+        // of `len` bytes and `ov` is ours, and neither is freed before the operation has
+        // finished: we wait for it below in every case.
+        let ok = unsafe { WriteFile(h, buf.as_ptr(), len, std::ptr::null_mut(), &mut ov) };
+        if ok == 0 {
+            // SAFETY: no preconditions.
+            let err = unsafe { GetLastError() };
+            if err != ERROR_IO_PENDING {
+                // Nothing was queued.
+                let e = os_error(err);
+                return Err(if is_end_of_pipe(&e) {
+                    io::Error::new(io::ErrorKind::BrokenPipe, e)
+                } else {
+                    e
+                });
+            }
+        }
+        // SAFETY: the event is valid for as long as `event` lives.
+        let mut timed_out = false;
+        if unsafe { WaitForSingleObject(event.raw(), WRITE_NOW_WAIT_MS) } != WAIT_OBJECT_0 {
+            timed_out = true;
+            // SAFETY: `ov` is the OVERLAPPED of our write on `h`; then wait until it has
+            // ended (completed or aborted): the event is set when it does.
+            unsafe {
+                CancelIoEx(h, &ov);
+                WaitForSingleObject(event.raw(), INFINITE);
+            }
+        }
+        let mut n = 0u32;
+        // SAFETY: the operation has finished (its event is set), so this only reads its
+        // result (bWait = FALSE).
+        if unsafe { GetOverlappedResult(h, &ov, &mut n, 0) } != 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        Err(if timed_out {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the handshake write did not finish",
+            )
+        } else if is_end_of_pipe(&e) {
+            io::Error::new(io::ErrorKind::BrokenPipe, e)
+        } else {
+            e
+        })
+    }
+
+    /// Closes the pipe for good (see the module comment); `abort`: cancel its I/O first.
+    fn close(&self, abort: bool) {
+        let pipe = {
+            let mut guard = self.pipe.write().unwrap_or_else(|e| e.into_inner());
+            if abort {
+                if let Some(p) = guard.as_ref() {
+                    // SAFETY: the handle is open (we hold the lock that keeps it so); a
+                    // null OVERLAPPED cancels every operation on it, which mio collects
+                    // (as ERROR_OPERATION_ABORTED) like its own cancellations.
+                    unsafe { CancelIoEx(p.raw(), std::ptr::null()) };
+                }
+            }
+            guard.take()
+        };
+        // After taking the write lock: see `poll_ready`.
+        let wakers = std::mem::take(&mut *self.lock_wakers());
+        drop(pipe);
+        for w in wakers.into_iter().flatten() {
+            w.wake();
+        }
+    }
+
+    /// Pipes have no half-close: closes our end as the blocking backend does (the peer
+    /// reads everything we wrote, then end-of-stream; our later reads see end-of-stream and
+    /// writes fail with `BrokenPipe`). Writes still in flight are not cancelled.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        self.write_shut.store(true, Ordering::SeqCst);
+        self.close(false);
+        Ok(())
+    }
+
+    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+        match self.pipe().as_ref() {
+            None => Err(closed_error()),
+            Some(pipe) => peer_of(pipe.raw(), self.server),
+        }
+    }
+}
+
+impl crate::shared::PeerOf for Stream {
+    fn peer_identity(&self) -> io::Result<PeerIdentity> {
+        self.peer()
+    }
+}
+
+impl Cancel for Stream {
+    /// Cancels the pipe's I/O, closes it and wakes every parked task, for good.
+    fn cancel(&self) {
+        self.close(true);
+    }
+}
+
+/// Connects without blocking the runtime (opening a pipe does not wait). Errors as for the
+/// blocking `Stream::connect`: `NotFound`, `WouldBlock` (every instance busy),
+/// `PermissionDenied`.
+pub(crate) async fn connect(path: &Path) -> io::Result<Stream> {
+    let handle = super::stream::Stream::open(path)?;
+    // SAFETY: `handle` is a freshly opened pipe client end, opened with
+    // FILE_FLAG_OVERLAPPED as tokio requires, whose ownership passes to tokio here.
+    let client = unsafe { NamedPipeClient::from_raw_handle(handle.into_raw_handle())? };
+    Ok(Stream::new(Pipe::Client(client)))
+}
+
+/// A bound pipe name accepting on tokio's reactor.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    /// Instances waiting for a client (see the module comment). Dropped before the claim.
+    waiting: Mutex<VecDeque<Arc<NamedPipeServer>>>,
+    /// Concurrent `accept`s take turns.
+    turn: ::tokio::sync::Mutex<()>,
+    token: CancellationToken,
+    claim: Mutex<Option<Claim>>,
+    path: PathBuf,
+    sd: SecurityDescriptor,
+}
+
+fn aborted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the listener was shut down",
+    )
+}
+
+impl Listener {
+    /// Claims the name and creates the first instances, as the blocking listener does. Must
+    /// be called within a tokio runtime.
+    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+        if opts.message_pipe {
+            return Err(crate::Error::async_message_pipe());
+        }
+        let claim = claim_for_bind(name)?;
+        let listener = Listener {
+            waiting: Mutex::new(VecDeque::new()),
+            turn: ::tokio::sync::Mutex::new(()),
+            token: CancellationToken::new(),
+            claim: Mutex::new(Some(claim)),
+            path: name.path().to_owned(),
+            sd: SecurityDescriptor::for_access(opts.access)?,
+        };
+        let first = listener
+            .instance(true)
+            .map_err(|e| first_instance_error(name, e))?;
+        let mut waiting = listener.lock_waiting();
+        waiting.push_back(Arc::new(first));
+        let _ = listener.top_up(&mut waiting);
+        drop(waiting);
+        Ok(listener)
+    }
+
+    fn lock_waiting(&self) -> MutexGuard<'_, VecDeque<Arc<NamedPipeServer>>> {
+        // Nothing panics while the lock is held.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new instance of the pipe, listening.
+    fn instance(&self, first: bool) -> io::Result<NamedPipeServer> {
+        let mut attrs = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: self.sd.as_ptr(),
+            bInheritHandle: 0,
+        };
+        let mut opts = ServerOptions::new();
+        opts.first_pipe_instance(first)
+            .reject_remote_clients(true)
+            .pipe_mode(PipeMode::Byte)
+            .in_buffer_size(BUFFER)
+            .out_buffer_size(BUFFER);
+        // SAFETY: `attrs` is a valid SECURITY_ATTRIBUTES whose descriptor (owned by `self`)
+        // is valid; both outlive the call, and CreateNamedPipeW only reads them.
+        unsafe {
+            opts.create_with_security_attributes_raw(
+                &self.path,
+                (&mut attrs as *mut SECURITY_ATTRIBUTES).cast(),
+            )
+        }
+    }
+
+    /// Tops the waiting instances up to `MIN_LISTENING` (none once cancelled, checked under
+    /// the lock that `cancel` takes after cancelling). Fails only when none is left.
+    fn top_up(&self, waiting: &mut VecDeque<Arc<NamedPipeServer>>) -> io::Result<()> {
+        while waiting.len() < MIN_LISTENING {
+            if self.token.is_cancelled() {
+                return Err(aborted());
+            }
+            match self.instance(false) {
+                Ok(s) => waiting.push_back(Arc::new(s)),
+                // For example ERROR_PIPE_BUSY at Windows' 255 instances of a name.
+                Err(e) if !waiting.is_empty() => {
+                    tracing::debug!(error = %e, "cannot create another pipe instance");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next connected client. Cancel safe (see the module comment).
+    pub(crate) async fn accept(&self) -> io::Result<Stream> {
+        let _turn = ::tokio::select! {
+            biased;
+            _ = self.token.cancelled() => return Err(aborted()),
+            t = self.turn.lock() => t,
+        };
+        loop {
+            let candidates: Vec<Arc<NamedPipeServer>> = {
+                let mut waiting = self.lock_waiting();
+                self.top_up(&mut waiting)?;
+                waiting.iter().cloned().collect()
+            };
+            let (i, res) = ::tokio::select! {
+                biased;
+                _ = self.token.cancelled() => return Err(aborted()),
+                r = first_connected(&candidates) => r,
+            };
+            let chosen = candidates[i].clone();
+            drop(candidates);
+            // Take it out of the listener and replace it, with no await in between.
+            {
+                let mut waiting = self.lock_waiting();
+                let Some(pos) = waiting.iter().position(|s| Arc::ptr_eq(s, &chosen)) else {
+                    // `cancel` emptied the listener meanwhile.
+                    return Err(aborted());
+                };
+                waiting.remove(pos);
+                let _ = self.top_up(&mut waiting);
+            }
+            let server = match Arc::try_unwrap(chosen) {
+                Ok(s) => s,
+                // Only this accept (it has the turn) held clones; cannot happen.
+                Err(_) => continue,
+            };
+            match res {
+                Ok(()) => return Ok(Stream::new(Pipe::Server(server))),
+                // A client that came and went (ERROR_NO_DATA), or a broken instance: drop it.
+                Err(e) => tracing::debug!(error = %e, "a pipe instance failed to connect"),
+            }
+        }
+    }
+}
+
+/// Waits until one of `servers` has a client; its index and how its `connect` ended.
+async fn first_connected(servers: &[Arc<NamedPipeServer>]) -> (usize, io::Result<()>) {
+    type Connecting<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+    let mut futures: Vec<Connecting<'_>> = servers
+        .iter()
+        .map(|s| Box::pin(s.connect()) as Connecting<'_>)
+        .collect();
+    poll_fn(|cx| {
+        for (i, f) in futures.iter_mut().enumerate() {
+            if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                return Poll::Ready((i, r));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+impl Cancel for Listener {
+    /// Wakes `accept` (and makes later ones fail), closes the waiting instances, then
+    /// releases the claim. Instances an `accept` is waiting on close when it wakes (at once)
+    /// and mio has collected their cancelled connects.
+    fn cancel(&self) {
+        self.token.cancel();
+        let waiting = std::mem::take(&mut *self.lock_waiting());
+        drop(waiting);
+        let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(claim);
+    }
+}
