@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pipette::frame::{DecodeError, Header, HEADER_LEN};
+use pipette::frame::{DecodeError, Header, FLAG_END, HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Some((limit, mut stream)) = data.split_first_chunk::<4>() else {
@@ -20,7 +20,12 @@ fuzz_target!(|data: &[u8]| {
             Ok(h) => {
                 assert!(h.len <= max, "decoded {} over the limit {max}", h.len);
                 assert_eq!(h.len, announced);
-                assert_eq!(flags, 0);
+                if h.end {
+                    // The end-of-stream marker: flag 1, no payload.
+                    assert_eq!((flags, h.len), (FLAG_END, 0));
+                } else {
+                    assert_eq!(flags, 0);
+                }
                 assert_eq!(
                     &h.encode(),
                     bytes,
@@ -33,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => {
                 let _ = e.to_string();
                 match e {
-                    DecodeError::UnknownFlags(f) => assert!(f == flags && f != 0),
+                    DecodeError::UnknownFlags(f) => {
+                        assert!(f == flags && f != 0 && !(f == FLAG_END && announced == 0))
+                    }
                     DecodeError::TooLarge { len, max: m } => {
                         assert!(flags == 0 && len == announced && m == max && len > max)
                     }
@@ -44,6 +51,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    // The end-of-stream marker decodes whatever the limit.
+    let end = Header::end_of_stream();
+    assert_eq!(Header::decode(&end.encode(), max), Ok(end));
     // Encoding then decoding any length round-trips, and the limit is exact.
     let h = Header::new(max);
     assert_eq!(Header::decode(&h.encode(), max), Ok(h));

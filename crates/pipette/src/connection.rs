@@ -71,6 +71,7 @@ impl Connection {
                 partial: None,
                 failed: None,
                 expect_large: false,
+                peer_ended: false,
             },
             send: SendHalf {
                 shared,
@@ -242,11 +243,7 @@ impl Connection {
     pub fn close(mut self) -> Result<()> {
         let t = self.recv.timeouts.default;
         self.recv.finish_handshake(t)?;
-        match self.send.shared.stream.shutdown_write() {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            Err(e) => Err(self.send.shared.error(e, "close", None)),
-        }
+        self.send.end()
     }
 }
 
@@ -298,6 +295,9 @@ pub struct RecvHalf {
     partial: Option<(usize, Vec<u8>)>,
     /// Set once the peer broke the protocol; the connection is then closed.
     failed: Option<String>,
+    /// The peer ended its sending direction with the end-of-stream header: every later
+    /// `recv` reports `Closed`.
+    peer_ended: bool,
     /// The previous message was large. The next header is then read on its own (8 bytes),
     /// so that its payload goes straight into the caller's `Vec` instead of being read into
     /// the buffer and copied: the same two reads as without the guess, and no copy.
@@ -437,6 +437,9 @@ impl RecvHalf {
             return self.recv_raw(out, t);
         }
 
+        if self.peer_ended {
+            return Err(Error::Closed);
+        }
         let len = match self.partial.take() {
             Some((len, data)) => {
                 *out = data;
@@ -459,6 +462,10 @@ impl RecvHalf {
                     Err(e) => return Err(self.fail(e)),
                 };
                 self.start += HEADER_LEN;
+                if header.end {
+                    self.peer_ended = true;
+                    return Err(Error::Closed);
+                }
                 let len = header.len as usize;
                 out.clear();
                 out.reserve(len);
@@ -599,8 +606,31 @@ impl SendHalf {
     }
 
     /// Closes the sending direction: the peer's next `recv` after the messages already sent
-    /// reports [`Error::Closed`].
-    pub fn close(self) -> Result<()> {
+    /// reports [`Error::Closed`]. The [`RecvHalf`] goes on receiving what the peer sends, on
+    /// every platform (Windows pipes have no half-close; in framed mode pipette sends an
+    /// end-of-stream header instead, see `docs/PROTOCOL.md`; in raw mode the pipe closes).
+    pub fn close(mut self) -> Result<()> {
+        self.end()
+    }
+
+    /// Ends the sending direction. Where the transport has no half-close (Windows pipes),
+    /// a framed connection says so in-band with the end-of-stream header and keeps the pipe
+    /// open, so that the receiving half goes on working exactly as on Unix.
+    fn end(&mut self) -> Result<()> {
+        if !sys::HALF_CLOSE && !self.shared.raw && self.failed.is_none() {
+            self.shared.check_shutdown()?;
+            let t = self.timeouts.default;
+            let stream = &self.shared.stream;
+            self.timeouts
+                .apply(t, |t| stream.set_write_timeout(t))
+                .map_err(|e| self.shared.error(e, "close", t))?;
+            self.failed = Some("its sending direction was closed");
+            return match self.send_frame(Header::end_of_stream().encode(), &[], t) {
+                // The peer is gone already: there is nobody left to tell.
+                Err(Error::Closed) => Ok(()),
+                other => other,
+            };
+        }
         match self.shared.stream.shutdown_write() {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
@@ -638,7 +668,17 @@ impl SendHalf {
                 max: limit.into(),
             });
         }
-        let header = Header::new(msg.len() as u32).encode();
+        self.send_frame(Header::new(msg.len() as u32).encode(), msg, t)
+    }
+
+    /// Writes one frame: `header`, then `msg`.
+    fn send_frame(
+        &mut self,
+        header: [u8; HEADER_LEN],
+        msg: &[u8],
+        t: Option<Duration>,
+    ) -> Result<()> {
+        let stream = &self.shared.stream;
         let total = HEADER_LEN + msg.len();
         let mut sent = 0;
         while sent < total {

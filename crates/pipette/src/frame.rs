@@ -63,7 +63,8 @@ pub enum DecodeError {
         /// The bytes that arrived instead.
         found: [u8; 8],
     },
-    /// A header carries flag bits this version does not define.
+    /// A header carries flag bits this version does not define (or [`FLAG_END`] with a
+    /// non-zero length).
     UnknownFlags(u32),
     /// A reply carries a status code this version does not define.
     UnknownStatus(u8),
@@ -90,9 +91,10 @@ impl fmt::Display for DecodeError {
                 String::from_utf8_lossy(expected),
                 String::from_utf8_lossy(found).escape_debug().to_string()
             ),
-            DecodeError::UnknownFlags(flags) => {
-                write!(f, "message header has unknown flag bits {flags:#010x}")
-            }
+            DecodeError::UnknownFlags(flags) => write!(
+                f,
+                "message header has unknown flag bits {flags:#010x} (or the end-of-stream flag with a payload)"
+            ),
             DecodeError::UnknownStatus(s) => write!(f, "handshake reply has unknown status {s}"),
             DecodeError::LimitTooSmall(n) => write!(
                 f,
@@ -292,22 +294,36 @@ pub fn negotiate(offered: u16) -> Option<u16> {
     }
 }
 
+/// Header flag: the sender has ended its sending direction (a "half-close"). Valid only with
+/// a zero length. Sent where the transport has no half-close of its own (Windows named
+/// pipes, in framed mode); on Unix sockets `shutdown(SHUT_WR)` says the same thing. Every
+/// receiver understands it: its next `recv` reports [`Closed`](crate::Error::Closed).
+pub const FLAG_END: u32 = 1;
+
 /// A message header.
 ///
 /// ```text
 /// 0..4  len    u32  payload length in bytes
-/// 4..8  flags  u32  reserved; v1 senders send 0 and v1 receivers reject anything else
+/// 4..8  flags  u32  0 for a message; FLAG_END (1) with len 0 for the end of the sender's
+///                   stream; receivers reject anything else
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Payload length in bytes.
     pub len: u32,
+    /// This header is the end-of-stream marker ([`FLAG_END`]), not a message.
+    pub end: bool,
 }
 
 impl Header {
     /// A header for a payload of `len` bytes.
     pub fn new(len: u32) -> Header {
-        Header { len }
+        Header { len, end: false }
+    }
+
+    /// The end-of-stream marker: no payload, [`FLAG_END`] set.
+    pub fn end_of_stream() -> Header {
+        Header { len: 0, end: true }
     }
 
     /// Encodes the header.
@@ -315,6 +331,9 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&self.len.to_le_bytes());
+        if self.end {
+            b[4..8].copy_from_slice(&FLAG_END.to_le_bytes());
+        }
         b
     }
 
@@ -324,12 +343,15 @@ impl Header {
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         if flags != 0 {
+            if flags == FLAG_END && len == 0 {
+                return Ok(Header::end_of_stream());
+            }
             return Err(DecodeError::UnknownFlags(flags));
         }
         if len > max {
             return Err(DecodeError::TooLarge { len, max });
         }
-        Ok(Header { len })
+        Ok(Header::new(len))
     }
 }
 
@@ -451,6 +473,16 @@ mod tests {
         assert_eq!(
             Header::decode(&b, 100),
             Err(DecodeError::UnknownFlags(0x8000_0000))
+        );
+        // The end-of-stream marker: only with length 0.
+        let b = Header::end_of_stream().encode();
+        assert_eq!(b, [0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(Header::decode(&b, 0), Ok(Header::end_of_stream()));
+        let mut b = Header::new(5).encode();
+        b[4] = 1;
+        assert_eq!(
+            Header::decode(&b, 100),
+            Err(DecodeError::UnknownFlags(FLAG_END))
         );
     }
 

@@ -58,6 +58,7 @@ impl Stream {
     }
 
     /// Closes the writing direction; the peer reads end-of-stream after the bytes sent.
+    /// On Windows, where pipes have no half-close, this closes the pipe: reads end too.
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.shared.stream.shutdown_write()
     }

@@ -27,6 +27,10 @@ fn main() {
                 async_client_talks_to_blocking_server,
             ),
             ("stream_and_sink", stream_and_sink),
+            (
+                "closing_the_send_half_keeps_the_receive_half",
+                closing_the_send_half_keeps_the_receive_half,
+            ),
             ("recv_is_cancel_safe", recv_is_cancel_safe),
             ("accept_is_cancel_safe", accept_is_cancel_safe),
             ("limits_timeouts_and_errors", limits_timeouts_and_errors),
@@ -178,6 +182,43 @@ fn async_round_trip_between_processes() {
         c.send(b"still fine").await.unwrap();
         assert_eq!(&c.recv().await.unwrap()[..], b"still fine");
         assert_eq!(c.peer().pid(), Some(server.id()));
+    });
+}
+
+/// The async `SendHalf::close` (and `Sink::close`) ends only the sending direction, on every
+/// platform: the async server in another process sees the end, every echo still arrives.
+fn closing_the_send_half_keeps_the_receive_half() {
+    const N: u64 = 300;
+    let name = unique("a-half");
+    let mut server = spawn("async-echo", &[&name]);
+    server.expect("ready");
+    runtime().block_on(async {
+        for use_sink in [false, true] {
+            let c = Client::connect(name.as_str()).await.unwrap();
+            let (mut tx, mut rx) = c.split().await.unwrap();
+            // The sender closes right after its last message, while echoes are in flight.
+            let sender = tokio::spawn(async move {
+                for i in 0..N {
+                    tx.send(&pattern(i, 1000 + i as usize)).await.unwrap();
+                }
+                if use_sink {
+                    SinkExt::close(&mut tx).await.unwrap();
+                    assert!(tx.send(b"late").await.is_err(), "send after close");
+                } else {
+                    tx.close().await.unwrap();
+                }
+            });
+            for i in 0..N {
+                let got = tokio::time::timeout(Duration::from_secs(10), rx.next())
+                    .await
+                    .expect("echo within 10 s")
+                    .expect("an echo, not the end")
+                    .unwrap_or_else(|e| panic!("echo {i} after close: {e}"));
+                assert!(got == pattern(i, 1000 + i as usize), "echo {i}");
+            }
+            assert!(rx.next().await.is_none(), "the end after the last echo");
+            sender.await.unwrap();
+        }
     });
 }
 

@@ -29,17 +29,9 @@ fn main() {
         "memory_stays_bounded_when_clients_outpace_the_server",
         memory_stays_bounded_when_clients_outpace_the_server,
     );
-    // Known open problem on Windows (docs/RELIABILITY.md): under Wine, with 100 clients each
-    // sending and receiving at once, the server ends some connections mid-stream. Until it is
-    // diagnosed the test is listed as ignored there (run it with `-- --ignored`), not dropped.
-    let (run, ignored): (Vec<support::Test>, Vec<support::Test>) = if cfg!(windows) {
-        (vec![bounded], vec![many, ("soak", soak)])
-    } else {
-        (vec![many, bounded], vec![("soak", soak)])
-    };
     support::main_with_ignored(
-        &run,
-        &ignored,
+        &[many, bounded],
+        &[("soak", soak)],
         &[
             ("verify-echo", role_verify_echo),
             ("load-clients", role_load_clients),

@@ -16,6 +16,14 @@ fn main() {
                 "ten_thousand_messages_arrive_in_order",
                 ten_thousand_messages_arrive_in_order,
             ),
+            (
+                "closing_the_send_half_keeps_the_receive_half",
+                closing_the_send_half_keeps_the_receive_half,
+            ),
+            (
+                "the_end_header_is_an_orderly_close_everywhere",
+                the_end_header_is_an_orderly_close_everywhere,
+            ),
             ("hundred_concurrent_clients", hundred_concurrent_clients),
             (
                 "sizes_up_to_the_limit_and_one_past",
@@ -145,6 +153,97 @@ fn ten_thousand_messages_arrive_in_order() {
         assert_eq!(buf, pattern(i, n), "message {i} out of order or corrupted");
     }
     sender.join().unwrap();
+}
+
+/// `SendHalf::close` ends only the sending direction, on every platform: the server (another
+/// process) sees `Closed` after the last message, and every echo still arrives. (Windows pipes
+/// have no half-close; pipette says "end of stream" in-band there, see PROTOCOL.md §4.)
+fn closing_the_send_half_keeps_the_receive_half() {
+    const N: u64 = 300;
+    let name = unique("half");
+    let _server = echo_server(&name);
+    let (mut tx, mut rx) = Client::connect(name.as_str()).unwrap().split().unwrap();
+    // The sender closes right after its last message, while echoes are still in flight (it
+    // runs beside the receiver: sending everything first could fill both directions'
+    // buffers against an echo server and deadlock).
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            tx.send(&pattern(i, 1000 + i as usize)).unwrap();
+        }
+        tx.close().unwrap();
+    });
+    rx.set_read_timeout(Some(Duration::from_secs(10)));
+    for i in 0..N {
+        let got = rx
+            .recv()
+            .unwrap_or_else(|e| panic!("echo {i} after close: {e}"));
+        assert_eq!(got, pattern(i, 1000 + i as usize), "echo {i}");
+    }
+    sender.join().unwrap();
+    // The server saw our end of stream, ended its loop and closed: so do we.
+    match rx.recv() {
+        Err(Error::Closed) => {}
+        other => panic!("expected Closed after the last echo, got {other:?}"),
+    }
+}
+
+/// The end-of-stream header (which only Windows senders use) is understood by every
+/// receiver: spoken by hand to a server in another process, it ends the server's loop as an
+/// orderly close after the message before it, while a header with the flag and a payload
+/// is a protocol error.
+fn the_end_header_is_an_orderly_close_everywhere() {
+    use pipette::frame::{Header, Hello, Reply, Status};
+    let name = unique("end");
+    let _server = echo_server(&name);
+    let handshake = |c: &mut pipette::Connection| {
+        let hello = Hello {
+            version: 1,
+            max_message_size: 4096,
+        };
+        c.send(&hello.encode()).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 16 {
+            got.extend(c.recv_timeout(Duration::from_secs(5)).unwrap());
+        }
+        let reply = Reply::decode(&got[..16].try_into().unwrap()).unwrap();
+        assert_eq!(reply.status, Status::Accepted);
+        got.split_off(16)
+    };
+    let raw = ClientOptions::new().raw(true);
+
+    let mut c = raw.connect(name.as_str()).unwrap();
+    let mut got = handshake(&mut c);
+    let mut bytes = Header::new(2).encode().to_vec();
+    bytes.extend_from_slice(b"hi");
+    bytes.extend_from_slice(&Header::end_of_stream().encode());
+    c.send(&bytes).unwrap();
+    // The echo of "hi", then the server closes: it read our end as `Closed`.
+    loop {
+        match c.recv_timeout(Duration::from_secs(5)) {
+            Ok(more) => got.extend(more),
+            Err(Error::Closed) => break,
+            Err(e) => panic!("raw read: {e}"),
+        }
+    }
+    let mut echo = Header::new(2).encode().to_vec();
+    echo.extend_from_slice(b"hi");
+    assert_eq!(got, echo);
+
+    // The flag with a payload is not an end: the server drops the connection at once.
+    let mut c = raw.connect(name.as_str()).unwrap();
+    let mut got = handshake(&mut c);
+    let mut bad = Header::new(2).encode();
+    bad[4] = 1;
+    c.send(&bad).unwrap();
+    c.send(b"hi").unwrap();
+    loop {
+        match c.recv_timeout(Duration::from_secs(5)) {
+            Ok(more) => got.extend(more),
+            Err(Error::Closed) => break,
+            Err(e) => panic!("raw read: {e}"),
+        }
+    }
+    assert!(got.is_empty(), "nothing echoed: {got:?}");
 }
 
 fn hundred_concurrent_clients() {

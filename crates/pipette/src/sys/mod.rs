@@ -49,6 +49,10 @@
 //!   (reads then see end-of-stream, writes fail). It costs nothing per message: it acts on the
 //!   stream itself rather than on something each call would have to poll.
 //! - `shutdown_write`: orderly end of our sending direction.
+//! - `HALF_CLOSE: bool`: whether `shutdown_write` leaves our reading direction open. Where it
+//!   does not (Windows pipes), framed connections end their sending direction with an
+//!   end-of-stream header instead (`frame::FLAG_END`), so that `close` of a send half means
+//!   the same everywhere.
 //! - `peer(&self) -> io::Result<PeerIdentity>`: the peer's process and user.
 //!
 //! With the `tokio` feature, `aio` (async I/O on tokio's reactor):
@@ -78,7 +82,9 @@
 //!   ignores both fields.
 //! - `shutdown_write` closes the whole pipe end (pipes have no half-close): the peer reads
 //!   everything sent and then end-of-stream, but our own later reads see end-of-stream too.
-//!   The same holds for `aio::Stream`.
+//!   The same holds for `aio::Stream`. So `HALF_CLOSE` is false: framed connections send
+//!   the end-of-stream header and keep the pipe open for reading; raw streams (no framing
+//!   to carry the marker) close the pipe.
 //! - `aio` (`windows/aio.rs`) is built on tokio's named pipes. `aio::Stream::read_now` cannot
 //!   bypass tokio's readiness (mio keeps its own read in flight), so on a fresh pipe it may
 //!   report `WouldBlock` although the bytes are there (the caller then waits, as it must

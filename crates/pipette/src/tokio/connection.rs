@@ -67,11 +67,13 @@ impl Connection {
                 limit: our_limit,
                 reply_pending,
                 failed: None,
+                peer_ended: false,
             },
             send: SendHalf {
                 shared,
                 queue: VecDeque::new(),
                 failed: None,
+                end_queued: false,
             },
         }
     }
@@ -239,6 +241,8 @@ pub struct RecvHalf {
     limit: u32,
     reply_pending: bool,
     failed: Option<String>,
+    /// The peer sent the end-of-stream header: every later `recv` reports `Closed`.
+    peer_ended: bool,
 }
 
 impl RecvHalf {
@@ -316,6 +320,9 @@ impl RecvHalf {
             ))));
         }
         ready!(self.poll_reply(cx))?;
+        if self.peer_ended {
+            return Poll::Ready(Err(Error::Closed));
+        }
         loop {
             if self.shared.raw {
                 if !self.buf.is_empty() {
@@ -325,6 +332,11 @@ impl RecvHalf {
                 let mut h = [0u8; HEADER_LEN];
                 h.copy_from_slice(&self.buf[..HEADER_LEN]);
                 let len = match Header::decode(&h, self.limit) {
+                    Ok(h) if h.end => {
+                        self.buf.advance(HEADER_LEN);
+                        self.peer_ended = true;
+                        return Poll::Ready(Err(Error::Closed));
+                    }
                     Ok(h) => h.len as usize,
                     Err(e) => return Poll::Ready(Err(self.fail(e))),
                 };
@@ -409,6 +421,8 @@ pub struct SendHalf {
     shared: Arc<AsyncShared>,
     queue: VecDeque<Outgoing>,
     failed: Option<&'static str>,
+    /// `close` queued the end-of-stream header (transports without half-close).
+    end_queued: bool,
 }
 
 /// The two slices still to write of a message whose first `written` bytes are out.
@@ -490,11 +504,36 @@ impl SendHalf {
 
     /// Writes queued messages, then closes the sending direction.
     pub async fn close(mut self) -> Result<()> {
-        self.flush().await?;
+        poll_fn(|cx| self.poll_end(cx)).await
+    }
+
+    /// Writes queued messages, then ends the sending direction. Where the transport has no
+    /// half-close (Windows pipes), a framed connection says so in-band with the end-of-stream
+    /// header and keeps the pipe open, so that the receiving half goes on working as on Unix.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if !crate::sys::HALF_CLOSE && !self.shared.raw && (self.end_queued || self.failed.is_none())
+        {
+            if !self.end_queued {
+                self.queue.push_back(Outgoing {
+                    header: Header::end_of_stream().encode(),
+                    header_len: HEADER_LEN,
+                    payload: Bytes::new(),
+                    written: 0,
+                });
+                self.end_queued = true;
+                self.failed = Some("its sending direction was closed");
+            }
+            return match ready!(self.poll_flush(cx)) {
+                // The peer is gone already: there is nobody left to tell.
+                Err(Error::Closed) => Poll::Ready(Ok(())),
+                other => Poll::Ready(other),
+            };
+        }
+        ready!(self.poll_flush(cx))?;
         match self.shared.stream.shutdown_write() {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            Err(e) => Err(self.shared.error(e, "close", None)),
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(self.shared.error(e, "close", None))),
         }
     }
 
@@ -594,12 +633,7 @@ impl futures_sink::Sink<Bytes> for SendHalf {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        ready!(SendHalf::poll_flush(&mut self, cx))?;
-        match self.shared.stream.shutdown_write() {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(self.shared.error(e, "close", None))),
-        }
+        self.poll_end(cx)
     }
 }
 

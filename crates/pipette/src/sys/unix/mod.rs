@@ -28,6 +28,10 @@ pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, pro
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;
 
+/// Whether `shutdown_write` leaves the reading direction open (see `sys/mod.rs`).
+/// `shutdown(SHUT_WR)` ends only our sending direction.
+pub(crate) const HALF_CLOSE: bool = true;
+
 /// Turns a `Duration` into a `timeval`, saturating; `None` (no timeout) is all zeros, and a
 /// zero duration becomes one microsecond so that it does not mean "no timeout".
 fn timeval(d: Option<std::time::Duration>) -> libc::timeval {

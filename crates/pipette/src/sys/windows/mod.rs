@@ -23,6 +23,10 @@ pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, pro
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;
 
+/// Whether `shutdown_write` leaves the reading direction open (see `sys/mod.rs`).
+/// Pipes have no half-close: `shutdown_write` closes the whole pipe end.
+pub(crate) const HALF_CLOSE: bool = false;
+
 use std::ffi::OsStr;
 use std::io;
 use std::os::windows::ffi::OsStrExt;
