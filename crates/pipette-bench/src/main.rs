@@ -775,7 +775,10 @@ fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
                 .map_err(other)?;
             ready(addr);
             loop {
-                let (rx, tx) = ctrl_rx.recv().map_err(other)?;
+                // The parent dropped its end: done.
+                let Ok((rx, tx)) = ctrl_rx.recv() else {
+                    return Ok(());
+                };
                 serve(IpcLink { tx, rx }, role)?;
             }
         }
@@ -1124,9 +1127,51 @@ impl ChildGuardEnv {
     }
 }
 
+/// `N` round trips of 64 bytes and nothing else, for instruction counts: run it under
+/// `valgrind --tool=callgrind` (which does not follow the child) with two `N`s and take the
+/// difference, so that start-up and connection set-up cancel out.
+fn profile(t: T, n: usize) -> io::Result<()> {
+    let cfg = Cfg {
+        rtt_warmup: 0,
+        rtt_n: n,
+        ..SMOKE
+    };
+    let addr = match t {
+        T::Pipette | T::PipetteAsync => pipette_name(),
+        _ => socket_path(),
+    };
+    let child = ChildGuard::spawn(t, Role::Echo, &addr)?;
+    match t {
+        T::RawUds => {
+            rtt(&mut Framed(UnixStream::connect(&child.addr)?), &cfg)?;
+        }
+        T::Pipette => {
+            let c = pipette::Client::connect(child.addr.as_str()).map_err(other)?;
+            rtt(&mut PipetteLink(c), &cfg)?;
+        }
+        T::PipetteAsync => rt()?.block_on(async {
+            let c = pipette::tokio::Client::connect(child.addr.as_str())
+                .await
+                .map_err(other)?;
+            artt(&mut APipette(c), &cfg).await.map(drop)
+        })?,
+        T::TokioUds => rt()?.block_on(async {
+            let s = tokio::net::UnixStream::connect(&child.addr).await?;
+            artt(&mut ATokio(s), &cfg).await.map(drop)
+        })?,
+        _ => {
+            return Err(other(
+                "--profile supports raw-uds, pipette, pipette-async, tokio-uds",
+            ))
+        }
+    }
+    let _ = fs::remove_dir_all(scratch_dir());
+    Ok(())
+}
+
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --profile TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1167,6 +1212,21 @@ fn main() {
                 };
             }
             "--alias" => mode = Some("alias"),
+            "--profile" => {
+                let t = it
+                    .next()
+                    .and_then(|s| T::parse(&s))
+                    .unwrap_or_else(|| usage());
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
+                if let Err(e) = profile(t, n) {
+                    eprintln!("profile: {e}");
+                    process::exit(1);
+                }
+                return;
+            }
             "--runs" => match it.next().and_then(|n| n.parse().ok()) {
                 Some(n) if n > 0 => cfg.runs = n,
                 _ => usage(),
