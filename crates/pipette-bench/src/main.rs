@@ -1130,34 +1130,50 @@ impl ChildGuardEnv {
 /// `N` round trips of 64 bytes and nothing else, for instruction counts: run it under
 /// `valgrind --tool=callgrind` (which does not follow the child) with two `N`s and take the
 /// difference, so that start-up and connection set-up cancel out.
-fn profile(t: T, n: usize) -> io::Result<()> {
+/// With `size`, `N` one-way messages of that size instead (plus a warm-up tenth).
+fn profile(t: T, n: usize, size: Option<usize>) -> io::Result<()> {
     let cfg = Cfg {
         rtt_warmup: 0,
         rtt_n: n,
         ..SMOKE
     };
+    let role = if size.is_some() {
+        Role::Sink(None)
+    } else {
+        Role::Echo
+    };
     let addr = match t {
         T::Pipette | T::PipetteAsync => pipette_name(),
         _ => socket_path(),
     };
-    let child = ChildGuard::spawn(t, Role::Echo, &addr)?;
-    match t {
-        T::RawUds => {
-            rtt(&mut Framed(UnixStream::connect(&child.addr)?), &cfg)?;
+    let child = ChildGuard::spawn(t, role, &addr)?;
+    fn run<L: Link>(l: &mut L, cfg: &Cfg, size: Option<usize>) -> io::Result<()> {
+        match size {
+            None => rtt(l, cfg).map(drop),
+            Some(size) => tput(l, size, cfg.rtt_n).map(drop),
         }
+    }
+    async fn arun<L: ALink>(l: &mut L, cfg: &Cfg, size: Option<usize>) -> io::Result<()> {
+        match size {
+            None => artt(l, cfg).await.map(drop),
+            Some(size) => atput(l, size, cfg.rtt_n).await.map(drop),
+        }
+    }
+    match t {
+        T::RawUds => run(&mut Framed(UnixStream::connect(&child.addr)?), &cfg, size)?,
         T::Pipette => {
             let c = pipette::Client::connect(child.addr.as_str()).map_err(other)?;
-            rtt(&mut PipetteLink(c), &cfg)?;
+            run(&mut PipetteLink(c), &cfg, size)?;
         }
         T::PipetteAsync => rt()?.block_on(async {
             let c = pipette::tokio::Client::connect(child.addr.as_str())
                 .await
                 .map_err(other)?;
-            artt(&mut APipette(c), &cfg).await.map(drop)
+            arun(&mut APipette(c), &cfg, size).await
         })?,
         T::TokioUds => rt()?.block_on(async {
             let s = tokio::net::UnixStream::connect(&child.addr).await?;
-            artt(&mut ATokio(s), &cfg).await.map(drop)
+            arun(&mut ATokio(s), &cfg, size).await
         })?,
         _ => {
             return Err(other(
@@ -1171,7 +1187,7 @@ fn profile(t: T, n: usize) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias | --profile TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --profile TRANSPORT N [rtt|tput64|tput4m]) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1221,7 +1237,13 @@ fn main() {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_else(|| usage());
-                if let Err(e) = profile(t, n) {
+                let size = match it.next().as_deref() {
+                    None | Some("rtt") => None,
+                    Some("tput64") => Some(SMALL),
+                    Some("tput4m") => Some(LARGE),
+                    Some(_) => usage(),
+                };
+                if let Err(e) = profile(t, n, size) {
                     eprintln!("profile: {e}");
                     process::exit(1);
                 }
