@@ -892,7 +892,7 @@ fn svg(s: &Summary, title: &str) -> String {
     const COLORS: [&str; 7] = [
         "#555555", "#1f77b4", "#17becf", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728",
     ];
-    let (w, h, left, top, bottom) = (900.0, 420.0, 50.0, 40.0, 60.0);
+    let (w, h, left, top, bottom) = (900.0, 460.0, 50.0, 40.0, 75.0);
     let plot_h = h - top - bottom;
     let max = s
         .ratios
@@ -944,9 +944,10 @@ fn svg(s: &Summary, title: &str) -> String {
         let better = if *lower { "lower" } else { "higher" };
         let _ = writeln!(
             o,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{name} ({better} is better)</text>",
-            gx + group_w / 2.0 - 10.0,
-            h - bottom + 18.0
+            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{name}</text><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#666666\">{better} is better</text>",
+            h - bottom + 18.0,
+            h - bottom + 32.0,
+            x = gx + group_w / 2.0 - 10.0,
         );
     }
     for (i, t) in s.transports.iter().enumerate() {
@@ -1031,16 +1032,44 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
         write_file(&p, &csv(&s, cfg.runs));
     }
     if let Some(p) = svg_path {
-        let title = format!(
-            "pipette and peers: ratio to raw std UnixStream (median of {} runs)",
-            cfg.runs
-        );
-        write_file(&p, &svg(&s, &title));
+        write_file(&p, &svg(&s, &title(cfg.runs)));
     }
     if !complete {
         eprintln!("missing or invalid figures");
         process::exit(1);
     }
+}
+
+fn title(runs: usize) -> String {
+    format!("pipette and peers: ratio to raw std UnixStream (median of {runs} runs)")
+}
+
+/// Reads back what [`csv`] wrote.
+fn summary_from_csv(text: &str) -> Option<(Summary, usize)> {
+    let mut s = Summary {
+        transports: vec![],
+        values: vec![],
+        ratios: vec![],
+    };
+    let mut runs = 0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let [t, metric, _, value, ratio, r] = f[..] else {
+            return None;
+        };
+        let t = T::parse(t)?;
+        let m = METRICS.iter().position(|(name, _, _)| *name == metric)?;
+        if s.transports.last() != Some(&t) {
+            s.transports.push(t);
+            s.values.push([f64::NAN; 5]);
+            s.ratios.push([f64::NAN; 5]);
+        }
+        let i = s.transports.len() - 1;
+        s.values[i][m] = value.parse().ok()?;
+        s.ratios[i][m] = ratio.parse().ok()?;
+        runs = r.parse().ok()?;
+    }
+    Some((s, runs))
 }
 
 fn write_file(p: &PathBuf, text: &str) {
@@ -1187,7 +1216,7 @@ fn profile(t: T, n: usize, size: Option<usize>) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias | --profile TRANSPORT N [rtt|tput64|tput4m]) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput4m]) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1228,6 +1257,20 @@ pub(crate) fn main() {
                 };
             }
             "--alias" => mode = Some("alias"),
+            "--plot" => {
+                // Redraws the plot from a CSV of an earlier run, without measuring.
+                let (Some(c), Some(v)) = (it.next(), it.next()) else {
+                    usage()
+                };
+                match fs::read_to_string(&c).map(|text| summary_from_csv(&text)) {
+                    Ok(Some((s, runs))) => write_file(&PathBuf::from(v), &svg(&s, &title(runs))),
+                    _ => {
+                        eprintln!("{c}: not a pipette-bench CSV");
+                        process::exit(1);
+                    }
+                }
+                return;
+            }
             "--profile" => {
                 let t = it
                     .next()
