@@ -458,18 +458,8 @@ impl SendHalf {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if written > 0 {
-                        // Part of the message is out. Keep the rest here (a copy, on this
-                        // slow path only) so that a cancellation cannot leave the stream in
-                        // the middle of a frame: `flush` finishes it.
-                        let mut h = [0u8; HEADER_LEN];
-                        h[..header.len()].copy_from_slice(header);
-                        self.queue.push_back(Outgoing {
-                            header: h,
-                            header_len: header.len(),
-                            payload: Bytes::copy_from_slice(msg),
-                            written,
-                        });
-                        return self.flush().await;
+                        // Part of the message is out: write the rest straight from `msg`.
+                        return self.send_rest(header, msg, written).await;
                     }
                     // Nothing written yet: dropping the future here sends nothing.
                     poll_fn(|cx| self.shared.stream.poll_write_ready(cx))
@@ -477,6 +467,69 @@ impl SendHalf {
                         .map_err(|e| self.shared.error(e, "send", None))?;
                 }
                 Err(e) => return Err(self.shared.error(e, "send", None)),
+            }
+        }
+    }
+
+    /// Finishes a message of which `written` bytes (of `header` then `msg`) are out, without
+    /// copying it. If this future is dropped before the end (or the write fails), a guard
+    /// queues a copy of the rest so that a cancellation cannot leave the stream in the middle
+    /// of a frame: `flush` finishes it. (Copying the whole message up front, as this path
+    /// did before, cost a user-space copy of every large message once the socket buffer was
+    /// full, about a quarter of the streaming throughput; see docs/PERFORMANCE.md.)
+    async fn send_rest(&mut self, header: &[u8], msg: &[u8], written: usize) -> Result<()> {
+        struct Rest<'a> {
+            queue: &'a mut VecDeque<Outgoing>,
+            header: &'a [u8],
+            msg: &'a [u8],
+            written: usize,
+            done: bool,
+        }
+        impl Drop for Rest<'_> {
+            fn drop(&mut self) {
+                if !self.done {
+                    let mut h = [0u8; HEADER_LEN];
+                    h[..self.header.len()].copy_from_slice(self.header);
+                    self.queue.push_back(Outgoing {
+                        header: h,
+                        header_len: self.header.len(),
+                        payload: Bytes::copy_from_slice(self.msg),
+                        written: self.written,
+                    });
+                }
+            }
+        }
+        let total = header.len() + msg.len();
+        let shared = &self.shared;
+        let failed = &mut self.failed;
+        let mut rest = Rest {
+            queue: &mut self.queue,
+            header,
+            msg,
+            written,
+            done: false,
+        };
+        loop {
+            shared.check_shutdown()?;
+            if let Err(e) = poll_fn(|cx| shared.stream.poll_write_ready(cx)).await {
+                return Err(shared.error(e, "send", None));
+            }
+            match shared
+                .stream
+                .try_write_vectored(&remaining(rest.header, rest.msg, rest.written))
+            {
+                Ok(n) => {
+                    rest.written += n;
+                    if rest.written == total {
+                        rest.done = true;
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    *failed = Some("an earlier send failed part-way through a message");
+                    return Err(shared.error(e, "send", None));
+                }
             }
         }
     }
