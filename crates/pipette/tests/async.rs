@@ -344,7 +344,14 @@ fn send_is_cancel_safe() {
             r = client.send(&big) => { r.unwrap(); false }
             _ = tokio::time::sleep(Duration::from_millis(50)) => true,
         };
-        assert!(cancelled, "the test must actually cancel send mid-message");
+        // On Windows, tokio's named pipe takes the whole message into its own write buffer
+        // in one go (mio keeps one overlapped write in flight), so a send is never cut
+        // mid-message there and this select cannot cancel it half-way; the rest of the test
+        // still checks that both messages arrive whole and in order.
+        assert!(
+            cancelled || cfg!(windows),
+            "the test must actually cancel send mid-message"
+        );
         let reader = tokio::spawn(async move {
             let a = conn.recv().await.unwrap();
             let b = conn.recv().await.unwrap();
