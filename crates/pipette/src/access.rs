@@ -19,12 +19,13 @@
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Access {
-    /// Only processes of the server's own user (Unix: same effective uid; Windows: the
-    /// pipe's DACL names only the server's user SID). The default.
+    /// Only processes of the server's own user (Unix: the effective uid the server had when
+    /// it bound, which owns the socket file; Windows: the pipe's DACL names only the
+    /// server's user SID). The default.
     #[default]
     CurrentUser,
     /// Also processes whose user belongs to the server's group (Unix: the server's effective
-    /// gid, as primary or supplementary group; the socket is created `0660`. Windows: the
+    /// gid at bind, as primary or supplementary group; the socket is created `0660`. Windows: the
     /// DACL also admits the server's primary group SID).
     Group,
     /// Any local user (Unix: the socket is created `0666`; Windows: the DACL also admits

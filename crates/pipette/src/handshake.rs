@@ -32,6 +32,8 @@ pub(crate) struct Policy {
     pub raw: bool,
     /// The server's own message limit, announced in the reply.
     pub limit: u32,
+    /// The server's user, captured at bind.
+    pub owner: sys::Owner,
 }
 
 impl Policy {
@@ -41,7 +43,7 @@ impl Policy {
         let refuse = |status: Status| Admission::Refuse {
             reply: (!self.raw).then(|| Reply::refuse(status).encode()),
         };
-        if !sys::admits(self.access, peer) {
+        if !sys::admits(self.access, &self.owner, peer) {
             tracing::warn!(
                 name = %self.name,
                 pid = ?peer.pid(), uid = ?peer.uid(), sid = ?peer.sid(),

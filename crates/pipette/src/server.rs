@@ -162,6 +162,7 @@ impl ServerOptions {
             access: self.access,
             raw: self.raw,
             limit,
+            owner: sys::Owner::current(),
         };
         let listen = ListenOptions {
             access: self.access,

@@ -17,7 +17,8 @@
 //!   endpoints.
 //!
 //! Access policy:
-//! - `fn admits(access: Access, peer: &PeerIdentity) -> bool`: may this peer connect.
+//! - `Owner::current()`: the server's user, captured at bind; `fn admits(access: Access,
+//!   owner: &Owner, peer: &PeerIdentity) -> bool`: may this peer connect.
 //!
 //! `Listener` (one bound endpoint):
 //! - `Listener::bind(&Name, &ListenOptions) -> crate::Result<Listener>`: claim the endpoint

@@ -21,18 +21,37 @@ fn egid() -> u32 {
     unsafe { libc::getegid() }
 }
 
-/// Whether `peer` may connect under `access`. A peer whose identity is unknown is refused
-/// unless everyone is admitted.
-pub(crate) fn admits(access: Access, peer: &PeerIdentity) -> bool {
+/// The server's user, read once when it binds: the user that owns its socket file. Access
+/// decisions compare peers with it, not with whatever the process's effective ids are
+/// later (a server that drops privileges after binding keeps the socket of the user it
+/// bound as), and a connection costs no `geteuid`/`getegid`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+impl Owner {
+    /// The calling process's effective user and group.
+    pub(crate) fn current() -> Owner {
+        Owner {
+            uid: euid(),
+            gid: egid(),
+        }
+    }
+}
+
+/// Whether `peer` may connect under `access` to a server bound by `owner`. A peer whose
+/// identity is unknown is refused unless everyone is admitted.
+pub(crate) fn admits(access: Access, owner: &Owner, peer: &PeerIdentity) -> bool {
     let Some(uid) = peer.uid else {
         return access == Access::Everyone;
     };
     match access {
         Access::Everyone => true,
-        Access::CurrentUser => uid == euid(),
+        Access::CurrentUser => uid == owner.uid,
         Access::Group => {
-            let gid = egid();
-            uid == euid() || peer.gid == Some(gid) || user_in_group(uid, gid)
+            uid == owner.uid || peer.gid == Some(owner.gid) || user_in_group(uid, owner.gid)
         }
     }
 }

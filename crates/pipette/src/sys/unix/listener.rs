@@ -1,7 +1,8 @@
 //! A listening Unix socket whose `accept` never lets one slow peer delay another.
 //!
-//! Accepted sockets wait in a small queue, non-blocking, until their first `prefix_len`
-//! bytes (the hello) have arrived; `poll(2)` watches the listener and the queue together. A
+//! Each accepted socket is checked for its hello at once (a read with `MSG_DONTWAIT`; the
+//! socket itself stays blocking, as a `Stream` wants). One whose first `prefix_len` bytes
+//! have not all arrived waits in a small queue; `poll(2)` watches the listener and the queue together. A
 //! peer that sends nothing is dropped after the handshake timeout, and the queue is bounded,
 //! so a flood of silent connections costs memory for at most `MAX_PENDING` sockets (the rest
 //! wait in the kernel's accept queue).
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::access::socket_mode;
 use super::endpoint::{check_shared_dir, ensure_private_dir, Claim};
-use super::stream::{set_nonblocking, Stream};
+use super::stream::Stream;
 use crate::error::Result;
 use crate::frame::HELLO_LEN;
 use crate::sys::{Cancel, ListenOptions};
@@ -105,38 +106,38 @@ impl Listener {
         )
     }
 
-    /// Accepts every connection the kernel has queued, up to the pending limit.
-    fn drain_listener(&self, queue: &mut Vec<Pending>, now: Instant) -> io::Result<()> {
-        while queue.len() < MAX_PENDING {
+    /// Accepts one connection the kernel has queued; `None` when there is none. The socket
+    /// stays blocking (what a `Stream` wants): the handshake reads use `MSG_DONTWAIT`.
+    fn accept_one(&self, now: Instant) -> io::Result<Option<Pending>> {
+        loop {
             // SAFETY: null address pointers are allowed (we do not need the peer address).
             let res = unsafe {
                 syscall!(accept4(
                     self.fd.as_raw_fd(),
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+                    libc::SOCK_CLOEXEC
                 ))
             };
-            match res {
+            return match res {
                 Ok(fd) => {
                     // SAFETY: accept4 returned a fresh descriptor that we now own.
                     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    queue.push(Pending {
+                    Ok(Some(Pending {
                         stream: Stream::from_fd(fd),
                         prefix: [0; HELLO_LEN],
                         have: 0,
                         deadline: now + self.opts.handshake_timeout,
-                    });
+                    }))
                 }
                 Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(()),
+                    io::ErrorKind::WouldBlock => Ok(None),
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
-                    _ if self.cancelled.load(Ordering::SeqCst) => return Err(Self::aborted()),
-                    _ => return Err(e),
+                    _ if self.cancelled.load(Ordering::SeqCst) => Err(Self::aborted()),
+                    _ => Err(e),
                 },
-            }
+            };
         }
-        Ok(())
     }
 
     pub(crate) fn accept(
@@ -152,20 +153,30 @@ impl Listener {
                 return Err(Self::aborted());
             }
             let now = Instant::now();
-            self.drain_listener(&mut queue, now)?;
-
+            // Connections already waiting for their hello first, then new ones, each checked
+            // as soon as it is accepted: a client whose hello came with its connect (the
+            // usual case) costs one accept and one read, not a scan of the whole backlog.
             let mut i = 0;
             while i < queue.len() {
                 match queue[i].progress(need, self.opts.prefix_ok, now) {
                     Progress::Ready => {
                         let p = queue.swap_remove(i);
-                        set_nonblocking(p.stream.raw_fd(), false)?;
                         return Ok((p.stream, p.prefix, p.have));
                     }
                     Progress::Gone => {
                         queue.swap_remove(i);
                     }
                     Progress::Waiting => i += 1,
+                }
+            }
+            while queue.len() < MAX_PENDING {
+                let Some(mut p) = self.accept_one(now)? else {
+                    break;
+                };
+                match p.progress(need, self.opts.prefix_ok, now) {
+                    Progress::Ready => return Ok((p.stream, p.prefix, p.have)),
+                    Progress::Gone => {}
+                    Progress::Waiting => queue.push(p),
                 }
             }
 

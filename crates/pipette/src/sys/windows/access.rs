@@ -36,6 +36,18 @@ use crate::{Access, PeerIdentity};
 /// without `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE` on a pipe).
 const PEER_RIGHTS: &str = "0x12019b";
 
+/// The server's user. On Windows the process's user does not change, so there is nothing
+/// to capture: `admits` reads the user's SID once per process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner;
+
+impl Owner {
+    /// The calling process's user.
+    pub(crate) fn current() -> Owner {
+        Owner
+    }
+}
+
 /// Whether `peer` may connect under `access`.
 ///
 /// On Windows the DACL of the pipe is the gate: a peer that the policy does not admit cannot
@@ -43,7 +55,7 @@ const PEER_RIGHTS: &str = "0x12019b";
 /// (read from its impersonation token, see `stream.rs`) must be the server's user. A peer
 /// whose SID is unknown passes, as do all peers under `Group` and `Everyone`: group
 /// membership is what the DACL checks, against the peer's full token.
-pub(crate) fn admits(access: Access, peer: &PeerIdentity) -> bool {
+pub(crate) fn admits(access: Access, _owner: &Owner, peer: &PeerIdentity) -> bool {
     match (&peer.sid, access) {
         (Some(sid), Access::CurrentUser) => {
             // The process's user does not change: read it once.

@@ -18,7 +18,7 @@ mod endpoint;
 mod listener;
 mod stream;
 
-pub(crate) use access::admits;
+pub(crate) use access::{admits, Owner};
 pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe};
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;
