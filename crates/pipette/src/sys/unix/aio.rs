@@ -77,8 +77,11 @@ impl Cancel for Stream {
 }
 
 /// Connects without blocking the runtime. Errors as for the blocking `Stream::connect`.
+/// The connect itself never waits (see `connect_nonblocking`), so the hello can go out at
+/// once: no reactor round trip for writability, which tokio's `UnixStream::connect` makes.
 pub(crate) async fn connect(path: &std::path::Path) -> io::Result<Stream> {
-    let inner = ::tokio::net::UnixStream::connect(path).await?;
+    let fd = super::stream::connect_nonblocking(path)?;
+    let inner = ::tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
     Ok(Stream { inner })
 }
 

@@ -53,6 +53,24 @@ pub(super) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// A non-blocking socket connected to `path`, errors as for [`Stream::connect`]. A Unix
+/// stream connect never completes asynchronously: it succeeds at once, or fails with EAGAIN
+/// when the listener's queue is full, which callers treat as "busy, try again". (So the
+/// async side needs no wait for writability after it, unlike tokio's own `connect`.)
+pub(super) fn connect_nonblocking(path: &Path) -> io::Result<OwnedFd> {
+    let (addr, len) = sockaddr(path)?;
+    let fd = socket(true)?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the call.
+    unsafe {
+        syscall!(connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len
+        ))?
+    };
+    Ok(fd)
+}
+
 impl Stream {
     pub(super) fn from_fd(fd: OwnedFd) -> Stream {
         Stream { fd }
@@ -64,18 +82,7 @@ impl Stream {
     /// on), `WouldBlock` (the server's accept queue is full), `PermissionDenied`, others.
     /// `ConnectOptions` only matter on Windows.
     pub(crate) fn connect(path: &Path, _opts: &ConnectOptions) -> io::Result<Stream> {
-        let (addr, len) = sockaddr(path)?;
-        let fd = socket(true)?;
-        // A Unix stream connect never completes asynchronously: EAGAIN means the listener's
-        // queue is full, which callers treat as "busy, try again".
-        // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that outlives the call.
-        unsafe {
-            syscall!(connect(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len
-            ))?
-        };
+        let fd = connect_nonblocking(path)?;
         set_nonblocking(fd.as_raw_fd(), false)?;
         Ok(Stream { fd })
     }
