@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::stream::Stream;
 use crate::error::{Error, Result};
@@ -68,6 +68,8 @@ impl Connection {
                 reply_pending,
                 failed: None,
                 peer_ended: false,
+                large: None,
+                expect_large: false,
             },
             send: SendHalf {
                 shared,
@@ -197,6 +199,11 @@ impl Connection {
     /// Consumes the connection: dropping the future drops the connection.
     pub async fn into_stream(mut self) -> Result<Stream> {
         self.recv.finish_handshake().await?;
+        if self.recv.large.is_some() {
+            return Err(Error::Protocol(
+                "cannot turn a connection into a stream in the middle of a message; receive the rest of it first".into(),
+            ));
+        }
         self.send.flush().await?;
         Ok(Stream::new(self.recv.shared, self.recv.buf))
     }
@@ -243,6 +250,48 @@ pub struct RecvHalf {
     failed: Option<String>,
     /// The peer sent the end-of-stream header: every later `recv` reports `Closed`.
     peer_ended: bool,
+    /// A large message being received straight into its own buffer: (payload so far,
+    /// its length).
+    large: Option<(BytesMut, usize)>,
+    /// The previous message was large: read the next header alone, so that a large payload
+    /// lands in its own buffer rather than being read into `buf` and copied out.
+    expect_large: bool,
+}
+
+/// Messages at least this long are read into a buffer of their own (see `RecvHalf::large`).
+const LARGE: usize = RECV_BUF;
+
+/// An empty buffer for a payload of `len` bytes whose start is not 1 to 31 bytes past a
+/// page boundary: the kernel's copy into such a destination runs far slower on common x86
+/// CPUs (4 KiB aliasing; measured in docs/PERFORMANCE.md).
+fn payload_buffer(len: usize) -> BytesMut {
+    let mut b = BytesMut::with_capacity(len + 32);
+    let off = b.as_ptr() as usize % 4096;
+    if (1..32).contains(&off) {
+        let pad = 32 - off;
+        b.resize(pad, 0);
+        b.advance(pad);
+    }
+    b
+}
+
+/// Reads what the socket has into `buf`, waiting for readiness first.
+fn poll_read_into<B: BufMut>(
+    shared: &AsyncShared,
+    cx: &mut Context<'_>,
+    buf: &mut B,
+) -> Poll<Result<()>> {
+    loop {
+        if let Err(e) = ready!(shared.stream.poll_read_ready(cx)) {
+            return Poll::Ready(Err(shared.error(e, "recv", None)));
+        }
+        match shared.stream.try_read_buf(buf) {
+            Ok(0) => return Poll::Ready(Err(shared.eof())),
+            Ok(_) => return Poll::Ready(Ok(())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(shared.error(e, "recv", None))),
+        }
+    }
 }
 
 impl RecvHalf {
@@ -324,6 +373,18 @@ impl RecvHalf {
             return Poll::Ready(Err(Error::Closed));
         }
         loop {
+            if let Some((payload, len)) = &mut self.large {
+                if payload.len() == *len {
+                    let msg = std::mem::take(payload).freeze();
+                    self.large = None;
+                    return Poll::Ready(Ok(msg));
+                }
+                let want = *len - payload.len();
+                if let Err(e) = ready!(poll_read_into(&self.shared, cx, &mut payload.limit(want))) {
+                    return Poll::Ready(Err(self.mid_message(e)));
+                }
+                continue;
+            }
             if self.shared.raw {
                 if !self.buf.is_empty() {
                     return Poll::Ready(Ok(self.buf.split().freeze()));
@@ -340,11 +401,19 @@ impl RecvHalf {
                     Ok(h) => h.len as usize,
                     Err(e) => return Poll::Ready(Err(self.fail(e))),
                 };
+                self.expect_large = len >= LARGE;
                 if self.buf.len() >= HEADER_LEN + len {
                     self.buf.advance(HEADER_LEN);
                     return Poll::Ready(Ok(self.buf.split_to(len).freeze()));
                 }
-                // Room for the whole message at once: one allocation, no copies later.
+                if len >= LARGE {
+                    // Its own buffer, sized once; only what already arrived is copied.
+                    self.buf.advance(HEADER_LEN);
+                    let mut payload = payload_buffer(len);
+                    payload.extend_from_slice(&self.buf.split());
+                    self.large = Some((payload, len));
+                    continue;
+                }
                 self.buf.reserve(HEADER_LEN + len - self.buf.len());
             }
             if let Err(e) = ready!(self.poll_fill(cx)) {
@@ -353,30 +422,25 @@ impl RecvHalf {
         }
     }
 
-    /// Reads what the socket has into the buffer.
+    /// Reads what the socket has into the buffer (only the next header, after a large
+    /// message, see `expect_large`).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.buf.capacity() - self.buf.len() < RECV_BUF / 2 {
             self.buf.reserve(RECV_BUF);
         }
-        loop {
-            if let Err(e) = ready!(self.shared.stream.poll_read_ready(cx)) {
-                return Poll::Ready(Err(self.shared.error(e, "recv", None)));
-            }
-            match self.shared.stream.try_read_buf(&mut self.buf) {
-                Ok(0) => return Poll::Ready(Err(self.shared.eof())),
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(self.shared.error(e, "recv", None))),
-            }
+        if self.expect_large && !self.shared.raw && self.buf.len() < HEADER_LEN {
+            let want = HEADER_LEN - self.buf.len();
+            return poll_read_into(&self.shared, cx, &mut (&mut self.buf).limit(want));
         }
+        poll_read_into(&self.shared, cx, &mut self.buf)
     }
 
     /// End of stream inside a message is a protocol error.
     fn mid_message(&mut self, e: Error) -> Error {
-        if matches!(e, Error::Closed) && !self.buf.is_empty() && !self.shared.raw {
+        let got = self.buf.len() + self.large.as_ref().map_or(0, |(p, _)| p.len());
+        if matches!(e, Error::Closed) && got > 0 && !self.shared.raw {
             let msg = format!(
-                "the peer closed the connection in the middle of a message ({} bytes of it received)",
-                self.buf.len()
+                "the peer closed the connection in the middle of a message ({got} bytes of it received)"
             );
             self.failed = Some(msg.clone());
             return Error::Protocol(msg);

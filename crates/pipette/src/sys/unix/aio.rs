@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::BufMut;
 
 use super::endpoint::Claim;
 use super::listener::{cancel_listening, claim_and_bind};
@@ -29,7 +29,7 @@ impl Stream {
         self.inner.try_read(buf)
     }
 
-    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         self.inner.try_read_buf(buf)
     }
 

@@ -44,7 +44,7 @@ use std::task::{Context, Poll, Waker};
 use ::tokio::net::windows::named_pipe::{
     NamedPipeClient, NamedPipeServer, PipeMode, ServerOptions,
 };
-use bytes::BytesMut;
+use bytes::BufMut;
 use tokio_util::sync::CancellationToken;
 use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, WAIT_OBJECT_0};
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
@@ -169,7 +169,7 @@ impl Stream {
         }
     }
 
-    pub(crate) fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self.pipe().as_ref() {
             None => Ok(0),
             Some(pipe) => Self::read_result(on_pipe!(pipe, p => p.try_read_buf(buf))),
