@@ -150,9 +150,7 @@ impl ClientOptions {
         let limit = message_limit(self.max_message_size)?;
         let shutdown = self.shutdown.clone().unwrap_or_default();
         let mut backoff = Backoff::new(wait);
-        let connect = sys::ConnectOptions {
-            message_pipe: self.message_pipe,
-        };
+        let connect = self.connect_options();
         let stream = loop {
             if shutdown.is_shutdown() {
                 return Err(Error::Shutdown(CLIENT_SHUT_DOWN));
@@ -194,13 +192,16 @@ impl ClientOptions {
         Ok(Connection::new(shared, limit, !self.raw))
     }
 
+    /// What the backend needs to know to connect (blocking and async).
+    pub(crate) fn connect_options(&self) -> sys::ConnectOptions {
+        sys::ConnectOptions {
+            message_pipe: self.message_pipe,
+        }
+    }
+
     /// The checked settings, for the async client.
     #[cfg(feature = "tokio")]
     pub(crate) fn settings(&self) -> Result<(u32, bool, Shutdown)> {
-        #[cfg(windows)]
-        if self.message_pipe {
-            return Err(Error::async_message_pipe());
-        }
         Ok((
             message_limit(self.max_message_size)?,
             self.raw,

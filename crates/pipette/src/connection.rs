@@ -624,7 +624,6 @@ impl SendHalf {
             self.timeouts
                 .apply(t, |t| stream.set_write_timeout(t))
                 .map_err(|e| self.shared.error(e, "close", t))?;
-            self.failed = Some("its sending direction was closed");
             return match self.send_frame(Header::end_of_stream().encode(), &[], t) {
                 // The peer is gone already: there is nobody left to tell.
                 Err(Error::Closed) => Ok(()),

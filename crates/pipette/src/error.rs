@@ -137,16 +137,6 @@ impl Error {
         }
     }
 
-    /// The async API on Windows asked for a message pipe, which it does not support.
-    #[cfg(all(feature = "tokio", windows))]
-    pub(crate) fn async_message_pipe() -> Error {
-        Error::Io(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "message pipes (`message_pipe(true)`) are not supported by pipette::tokio yet: \
-             use the blocking API to talk to a message-mode peer",
-        ))
-    }
-
     /// The closest [`io::ErrorKind`], for callers that need to fit pipette into `io` code.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {

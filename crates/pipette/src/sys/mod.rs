@@ -59,7 +59,9 @@
 //! With the `tokio` feature, `aio` (async I/O on tokio's reactor):
 //! - `aio::Listener::bind(&Name, &ListenOptions)`: the same claim as `Listener::bind`;
 //!   `accept(&self).await -> io::Result<aio::Stream>` (cancel safe); `Cancel` as above.
-//! - `aio::connect(path).await -> io::Result<aio::Stream>`, errors as for `Stream::connect`.
+//! - `aio::connect(path, &ConnectOptions).await -> io::Result<aio::Stream>`, errors as for
+//!   `Stream::connect`; Windows refuses `message_pipe` there (and at `aio::Listener::bind`)
+//!   with `Unsupported`: message pipes are blocking-only for now.
 //! - `aio::Stream`: `poll_read_ready`, `try_read`, `try_read_buf`, `poll_write_ready`,
 //!   `try_write_vectored` (readiness first, then a non-blocking attempt, like tokio's own
 //!   sockets, all on `&self` so that the stream can be shared with a `Shutdown` registry),

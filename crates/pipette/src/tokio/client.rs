@@ -10,7 +10,7 @@ use super::server::TokenCancel;
 use crate::client::{connect_error, short_hello, Backoff, CLIENT_SHUT_DOWN};
 use crate::error::{Error, Result};
 use crate::handshake;
-use crate::sys::aio;
+use crate::sys::{self, aio};
 use crate::{ClientOptions, IntoName, Name, Shutdown};
 
 /// Connects to servers by name, asynchronously; the async twin of
@@ -69,7 +69,7 @@ impl Client {
     ) -> Result<Connection> {
         let name: Name = name.into_name()?;
         let (limit, raw, shutdown) = options.settings()?;
-        let stream = connect_waiting(&name, &shutdown, wait).await?;
+        let stream = connect_waiting(&name, &options.connect_options(), &shutdown, wait).await?;
 
         let stream = Arc::new(stream);
         let registration = shutdown
@@ -101,6 +101,7 @@ impl Client {
 /// that the shutdown handle cuts short.
 async fn connect_waiting(
     name: &Name,
+    connect: &sys::ConnectOptions,
     shutdown: &Shutdown,
     wait: Option<Duration>,
 ) -> Result<aio::Stream> {
@@ -111,7 +112,7 @@ async fn connect_waiting(
         if shutdown.is_shutdown() {
             return Err(Error::Shutdown(CLIENT_SHUT_DOWN));
         }
-        let e = match aio::connect(name.path()).await {
+        let e = match aio::connect(name.path(), connect).await {
             Ok(s) => return Ok(s),
             Err(e) => e,
         };

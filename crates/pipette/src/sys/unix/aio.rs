@@ -10,6 +10,7 @@ use bytes::BufMut;
 
 use super::endpoint::Claim;
 use super::listener::{cancel_listening, claim_and_bind};
+use super::stream::{peer_cred, recv_now, send_now, shutdown};
 use crate::error::Result;
 use crate::sys::{Cancel, ListenOptions};
 use crate::{Name, PeerIdentity};
@@ -42,19 +43,11 @@ impl Stream {
     }
 
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        // SAFETY: shutdown has no memory preconditions; the descriptor is open.
-        unsafe { syscall!(shutdown(self.inner.as_raw_fd(), libc::SHUT_WR))? };
-        Ok(())
+        shutdown(self.inner.as_raw_fd(), libc::SHUT_WR)
     }
 
     pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
-        let cred = self.inner.peer_cred()?;
-        Ok(PeerIdentity {
-            pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
-            uid: Some(cred.uid()),
-            gid: Some(cred.gid()),
-            sid: None,
-        })
+        peer_cred(self.inner.as_raw_fd())
     }
 }
 
@@ -68,18 +61,17 @@ impl Cancel for Stream {
     /// As for the blocking stream: `shutdown(SHUT_RDWR)` makes the socket readable (end of
     /// stream) and hung up, which wakes every task waiting on it through the reactor.
     fn cancel(&self) {
-        // SAFETY: shutdown has no memory preconditions; the descriptor is open because
-        // `self` is alive.
-        unsafe {
-            libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
-        }
+        let _ = shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
     }
 }
 
 /// Connects without blocking the runtime. Errors as for the blocking `Stream::connect`.
 /// The connect itself never waits (see `connect_nonblocking`), so the hello can go out at
 /// once: no reactor round trip for writability, which tokio's `UnixStream::connect` makes.
-pub(crate) async fn connect(path: &std::path::Path) -> io::Result<Stream> {
+pub(crate) async fn connect(
+    path: &std::path::Path,
+    _opts: &crate::sys::ConnectOptions,
+) -> io::Result<Stream> {
     let fd = super::stream::connect_nonblocking(path)?;
     let inner = ::tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
     Ok(Stream { inner })
@@ -132,40 +124,12 @@ impl Stream {
     /// readiness cache says (it may not have seen a fresh socket's first event yet). Used
     /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-            match unsafe {
-                syscall!(recv(
-                    self.inner.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT
-                ))
-            } {
-                Ok(n) => return Ok(n as usize),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        recv_now(self.inner.as_raw_fd(), buf)
     }
 
     /// Writes right now with a direct `send(MSG_DONTWAIT | MSG_NOSIGNAL)`; for the 16-byte
     /// handshake on a fresh socket, whose send buffer is empty.
     pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
-            match unsafe {
-                syscall!(send(
-                    self.inner.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
-                ))
-            } {
-                Ok(n) => return Ok(n as usize),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        send_now(self.inner.as_raw_fd(), buf)
     }
 }

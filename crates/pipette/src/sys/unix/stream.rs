@@ -134,16 +134,7 @@ impl Stream {
 
     /// Reads without blocking (for the handshake queue).
     pub(super) fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-        let n = unsafe {
-            syscall!(recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT
-            ))?
-        };
-        Ok(n as usize)
+        recv_now(self.fd.as_raw_fd(), buf)
     }
 
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -202,31 +193,11 @@ impl Stream {
     }
 
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        // SAFETY: shutdown has no memory preconditions.
-        unsafe { syscall!(shutdown(self.fd.as_raw_fd(), libc::SHUT_WR))? };
-        Ok(())
+        shutdown(self.fd.as_raw_fd(), libc::SHUT_WR)
     }
 
     pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
-        // SAFETY: ucred is plain old data; all-zero is valid.
-        let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: `cred` is valid for writes of `len` bytes, and `len` is updated in place.
-        unsafe {
-            syscall!(getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len
-            ))?
-        };
-        Ok(PeerIdentity {
-            pid: (cred.pid > 0).then_some(cred.pid as u32),
-            uid: Some(cred.uid),
-            gid: Some(cred.gid),
-            sid: None,
-        })
+        peer_cred(self.fd.as_raw_fd())
     }
 
     pub(super) fn raw_fd(&self) -> RawFd {
@@ -244,10 +215,79 @@ impl Cancel for Stream {
     /// `shutdown(SHUT_RDWR)` wakes every thread blocked in `read` (it returns 0) or in
     /// `sendmsg` on a full buffer (it fails with `EPIPE`), and keeps doing so for later calls.
     fn cancel(&self) {
-        // SAFETY: shutdown has no memory preconditions; the descriptor is open because `self`
-        // is alive. Errors (for example ENOTCONN after the peer left) are irrelevant here.
-        unsafe {
-            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+        // Errors (for example ENOTCONN after the peer left) are irrelevant here.
+        let _ = shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+// ---- socket calls shared by the blocking `Stream` and the async `aio::Stream` ----
+
+/// `recv(MSG_DONTWAIT)`: what is there right now, whatever the socket's blocking mode (and
+/// whatever tokio's readiness cache says); restarted on `EINTR`.
+pub(super) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        match unsafe {
+            syscall!(recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT
+            ))
+        } {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// `send(MSG_DONTWAIT | MSG_NOSIGNAL)`: for the 16-byte handshake on a fresh socket, whose
+/// send buffer is empty; restarted on `EINTR`.
+pub(super) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+        match unsafe {
+            syscall!(send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+            ))
+        } {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `shutdown(2)` of one or both directions.
+pub(super) fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
+    // SAFETY: shutdown has no memory preconditions; the caller's descriptor is open.
+    unsafe { syscall!(shutdown(fd, how))? };
+    Ok(())
+}
+
+/// The peer's credentials (`SO_PEERCRED`).
+pub(super) fn peer_cred(fd: RawFd) -> io::Result<PeerIdentity> {
+    // SAFETY: ucred is plain old data; all-zero is valid.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is valid for writes of `len` bytes, and `len` is updated in place.
+    unsafe {
+        syscall!(getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len
+        ))?
+    };
+    Ok(PeerIdentity {
+        pid: (cred.pid > 0).then_some(cred.pid as u32),
+        uid: Some(cred.uid),
+        gid: Some(cred.gid),
+        sid: None,
+    })
 }

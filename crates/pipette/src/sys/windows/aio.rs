@@ -57,7 +57,7 @@ use super::listener::{claim_for_bind, first_instance_error, Claim, BUFFER, MIN_L
 use super::stream::{is_end_of_pipe, peer_of};
 use super::{os_error, Event};
 use crate::error::Result;
-use crate::sys::{Cancel, ListenOptions};
+use crate::sys::{Cancel, ConnectOptions, ListenOptions};
 use crate::{Name, PeerIdentity};
 
 /// How long `write_now` waits for its write to finish (it fits in the empty pipe buffer of
@@ -319,13 +319,26 @@ impl Cancel for Stream {
 
 /// Connects without blocking the runtime (opening a pipe does not wait). Errors as for the
 /// blocking `Stream::connect`: `NotFound`, `WouldBlock` (every instance busy),
-/// `PermissionDenied`.
-pub(crate) async fn connect(path: &Path) -> io::Result<Stream> {
+/// `PermissionDenied`; `Unsupported` for a message pipe.
+pub(crate) async fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<Stream> {
+    if opts.message_pipe {
+        return Err(message_pipe_unsupported());
+    }
     let handle = super::stream::Stream::open(path)?;
     // SAFETY: `handle` is a freshly opened pipe client end, opened with
     // FILE_FLAG_OVERLAPPED as tokio requires, whose ownership passes to tokio here.
     let client = unsafe { NamedPipeClient::from_raw_handle(handle.into_raw_handle())? };
     Ok(Stream::new(Pipe::Client(client)))
+}
+
+/// Message pipes (`message_pipe`) are blocking-only for now: the async side refuses them
+/// rather than making byte pipes silently.
+fn message_pipe_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "message pipes (`message_pipe(true)`) are not supported by pipette::tokio yet: \
+         use the blocking API to talk to a message-mode peer",
+    )
 }
 
 /// A bound pipe name accepting on tokio's reactor.
@@ -353,7 +366,7 @@ impl Listener {
     /// be called within a tokio runtime.
     pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         if opts.message_pipe {
-            return Err(crate::Error::async_message_pipe());
+            return Err(crate::Error::Io(message_pipe_unsupported()));
         }
         let claim = claim_for_bind(name)?;
         let listener = Listener {
