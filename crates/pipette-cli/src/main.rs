@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pipette::{Access, Client, ClientOptions, Connection, Error, Liveness, ServerOptions};
+use pipette::{Access, Client, ClientOptions, Connection, Error, Liveness, ServerOptions, Trust};
 
 mod demo;
 mod signals;
@@ -84,6 +84,12 @@ struct Common {
 
 #[derive(Args, Debug, Clone)]
 struct Wait {
+    /// Which servers to talk to (client side): user (the default: servers of your own user
+    /// or root), group (also servers whose group is one of yours, the pairing of a server's
+    /// `--access group`), everyone, or user:NAME (also servers of user NAME or uid, or of a
+    /// SID on Windows). An untrusted server gets nothing: not even the handshake.
+    #[arg(long, value_name = "POLICY", default_value = "user", value_parser = parse_trust)]
+    trust: Trust,
     /// Wait up to SECS for the server to appear.
     #[arg(long, value_name = "SECS")]
     wait: Option<f64>,
@@ -93,6 +99,10 @@ struct Wait {
 }
 
 fn parse_access(s: &str) -> Result<Access, String> {
+    s.parse()
+}
+
+fn parse_trust(s: &str) -> Result<Trust, String> {
     s.parse()
 }
 
@@ -174,6 +184,7 @@ fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 fn connect(name: &str, common: &Common, wait: &Wait) -> pipette::Result<Connection> {
     let options = ClientOptions::new()
         .raw(common.raw)
+        .trust(wait.trust.clone())
         .max_message_size(common.max_size);
     let mut conn = match wait.wait {
         Some(w) => options.connect_timeout(name, secs(w))?,

@@ -321,3 +321,65 @@ fn demo_runs_clients_and_server_as_processes_and_cleans_up() {
     );
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
 }
+
+/// The client's check of the server (issue #10's scenario): a server run by `nobody` at a
+/// socket in a shared sticky directory, and root's `pipette call` with default options. The
+/// call refuses before sending anything and says who runs the server; `--trust` widens it.
+/// Needs root (to run the server as another user with `setpriv`), as in CI.
+#[cfg(unix)]
+#[test]
+fn call_refuses_a_server_of_another_user_unless_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| text(&o.stdout).trim() == "0");
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !(root && setpriv) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test needs root and setpriv in CI"
+        );
+        eprintln!("NOTICE: skipped: needs root and setpriv (util-linux)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("trust"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // The build directory may not be reachable by other users: run a copy.
+    let exe = dir.join("pipette");
+    std::fs::copy(env!("CARGO_BIN_EXE_pipette"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("impostor.sock");
+    let sock = sock.to_str().unwrap();
+    let mut server = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["serve", "--access", "everyone", sock])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(" on ") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "server exited early");
+    }
+    let refused = run(&["call", sock, "secret"]);
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty(), "printed the impostor's reply");
+    assert!(
+        stderr.contains("refusing to talk") && stderr.contains("uid 65534"),
+        "{stderr}"
+    );
+    let trusted = run(&["call", "--trust", "user:65534", sock, "hi"]);
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    assert_eq!(text(&trusted.stdout), "hi\n");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

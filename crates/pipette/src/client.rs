@@ -10,7 +10,7 @@ use crate::handshake;
 use crate::server::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
-use crate::{sys, IntoName, Name};
+use crate::{sys, IntoName, Name, PeerIdentity, Trust};
 
 /// Longest pause between two attempts while waiting for a server to appear.
 const MAX_BACKOFF: Duration = Duration::from_millis(20);
@@ -65,6 +65,7 @@ pub struct ClientOptions {
     max_message_size: usize,
     raw: bool,
     message_pipe: bool,
+    trust: Trust,
     shutdown: Option<Shutdown>,
 }
 
@@ -75,14 +76,33 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    /// The defaults: framed mode, 16 MiB messages, a fresh shutdown handle per connection.
+    /// The defaults: framed mode, 16 MiB messages, only servers of the same user (or the
+    /// system) trusted, a fresh shutdown handle per connection.
     pub fn new() -> ClientOptions {
         ClientOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             raw: false,
             message_pipe: false,
+            trust: Trust::CurrentUser,
             shutdown: None,
         }
+    }
+
+    /// Which servers this client talks to (default [`Trust::CurrentUser`]: servers of its
+    /// own user, or of the system). Checked right after connecting, before anything is sent;
+    /// a server outside the policy fails the connection with
+    /// [`Error::UntrustedServer`]. Applies in raw mode too.
+    ///
+    /// ```
+    /// use pipette::{ClientOptions, Trust};
+    ///
+    /// // A server bound with `Access::Group` by another member of one of my groups.
+    /// let options = ClientOptions::new().trust(Trust::Group);
+    /// # let _ = options;
+    /// ```
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// The largest message this client accepts from the server (default 16 MiB, at least
@@ -166,6 +186,8 @@ impl ClientOptions {
             }
         };
 
+        // Who is there, before a single byte goes out.
+        let server = check_server(&name, &self.trust, stream.peer())?;
         let stream = Arc::new(stream);
         let registration = shutdown
             .register(stream.clone())
@@ -186,7 +208,7 @@ impl ClientOptions {
             registration,
             name,
             self.raw,
-            None,
+            Some(server),
             peer_limit,
         );
         Ok(Connection::new(shared, limit, !self.raw))
@@ -208,9 +230,44 @@ impl ClientOptions {
             self.shutdown.clone().unwrap_or_default(),
         ))
     }
+
+    /// The client's trust policy, for the async client.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn trust_policy(&self) -> &Trust {
+        &self.trust
+    }
 }
 
 pub(crate) const CLIENT_SHUT_DOWN: &str = "the client's shutdown handle was triggered";
+
+/// The client's check of the server (see [`Trust`]): the server at the other end of a
+/// fresh connection (`identity`, as the OS reports it) must be one that `trust` admits.
+/// Returns its identity. A server whose identity cannot be read is trusted only under
+/// [`Trust::Everyone`].
+pub(crate) fn check_server(
+    name: &Name,
+    trust: &Trust,
+    identity: io::Result<PeerIdentity>,
+) -> Result<PeerIdentity> {
+    let server = identity.unwrap_or_default();
+    if sys::trusts(trust, &server)? {
+        return Ok(server);
+    }
+    Err(Error::UntrustedServer {
+        name: name.as_str().to_owned(),
+        path: name.path().display().to_string(),
+        server: sys::describe_server(&server),
+        trusted: match trust {
+            Trust::CurrentUser => format!("your own user and {}", sys::SYSTEM_USERS),
+            Trust::Group => format!(
+                "your own user, servers of your groups, and {}",
+                sys::SYSTEM_USERS
+            ),
+            Trust::User(u) => format!("your own user, {u}, and {}", sys::SYSTEM_USERS),
+            Trust::Everyone => "everyone".to_owned(),
+        },
+    })
+}
 
 pub(crate) fn short_hello() -> Error {
     Error::Io(io::Error::new(

@@ -536,6 +536,7 @@ impl RecvHalf {
     fn fail(&mut self, e: frame::DecodeError) -> Error {
         use crate::sys::Cancel;
         self.shared.stream.cancel();
+        self.shared.stream.finish();
         let err = Error::from_bad_header(e);
         self.failed = Some(err.to_string());
         err

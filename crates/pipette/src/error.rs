@@ -32,12 +32,34 @@ pub enum Error {
     },
 
     /// Another live process already serves the name.
-    #[error("{name:?} is already served by a live process{}: stop that server or pick another name", pid_suffix(*.pid))]
+    ///
+    /// When that process runs as another user, `other_user` says who: on Windows, where the
+    /// pipe namespace is shared by all users, that is what a squatter looks like (a user who
+    /// created the pipe first, to receive your clients' data). pipette never takes over a
+    /// live name, and its clients refuse such a server ([`Error::UntrustedServer`]).
+    #[error("{}", addr_in_use(name, *pid, other_user.as_deref()))]
     AddrInUse {
         /// The name as given.
         name: String,
         /// The process id of the live server, where the platform can tell.
         pid: Option<u32>,
+        /// Who serves it, when that is known to be another user than this process's (for
+        /// example `uid 65534 (nobody)`, or a SID on Windows).
+        other_user: Option<String>,
+    },
+
+    /// The server is not one this client trusts (see [`Trust`](crate::Trust) and
+    /// [`ClientOptions::trust`](crate::ClientOptions::trust)). Nothing was sent to it.
+    #[error("refusing to talk to the server of {}: it runs as {server}, and this client trusts only {trusted}. It may be an impostor (someone else created the endpoint first), and nothing was sent to it. If you do trust it, widen the client's trust (ClientOptions::trust, or --trust on the command line)", endpoint(name, path))]
+    UntrustedServer {
+        /// The name as given.
+        name: String,
+        /// Where the endpoint is.
+        path: String,
+        /// Who runs the server, as the operating system reports it.
+        server: String,
+        /// Whom the client trusts, in words.
+        trusted: String,
     },
 
     /// The operating system or the server's access policy refused.
@@ -84,10 +106,25 @@ pub enum Error {
 
 pub(crate) const SHUTDOWN_TRIGGERED: &str = "the connection's shutdown handle was triggered";
 
-fn pid_suffix(pid: Option<u32>) -> String {
-    match pid {
+/// An endpoint for messages: the name, and where it lives when that says more.
+fn endpoint(name: &str, path: &str) -> String {
+    if name == path {
+        format!("{name:?}")
+    } else {
+        format!("{name:?} ({path})")
+    }
+}
+
+fn addr_in_use(name: &str, pid: Option<u32>, other_user: Option<&str>) -> String {
+    let pid = match pid {
         Some(pid) => format!(" (pid {pid})"),
         None => String::new(),
+    };
+    match other_user {
+        None => format!("{name:?} is already served by a live process{pid}: stop that server or pick another name"),
+        Some(who) => format!(
+            "{name:?} is already served by a live process{pid} of another user, {who}: it may be squatting on the name. pipette never takes over a live name, and its clients refuse a server of another user; find out who runs it, or pick another name"
+        ),
     }
 }
 
@@ -143,6 +180,7 @@ impl Error {
             Error::InvalidName { .. } => io::ErrorKind::InvalidInput,
             Error::NotFound { .. } => io::ErrorKind::NotFound,
             Error::AddrInUse { .. } => io::ErrorKind::AddrInUse,
+            Error::UntrustedServer { .. } => io::ErrorKind::PermissionDenied,
             Error::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
             Error::TimedOut { .. } => io::ErrorKind::TimedOut,
             Error::Shutdown(_) => io::ErrorKind::ConnectionAborted,

@@ -35,11 +35,21 @@
 //!
 //! # Security
 //!
-//! By default only the server's own user can connect ([`Access::CurrentUser`]): the
-//! endpoint lives in a private per-user directory, the socket file is `0600`, and every peer's
-//! credentials are checked before [`Server::accept`] returns it. Binding never takes over a
-//! live server's name ([`Error::AddrInUse`]), and the leftovers of a crashed server are
-//! recovered safely.
+//! Both sides check the other, by default for the same user:
+//!
+//! - A server admits only its own user ([`Access::CurrentUser`]; wider: [`Access::Group`],
+//!   [`Access::Everyone`]): on Unix the endpoint lives in a private per-user directory and the
+//!   socket file is `0600`; on Windows the pipe's DACL names only the user; and every peer's
+//!   credentials are checked before [`Server::accept`] returns it.
+//! - A client talks only to a server of its own user or of the system
+//!   ([`Trust::CurrentUser`]; wider: [`Trust::Group`], [`Trust::User`], [`Trust::Everyone`]),
+//!   checked right after connecting and before it sends a byte: whoever created the endpoint
+//!   first (a squatter on a Windows pipe name, a socket in a shared directory) gets nothing,
+//!   and the client fails with [`Error::UntrustedServer`].
+//!
+//! Binding never takes over a live server's name ([`Error::AddrInUse`], which names the
+//! holder when it is another user), and the leftovers of a crashed server are recovered
+//! safely.
 //!
 //! # Modes
 //!
@@ -64,6 +74,7 @@ mod shutdown;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod trust;
 
 pub use access::Access;
 pub use client::{Client, ClientOptions};
@@ -77,6 +88,7 @@ pub use server::{
 };
 pub use shutdown::Shutdown;
 pub use stream::Stream;
+pub use trust::Trust;
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

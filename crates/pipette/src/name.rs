@@ -18,9 +18,11 @@ pub const MAX_PLAIN_LEN: usize = 100;
 ///   name works on every platform). On Unix it maps to a per-user endpoint:
 ///   `$XDG_RUNTIME_DIR/pipette/<name>.sock`, or `/tmp/pipette-<uid>/<name>.sock` when
 ///   `XDG_RUNTIME_DIR` is not set, so two users can use the same plain name without meeting.
-///   On Windows it maps to the named pipe `\\.\pipe\pipette-<name>`; the pipe namespace is
-///   shared by all users (the pipe's security descriptor keeps other users out), so there a
-///   name taken by another user's server is [`Error::AddrInUse`].
+///   On Windows it maps to the named pipe `\\.\pipe\pipette-<SID>-<name>`, `<SID>` being the
+///   user's SID (`S-1-5-21-…`), so names are per user there too. The pipe namespace itself is
+///   shared by all users and SIDs are public, so another user could create that pipe first:
+///   the server then gets [`Error::AddrInUse`] naming the holder, and clients refuse to talk
+///   to it ([`Error::UntrustedServer`], see [`Trust`](crate::Trust)).
 /// - An **explicit endpoint**, used exactly as given: on Unix an absolute path such as
 ///   `/run/my-app/control.sock`; on Windows a pipe path such as `\\.\pipe\my-app`
 ///   (at most 256 characters).

@@ -9,15 +9,18 @@
 /// | `pid` | yes                   | yes (`GetNamedPipe{Client,Server}ProcessId`) |
 /// | `uid` | yes                   | no      |
 /// | `gid` | yes (primary group)   | no      |
-/// | `sid` | no                    | the peer's user SID, where it can be read |
+/// | `sid` | no                    | a server's view: the client's user SID; a client's view: the owner of the server's pipe (its user) |
 ///
-/// The identity is taken when the connection is made: a pid may since have exited.
+/// The identity is taken when the connection is made: a pid may since have exited. A
+/// client's view of its server is what its [`Trust`](crate::Trust) policy was checked against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerIdentity {
     pub(crate) pid: Option<u32>,
     pub(crate) uid: Option<u32>,
     pub(crate) gid: Option<u32>,
     pub(crate) sid: Option<String>,
+    /// Windows, a client's view of its server: the pipe's group SID (for `Trust::Group`).
+    pub(crate) group_sid: Option<String>,
 }
 
 impl PeerIdentity {

@@ -49,7 +49,7 @@ pub fn probe(name: impl IntoName) -> Result<Liveness> {
     Ok(match sys::probe(name.path())? {
         sys::Probe::Absent => Liveness::Absent,
         sys::Probe::Stale => Liveness::Stale,
-        sys::Probe::Live(pid) => Liveness::Live { pid },
+        sys::Probe::Live(holder) => Liveness::Live { pid: holder.pid },
     })
 }
 
@@ -60,7 +60,7 @@ pub fn endpoints() -> Result<Vec<EndpointInfo>> {
         let liveness = match sys::probe(&path)? {
             sys::Probe::Absent => continue,
             sys::Probe::Stale => Liveness::Stale,
-            sys::Probe::Live(pid) => Liveness::Live { pid },
+            sys::Probe::Live(holder) => Liveness::Live { pid: holder.pid },
         };
         out.push(EndpointInfo {
             name,

@@ -10,7 +10,7 @@ use crate::frame;
 use crate::handshake::{Admission, Policy};
 use crate::shared::Shared;
 use crate::shutdown::{Registration, Shutdown};
-use crate::sys::{self, ListenOptions};
+use crate::sys::{self, Cancel, ListenOptions};
 use crate::{Access, IntoName, Name};
 
 /// The default largest message: 16 MiB.
@@ -245,14 +245,12 @@ impl Server {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if self.shutdown.is_shutdown() {
-                return Err(Error::Shutdown("the server was shut down"));
+                return Err(self.stopped());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let (stream, prefix, got) = match self.listener.accept(left) {
                 Ok(accepted) => accepted,
-                Err(_) if self.shutdown.is_shutdown() => {
-                    return Err(Error::Shutdown("the server was shut down"))
-                }
+                Err(_) if self.shutdown.is_shutdown() => return Err(self.stopped()),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(Error::TimedOut {
                         op: "accept",
@@ -265,6 +263,15 @@ impl Server {
                 return Ok(conn);
             }
         }
+    }
+
+    /// The error `accept` reports once the server is shut down. The endpoint is released
+    /// first (or, when `Shutdown::shutdown` is releasing it on another thread right now,
+    /// that release is waited for): when `accept` returns `Shutdown`, the name is free.
+    fn stopped(&self) -> Error {
+        self.listener.cancel();
+        self.listener.finish();
+        Error::Shutdown("the server was shut down")
     }
 
     /// Checks a new peer and completes its handshake; `None` when it was turned away.

@@ -32,7 +32,22 @@ fn main() {
                 closing_the_send_half_keeps_the_receive_half,
             ),
             ("recv_is_cancel_safe", recv_is_cancel_safe),
-            ("send_is_cancel_safe", send_is_cancel_safe),
+            (
+                "a_send_cancelled_part_way_poisons_without_copying",
+                a_send_cancelled_part_way_poisons_without_copying,
+            ),
+            (
+                "a_shutdown_during_a_large_send_copies_nothing",
+                a_shutdown_during_a_large_send_copies_nothing,
+            ),
+            (
+                "feed_and_flush_are_cancel_safe",
+                feed_and_flush_are_cancel_safe,
+            ),
+            (
+                "a_refused_clients_first_send_reports_the_refusal",
+                a_refused_clients_first_send_reports_the_refusal,
+            ),
             ("accept_is_cancel_safe", accept_is_cancel_safe),
             ("limits_timeouts_and_errors", limits_timeouts_and_errors),
             (
@@ -338,36 +353,203 @@ fn recv_is_cancel_safe() {
     });
 }
 
-fn send_is_cancel_safe() {
+/// Bytes allocated on the current thread so far (see `Counting`).
+fn allocated() -> u64 {
+    ALLOCATED.with(|a| a.get())
+}
+
+thread_local! {
+    static ALLOCATED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The global allocator of this test binary: the system's, counting the bytes each thread
+/// allocates, so that a test can check that an operation does no work proportional to a
+/// message (a copy of it) without timing anything.
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the count is a
+// const-initialised thread-local `Cell` without a destructor, which never allocates.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATED.try_with(|a| a.set(a.get() + layout.size() as u64));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATED.try_with(|a| a.set(a.get() + layout.size() as u64));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        let _ = ALLOCATED.try_with(|a| a.set(a.get() + new as u64));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// A client and its server-side connection, after one round trip (so the client has read
+/// the server's handshake reply and a send starts writing at once).
+async fn handshaken_pair(
+    name: &str,
+) -> (
+    pipette::tokio::Server,
+    pipette::tokio::Connection,
+    pipette::tokio::Connection,
+) {
+    let server = Server::bind(name).unwrap();
+    let mut client = Client::connect(name).await.unwrap();
+    let mut conn = server.accept().await.unwrap();
+    client.send(b"hello").await.unwrap();
+    assert_eq!(&conn.recv().await.unwrap()[..], b"hello");
+    conn.send(b"ack").await.unwrap();
+    assert_eq!(&client.recv().await.unwrap()[..], b"ack");
+    (server, client, conn)
+}
+
+/// A runtime on this thread only, so that the allocation count of this thread sees all of
+/// the client's work.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A large send cut part-way by a cancel: the connection can no longer send, the peer sees a
+/// truncated message, and giving up copied nothing (it used to copy the whole message).
+fn a_send_cancelled_part_way_poisons_without_copying() {
     let name = unique("a-send-cancel");
-    runtime().block_on(async {
-        let server = Server::bind(name.as_str()).unwrap();
-        let mut client = Client::connect(name.as_str()).await.unwrap();
-        let mut conn = server.accept().await.unwrap();
-        // Nobody reads yet: a large send writes part of the message, then waits for room and
-        // is cancelled there. The rest must still go out, whole, before the next message.
-        let big = pattern(5, 8 << 20);
-        let cancelled = tokio::select! {
-            r = client.send(&big) => { r.unwrap(); false }
-            _ = tokio::time::sleep(Duration::from_millis(50)) => true,
-        };
-        // On Windows, tokio's named pipe takes the whole message into its own write buffer
-        // in one go (mio keeps one overlapped write in flight), so a send is never cut
-        // mid-message there and this select cannot cancel it half-way; the rest of the test
-        // still checks that both messages arrive whole and in order.
+    current_thread().block_on(async {
+        let (_server, mut client, mut conn) = handshaken_pair(&name).await;
+        let big = pattern(5, 16 << 20);
+        let mut send = Box::pin(client.send(&big));
+        // One poll: part of the message goes out, then the full buffer makes it wait.
+        let first = futures::poll!(send.as_mut());
+        if cfg!(windows) && first.is_ready() {
+            // tokio's named pipe takes the whole message into its own write buffer in one go
+            // (mio keeps one overlapped write in flight), so a send is never cut there.
+            drop(send);
+            let got = conn.recv().await.unwrap();
+            assert!(got == big, "the whole message arrived");
+            return;
+        }
+        assert!(first.is_pending(), "the send must be cut part-way");
+        let before = allocated();
+        drop(send);
+        let cost = allocated() - before;
+        assert!(cost < 1 << 20, "dropping the send allocated {cost} bytes");
+        let e = client.send(b"after").await.unwrap_err();
         assert!(
-            cancelled || cfg!(windows),
-            "the test must actually cancel send mid-message"
+            matches!(&e, Error::Protocol(m) if m.contains("part-way")),
+            "later sends fail: {e:?}"
+        );
+        let e = conn.recv().await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol(m) if m.contains("middle of a message")),
+            "the peer sees a truncated message: {e:?}"
+        );
+    });
+}
+
+/// A shutdown while a large send waits for room: `Shutdown`, and no copy of the message.
+fn a_shutdown_during_a_large_send_copies_nothing() {
+    let name = unique("a-send-sd");
+    current_thread().block_on(async {
+        let (_server, mut client, _conn) = handshaken_pair(&name).await;
+        let stop = client.shutdown_handle();
+        let big = pattern(6, 16 << 20);
+        let mut send = Box::pin(client.send(&big));
+        let first = futures::poll!(send.as_mut());
+        if cfg!(windows) && first.is_ready() {
+            // tokio's named pipe takes the whole message at once (see above).
+            return;
+        }
+        assert!(first.is_pending(), "the send must wait for room");
+        let before = allocated();
+        stop.shutdown();
+        let r = send.await;
+        let cost = allocated() - before;
+        assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");
+        assert!(cost < 1 << 20, "giving up allocated {cost} bytes");
+    });
+}
+
+/// `feed` + `flush` never cut a message: a flush cancelled while the peer does not read
+/// leaves the rest queued, and the next flush finishes it, in order.
+fn feed_and_flush_are_cancel_safe() {
+    let name = unique("a-flush-cancel");
+    runtime().block_on(async {
+        // The reply is read first, so the 8 MiB message may be fed.
+        let (_server, mut client, mut conn) = handshaken_pair(&name).await;
+        let big = Bytes::from(pattern(5, 8 << 20));
+        client.feed(big.clone()).unwrap();
+        let mut flush = Box::pin(client.flush());
+        let first = futures::poll!(flush.as_mut());
+        drop(flush);
+        assert!(
+            first.is_pending() || cfg!(windows),
+            "the test must actually cancel a flush mid-message"
         );
         let reader = tokio::spawn(async move {
             let a = conn.recv().await.unwrap();
             let b = conn.recv().await.unwrap();
             (a, b)
         });
+        client.flush().await.unwrap();
         client.send(b"after").await.unwrap();
         let (a, b) = reader.await.unwrap();
         assert!(a == big, "the cancelled message arrives intact");
         assert_eq!(&b[..], b"after");
+    });
+}
+
+/// A server that refuses a client and closes: the client's first send (which finds the
+/// connection closed) reports the refusal, as the blocking client does, not "closed".
+fn a_refused_clients_first_send_reports_the_refusal() {
+    let name = unique("a-refused");
+    runtime().block_on(async {
+        // A hand-written server: reads the hello, answers "access denied", closes.
+        let raw = ServerOptions::new().raw(true);
+        let server = Server::bind_with(name.as_str(), &raw).unwrap();
+        let refuser = tokio::spawn(async move {
+            let mut conn = server.accept().await.unwrap();
+            let mut hello = Vec::new();
+            while hello.len() < 16 {
+                hello.extend_from_slice(&conn.recv().await.unwrap());
+            }
+            let refusal =
+                pipette::frame::Reply::refuse(pipette::frame::Status::AccessDenied).encode();
+            conn.send(&refusal).await.unwrap();
+            conn.close().await.unwrap();
+        });
+        let mut client = Client::connect(name.as_str()).await.unwrap();
+        refuser.await.unwrap();
+        // Writes may still succeed until the socket notices; the refusal comes with the
+        // first one that fails.
+        let mut last = Ok(());
+        for _ in 0..100 {
+            last = client.send(b"hi").await;
+            if last.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let e = last.unwrap_err();
+        assert_eq!(
+            e.io_kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "the refusal, not {e:?}"
+        );
     });
 }
 

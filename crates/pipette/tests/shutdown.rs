@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pipette::{Client, ClientOptions, Error, Liveness, Server, Shutdown};
-use support::{spawn, tell, unique};
+use support::{spawn, tell, unique, Blockers};
 
 fn main() {
     support::main(
@@ -42,10 +42,15 @@ fn main() {
                 "queued_messages_are_not_returned_after_shutdown",
                 queued_messages_are_not_returned_after_shutdown,
             ),
+            (
+                "the_name_is_free_right_after_shutdown_with_blocked_connections",
+                the_name_is_free_right_after_shutdown_with_blocked_connections,
+            ),
         ],
         &[
             ("client-silent", role_client_silent),
             ("server-silent", role_server_silent),
+            ("hold", role_hold),
         ],
     );
 }
@@ -58,6 +63,18 @@ fn role_client_silent(args: Vec<String>) {
     tell("connected");
     let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
     drop(conn);
+}
+
+/// `hold NAME N`: opens N connections that never send nor read a message, prints
+/// `connected`, and holds them until stdin closes.
+fn role_hold(args: Vec<String>) {
+    let n: usize = args[1].parse().unwrap();
+    let held: Vec<_> = (0..n)
+        .map(|_| Client::connect_timeout(args[0].as_str(), Duration::from_secs(30)).unwrap())
+        .collect();
+    tell("connected");
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    drop(held);
 }
 
 /// `server-silent NAME`: accepts connections and never answers, until stdin closes.
@@ -239,4 +256,70 @@ fn queued_messages_are_not_returned_after_shutdown() {
     // Two messages still sit in the socket; after shutdown every call says so instead.
     assert!(matches!(conn.recv(), Err(Error::Shutdown(_))));
     assert!(matches!(conn.send(b"x"), Err(Error::Shutdown(_))));
+}
+
+/// The promise of `Shutdown::shutdown`: when it returns, the name is free, even with many
+/// connections blocked in `recv` or in `send` (on a full pipe or socket buffer) on other
+/// threads. On Windows the woken threads close their pipe instances; `shutdown` must not
+/// return before they have (else a new server finds the name busy). Rounds alternate between
+/// 1 and 200 connections, blocked receivers and blocked senders, and print how long
+/// `shutdown` took.
+fn the_name_is_free_right_after_shutdown_with_blocked_connections() {
+    let rounds: usize = std::env::var("PIPETTE_RACE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let sizes = [1usize, 10, 50, 100, 200];
+    let big = std::sync::Arc::new(vec![7u8; 8 << 20]);
+    for round in 0..rounds {
+        let n = sizes[round % sizes.len()];
+        let sending = (round / sizes.len()) % 2 == 1;
+        let name = unique("sd-rebind");
+        let server = Server::bind(name.as_str()).unwrap();
+        let stop = server.shutdown_handle();
+        let mut clients = spawn("hold", &[&name, &n.to_string()]);
+        let blockers = Blockers::new();
+        let mut threads = Vec::new();
+        for _ in 0..n {
+            let mut conn = server.accept_timeout(Duration::from_secs(30)).unwrap();
+            let (blockers, big) = (blockers.clone(), big.clone());
+            threads.push(std::thread::spawn(move || {
+                if sending {
+                    // The first sends fill the buffer; one of them blocks.
+                    loop {
+                        blockers.entering();
+                        if let Err(e) = conn.send(&big) {
+                            return e;
+                        }
+                    }
+                } else {
+                    blockers.entering();
+                    conn.recv().unwrap_err()
+                }
+            }));
+        }
+        clients.expect("connected");
+        blockers.wait_blocked(n);
+        let t = Instant::now();
+        stop.shutdown();
+        let took = t.elapsed();
+        // Straight after shutdown returns: the name must be free.
+        let again = Server::bind(name.as_str());
+        assert!(
+            again.is_ok(),
+            "round {round} ({n} connections blocked in {}): bind right after shutdown failed: {:?}",
+            if sending { "send" } else { "recv" },
+            again.err()
+        );
+        eprintln!(
+            "shutdown with {n:>3} connections blocked in {}: {took:?}",
+            if sending { "send" } else { "recv" }
+        );
+        for t in threads {
+            let e = t.join().unwrap();
+            assert!(matches!(e, Error::Shutdown(_)), "{e:?}");
+        }
+        drop(again);
+        drop(server);
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! Needs root (to switch users with `setpriv`) and the throwaway user `pipette-other`
 //! (`scripts/reliability.sh setup` creates it). Without them the tests fail in CI (`CI=true`)
-//! and are skipped with a notice elsewhere.
+//! and are reported as ignored, with a notice saying why, elsewhere.
 
 mod support;
 
@@ -30,34 +30,63 @@ mod unix {
 
     use super::support;
     use super::support::{tell, unique, watch, Watched};
-    use pipette::{Access, Client, Error, Server, ServerOptions};
+    use pipette::{Access, Client, ClientOptions, Error, Server, ServerOptions, Trust};
+
+    const TESTS: &[support::Test] = &[
+        (
+            "each_access_policy_admits_exactly_its_users",
+            each_access_policy_admits_exactly_its_users,
+        ),
+        (
+            "another_users_traps_in_the_runtime_directory_are_refused",
+            another_users_traps_in_the_runtime_directory_are_refused,
+        ),
+        (
+            "symlinks_planted_at_the_socket_path_are_refused",
+            symlinks_planted_at_the_socket_path_are_refused,
+        ),
+        (
+            "a_world_writable_parent_is_refused_a_sticky_one_is_safe",
+            a_world_writable_parent_is_refused_a_sticky_one_is_safe,
+        ),
+        (
+            "a_client_sends_nothing_to_a_server_of_another_user",
+            a_client_sends_nothing_to_a_server_of_another_user,
+        ),
+        (
+            "each_trust_policy_admits_exactly_its_servers",
+            each_trust_policy_admits_exactly_its_servers,
+        ),
+        (
+            "a_name_held_by_another_user_is_reported_with_its_holder",
+            a_name_held_by_another_user_is_reported_with_its_holder,
+        ),
+    ];
 
     pub fn main() {
-        super::support::main(
-            &[
-                (
-                    "each_access_policy_admits_exactly_its_users",
-                    each_access_policy_admits_exactly_its_users,
-                ),
-                (
-                    "another_users_traps_in_the_runtime_directory_are_refused",
-                    another_users_traps_in_the_runtime_directory_are_refused,
-                ),
-                (
-                    "symlinks_planted_at_the_socket_path_are_refused",
-                    symlinks_planted_at_the_socket_path_are_refused,
-                ),
-                (
-                    "a_world_writable_parent_is_refused_a_sticky_one_is_safe",
-                    a_world_writable_parent_is_refused_a_sticky_one_is_safe,
-                ),
-            ],
-            &[
-                ("serve", role_serve),
-                ("connect", role_connect),
-                ("bind-report", role_bind_report),
-            ],
-        );
+        let roles: &[support::Role] = &[
+            ("serve", role_serve),
+            ("serve-raw-count", role_serve_raw_count),
+            ("connect", role_connect),
+            ("bind-report", role_bind_report),
+        ];
+        // A role child runs what it is told; the tests themselves need root and the user.
+        let problem = if std::env::var_os("PIPETTE_TEST_ROLE").is_some() {
+            None
+        } else {
+            setup_problem()
+        };
+        match problem {
+            None => super::support::main(TESTS, roles),
+            Some(p) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("the other-user tests cannot run: {p}");
+                }
+                // Reported as ignored, not passed: they did not run.
+                eprintln!("NOTICE: the other-user tests are ignored: {p}");
+                super::support::main_with_ignored(&[], TESTS, roles)
+            }
+        }
     }
 
     const OTHER: &str = "pipette-other";
@@ -93,10 +122,37 @@ mod unix {
         }
     }
 
-    /// `connect PATH`: one round trip; prints `ok` or `error <Variant>: <message>`.
+    /// `serve-raw-count PATH`: a raw server (any user may connect); for each connection it
+    /// prints `received N` once the peer has gone, N being every byte the peer sent; until
+    /// stdin closes.
+    fn role_serve_raw_count(args: Vec<String>) {
+        let server = ServerOptions::new()
+            .raw(true)
+            .access(Access::Everyone)
+            .bind(args[0].as_str())
+            .unwrap();
+        super::support::stop_on_stdin_close(server.shutdown_handle());
+        tell("ready");
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut n = 0;
+            while let Ok(m) = conn.recv() {
+                n += m.len();
+            }
+            tell(&format!("received {n}"));
+        }
+    }
+
+    /// `connect PATH [TRUST]`: one round trip, trusting servers as TRUST says (default: the
+    /// default policy); prints `ok` or `error <Variant>: <message>`.
     fn role_connect(args: Vec<String>) {
+        let trust: Trust = args
+            .get(1)
+            .map_or(Trust::CurrentUser, |t| t.parse().unwrap());
         let result = (|| -> pipette::Result<()> {
-            let mut c = Client::connect(args[0].as_str())?;
+            let mut c = ClientOptions::new()
+                .trust(trust)
+                .connect(args[0].as_str())?;
             c.set_read_timeout(Some(HANG));
             c.send(b"hi")?;
             assert_eq!(c.recv()?, b"hi");
@@ -138,32 +194,30 @@ mod unix {
         String::from_utf8(out.stdout).ok()?.trim().parse().ok()
     }
 
-    /// The setup, or `None` (after a notice) when this machine cannot run the tests; in CI that
-    /// is a failure instead.
-    fn setup() -> Option<Setup> {
+    /// Why this machine cannot run the tests, if it cannot.
+    fn setup_problem() -> Option<String> {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-        let ids = id_of("-u").zip(id_of("-g"));
-        let problem = if !root {
+        if !root {
             Some("they need root, to run processes as other users".to_owned())
         } else if !setpriv {
             Some("setpriv (util-linux) is missing".to_owned())
-        } else if ids.is_none() {
+        } else if id_of("-u").zip(id_of("-g")).is_none() {
             Some(format!(
                 "the user {OTHER} is missing; run scripts/reliability.sh setup"
             ))
         } else {
             None
-        };
-        if let Some(p) = problem {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("the other-user tests cannot run: {p}");
-            }
-            eprintln!("NOTICE: other-user tests skipped: {p}");
-            return None;
         }
-        let (uid, gid) = ids.unwrap();
+    }
+
+    /// The setup (`main` has checked that this machine can run the tests).
+    fn setup() -> Option<Setup> {
+        if let Some(p) = setup_problem() {
+            panic!("the other-user tests cannot run: {p}");
+        }
+        let (uid, gid) = id_of("-u").zip(id_of("-g")).unwrap();
         let dir = std::env::temp_dir().join(unique("users"));
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -197,17 +251,26 @@ mod unix {
             d
         }
 
-        /// One round trip by `uid`/`gid` against PATH: `ok` or the error line.
-        fn connect_as(&self, uid: u32, gid: u32, path: &Path) -> String {
-            self.run_as(uid, gid, "connect", &[path.to_str().unwrap()])
-                .line_within(HANG)
+        /// One round trip by `uid`/`gid` against PATH, trusting servers as `trust` says:
+        /// `ok` or the error line.
+        fn connect_as(&self, uid: u32, gid: u32, path: &Path, trust: &Trust) -> String {
+            self.run_as(
+                uid,
+                gid,
+                "connect",
+                &[path.to_str().unwrap(), &trust.to_string()],
+            )
+            .line_within(HANG)
         }
     }
 
-    /// One round trip from this (root) process: `ok` or the error line.
-    fn connect_as_root(path: &Path) -> String {
+    /// One round trip from this (root) process, trusting servers as `trust` says: `ok` or the
+    /// error line.
+    fn connect_as_root(path: &Path, trust: &Trust) -> String {
         let r = (|| -> pipette::Result<()> {
-            let mut c = Client::connect(path.to_str().unwrap())?;
+            let mut c = ClientOptions::new()
+                .trust(trust.clone())
+                .connect(path.to_str().unwrap())?;
             c.set_read_timeout(Some(HANG));
             c.send(b"hi")?;
             assert_eq!(c.recv()?, b"hi");
@@ -252,10 +315,17 @@ mod unix {
                 ("root", 0, 0, root),
             ];
             for (who, uid, gid, admitted) in cases {
-                let got = if uid == 0 {
-                    connect_as_root(&path)
+                // The clients trust the server enough to reach it, so that what is tested
+                // here is the server's policy (the client's is tested below).
+                let trust = if uid == o_uid {
+                    Trust::CurrentUser
                 } else {
-                    s.connect_as(uid, gid, &path)
+                    Trust::User(o_uid.to_string())
+                };
+                let got = if uid == 0 {
+                    connect_as_root(&path, &trust)
+                } else {
+                    s.connect_as(uid, gid, &path, &trust)
                 };
                 if admitted {
                     assert_eq!(got, "ok", "{access:?}: {who} must be admitted");
@@ -409,5 +479,139 @@ mod unix {
         let mut c = Client::connect(sock.to_str().unwrap()).unwrap();
         c.send(b"still ours").unwrap();
         assert_eq!(server.accept().unwrap().recv().unwrap(), b"still ours");
+    }
+
+    /// The scenario: a server run by another user at a socket in a shared sticky
+    /// directory (where anyone may create one), and root's client with default options. The
+    /// client refuses before sending a single byte, naming who runs the server.
+    fn a_client_sends_nothing_to_a_server_of_another_user() {
+        let Some(s) = setup() else { return };
+        let shared = s.subdir("shared-sticky", 0, 0, 0o1777);
+        let path = shared.join("impostor.sock");
+        let server = s.run_as(NOBODY, NOBODY, "serve-raw-count", &[path.to_str().unwrap()]);
+        server.expect("ready");
+        for raw in [false, true] {
+            let e = ClientOptions::new()
+                .raw(raw)
+                .connect(path.to_str().unwrap())
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::UntrustedServer { server, .. } if server.contains(&format!("uid {NOBODY}"))),
+                "raw {raw}: {e:?}"
+            );
+            assert_eq!(e.io_kind(), std::io::ErrorKind::PermissionDenied);
+            eprintln!("{e}");
+            assert_eq!(
+                server.line_within(HANG),
+                "received 0",
+                "raw {raw}: the impostor received nothing"
+            );
+        }
+        // Trusting that user explicitly lets the client talk to it.
+        let mut c = ClientOptions::new()
+            .raw(true)
+            .trust(Trust::User(NOBODY.to_string()))
+            .connect(path.to_str().unwrap())
+            .unwrap();
+        c.send(b"four").unwrap();
+        drop(c);
+        assert_eq!(server.line_within(HANG), "received 4");
+    }
+
+    /// Each client trust policy against servers of other users: exactly the servers it names
+    /// are trusted, and the system (root) always is.
+    fn each_trust_policy_admits_exactly_its_servers() {
+        let Some(s) = setup() else { return };
+        let (o_uid, o_gid) = (s.uid, s.gid);
+        let home = s.subdir("trust", 0, 0, 0o1777);
+        // A server of the throwaway user (its group: o_gid), admitting everyone.
+        let theirs = home.join("theirs.sock");
+        let server = s.run_as(
+            o_uid,
+            o_gid,
+            "serve",
+            &[theirs.to_str().unwrap(), "everyone"],
+        );
+        server.expect("ready");
+        let by_name = Trust::User(OTHER.to_owned());
+        let by_uid = Trust::User(o_uid.to_string());
+        let untrusted = |got: &str| {
+            got.starts_with("error UntrustedServer") && got.contains(&format!("uid {o_uid}"))
+        };
+        // (client uid, gid, trust, trusted?)
+        let cases = [
+            (0, 0, Trust::CurrentUser, false),
+            (0, 0, by_name.clone(), true),
+            (0, 0, by_uid.clone(), true),
+            (0, 0, Trust::Group, false),
+            (0, 0, Trust::Everyone, true),
+            (o_uid, o_gid, Trust::CurrentUser, true),
+            (NOBODY, o_gid, Trust::CurrentUser, false),
+            (NOBODY, o_gid, Trust::Group, true),
+            (NOBODY, NOBODY, Trust::Group, false),
+            (NOBODY, NOBODY, by_name, true),
+            (NOBODY, NOBODY, Trust::Everyone, true),
+        ];
+        for (uid, gid, trust, trusted) in cases {
+            let got = if uid == 0 {
+                connect_as_root(&theirs, &trust)
+            } else {
+                s.connect_as(uid, gid, &theirs, &trust)
+            };
+            eprintln!("client {uid}/{gid} trusting {trust}: {got}");
+            if trusted {
+                assert_eq!(got, "ok", "client {uid}/{gid}, {trust}");
+                assert_eq!(server.line_within(HANG), format!("admitted {uid} {gid}"));
+            } else {
+                assert!(untrusted(&got), "client {uid}/{gid}, {trust}: {got}");
+            }
+        }
+        // A server run by root: every client trusts the system.
+        let root_sock = home.join("root.sock");
+        let root_server = ServerOptions::new()
+            .access(Access::Everyone)
+            .bind(root_sock.to_str().unwrap())
+            .unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut conn = root_server.accept().unwrap();
+            let m = conn.recv().unwrap();
+            conn.send(&m).unwrap();
+        });
+        assert_eq!(
+            s.connect_as(NOBODY, NOBODY, &root_sock, &Trust::CurrentUser),
+            "ok"
+        );
+        echo.join().unwrap();
+        // An unknown user name is a clear error, before anything is sent.
+        let e = ClientOptions::new()
+            .trust(Trust::User("no-such-user-here".into()))
+            .connect(theirs.to_str().unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("no-such-user-here"), "{e}");
+        assert!(
+            server.pending_lines().is_empty(),
+            "nothing reached the server"
+        );
+    }
+
+    /// Binding a name another user serves: `AddrInUse`, saying who holds it.
+    fn a_name_held_by_another_user_is_reported_with_its_holder() {
+        let Some(s) = setup() else { return };
+        let home = s.subdir("held", 0, 0, 0o1777);
+        let path = home.join("held.sock");
+        let server = s.run_as(s.uid, s.gid, "serve", &[path.to_str().unwrap(), "everyone"]);
+        server.expect("ready");
+        let e = Server::bind(path.to_str().unwrap()).unwrap_err();
+        match &e {
+            Error::AddrInUse {
+                other_user: Some(who),
+                ..
+            } => {
+                assert!(who.contains(&format!("uid {}", s.uid)), "{who}")
+            }
+            other => panic!("expected AddrInUse naming the other user, got {other:?}"),
+        }
+        assert!(e.to_string().contains("squatting"), "{e}");
+        eprintln!("{e}");
     }
 }

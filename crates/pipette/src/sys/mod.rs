@@ -12,13 +12,19 @@
 //!   validated) name lives for the current user, or why it cannot (for example, too long).
 //! - `fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>>`: `Some` when `s` is
 //!   the platform's explicit form (Unix: an absolute path), with the reason if it is unusable.
-//! - `fn probe(path: &Path) -> io::Result<Probe>`: is a server answering there, and its pid.
+//! - `fn probe(path: &Path) -> io::Result<Probe>`: is a server answering there, its pid, and
+//!   who runs it when that is another user (`Holder`).
 //! - `fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>>`: this user's plain-name
 //!   endpoints.
 //!
-//! Access policy:
+//! Access policy, both ways:
 //! - `Owner::current()`: the server's user, captured at bind; `fn admits(access: Access,
 //!   owner: &Owner, peer: &PeerIdentity) -> bool`: may this peer connect.
+//! - `fn trusts(trust: &Trust, server: &PeerIdentity) -> io::Result<bool>`: may this client
+//!   talk to the server it reached (`server` is `Stream::peer` of a client stream: Unix
+//!   `SO_PEERCRED`; Windows the pipe's owner and group); `InvalidInput` for a `Trust::User`
+//!   that names nobody. `describe_server(&PeerIdentity) -> String` says who runs a server,
+//!   and `SYSTEM_USERS` who "the system" is, for messages.
 //!
 //! `Listener` (one bound endpoint):
 //! - `Listener::bind(&Name, &ListenOptions) -> crate::Result<Listener>`: claim the endpoint
@@ -31,8 +37,10 @@
 //!   first bytes fail `ListenOptions::prefix_ok`); the bytes and their count are returned. A peer that is slow to send them never delays other peers: it is dropped after
 //!   `ListenOptions::handshake_timeout`. Fails with `ErrorKind::TimedOut` when `timeout`
 //!   expires.
-//! - `Cancel for Listener`: wakes every blocked `accept` promptly and makes later ones fail; it
-//!   also releases the endpoint (a new server may bind the name at once).
+//! - `Cancel for Listener`: `cancel` wakes every blocked `accept` promptly and makes later ones
+//!   fail; once `finish` returns (Unix: already once `cancel` does) the endpoint is released
+//!   (a new server may bind the name at once). A listener's `accept` reports its shutdown only
+//!   once the endpoint is released, or the caller calls `cancel` + `finish` itself first.
 //!
 //! `Stream` (one connected byte stream):
 //! - `Stream::connect(path, &ConnectOptions) -> io::Result<Stream>`: `NotFound` when nothing
@@ -46,9 +54,11 @@
 //! - `read_message(&self, buf, chunk)`: raw mode's receive. On a message pipe
 //!   (`message_pipe`, Windows only) it appends exactly one whole message to `buf`, however
 //!   large; otherwise it is `read_append(buf, chunk)`.
-//! - `Cancel for Stream`: wakes every blocked read and write on the stream promptly, for good
-//!   (reads then see end-of-stream, writes fail). It costs nothing per message: it acts on the
-//!   stream itself rather than on something each call would have to poll.
+//! - `Cancel for Stream`: `cancel` wakes every blocked read and write on the stream promptly,
+//!   for good (reads then see end-of-stream, writes fail); `finish` returns once the stream's
+//!   OS handle is closed (Windows: the woken threads let go of it first), so that the peer
+//!   sees the end and the name is free. It costs nothing per message: it acts on the stream
+//!   itself rather than on something each call would have to poll.
 //! - `shutdown_write`: orderly end of our sending direction.
 //! - `HALF_CLOSE: bool`: whether `shutdown_write` leaves our reading direction open. Where it
 //!   does not (Windows pipes), framed connections end their sending direction with an
@@ -58,7 +68,11 @@
 //!
 //! With the `tokio` feature, `aio` (async I/O on tokio's reactor):
 //! - `aio::Listener::bind(&Name, &ListenOptions)`: the same claim as `Listener::bind`;
-//!   `accept(&self).await -> io::Result<aio::Stream>` (cancel safe); `Cancel` as above.
+//!   `accept(&self).await -> io::Result<(aio::Stream, [u8; HELLO_LEN], usize)>` (cancel safe;
+//!   the bytes of the hello read so far: none on Unix, whose caller reads them, the whole
+//!   hello on Windows, whose pump reads it); `Cancel` as above. Its accept loop must notice
+//!   the cancel itself, whatever readiness the reactor reports (a shut-down Linux listener
+//!   stays readable while `accept4` says `EAGAIN`).
 //! - `aio::connect(path, &ConnectOptions).await -> io::Result<aio::Stream>`, errors as for
 //!   `Stream::connect`; Windows refuses `message_pipe` there (and at `aio::Listener::bind`)
 //!   with `Unsupported`: message pipes are blocking-only for now.
@@ -70,12 +84,13 @@
 //!
 //! # Where Windows differs (`windows/`)
 //!
-//! - Names: a plain name `x` is the pipe `\\.\pipe\pipette-x`; an explicit endpoint is a
-//!   full `\\.\pipe\…` path (at most 256 characters). The pipe namespace is global, not
-//!   per user: per-user protection comes from the pipe's DACL, so plain names are not
-//!   private and (unlike Unix) may be bound with any `Access`.
+//! - Names: a plain name `x` is the pipe `\\.\pipe\pipette-<SID>-x` (`<SID>`: the user's);
+//!   an explicit endpoint is a full `\\.\pipe\…` path (at most 256 characters). The pipe
+//!   namespace is global: per-user protection comes from the pipe's DACL (who may connect)
+//!   and its owner (clients check it: `trusts`), so plain names may be bound with any
+//!   `Access` (unlike Unix, where they live in a private directory).
 //! - A pipe disappears with its last handle: probes never find `Stale`, and
-//!   `list_endpoints` lists the `pipette-*` pipes of every user.
+//!   `list_endpoints` lists this user's `pipette-<SID>-*` pipes.
 //! - Peers are identified by pid and user SID (no uid/gid). `admits` checks the SID for
 //!   `CurrentUser` and otherwise relies on the DACL, which has already refused everyone the
 //!   policy does not admit (it sees the peer's groups, pipette does not).
@@ -88,12 +103,14 @@
 //!   The same holds for `aio::Stream`. So `HALF_CLOSE` is false: framed connections send
 //!   the end-of-stream header and keep the pipe open for reading; raw streams (no framing
 //!   to carry the marker) close the pipe.
-//! - `aio` (`windows/aio.rs`) is built on tokio's named pipes. `aio::Stream::read_now` cannot
+//! - `aio` (`windows/aio.rs`) accepts through the blocking listener (its pump reads the
+//!   hello) and hands each connection to tokio's named pipes. `aio::Stream::read_now` cannot
 //!   bypass tokio's readiness (mio keeps its own read in flight), so on a fresh pipe it may
 //!   report `WouldBlock` although the bytes are there (the caller then waits, as it must
-//!   anyway); `write_now` does bypass it. `Cancel` closes the pipe and wakes the parked tasks
-//!   itself; the handle closes moments later, once the reactor has collected mio's
-//!   cancelled operations.
+//!   anyway); `write_now` does bypass it. `Cancel` of a stream closes the pipe and wakes the
+//!   parked tasks itself; the handle closes moments later, once the reactor has collected
+//!   mio's cancelled operations (so an async connection's pipe instance may outlive
+//!   `Shutdown::shutdown` by that long).
 
 #[cfg(unix)]
 mod unix;
@@ -109,7 +126,7 @@ pub(crate) use windows::*;
 compile_error!("pipette supports Unix (Linux) and Windows");
 
 /// What a probe of an endpoint found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Probe {
     /// Nothing is there.
     Absent,
@@ -117,8 +134,28 @@ pub(crate) enum Probe {
     /// where a pipe disappears with its last handle.
     #[cfg_attr(windows, allow(dead_code))]
     Stale,
-    /// A server answered; its pid where the platform tells.
-    Live(Option<u32>),
+    /// A server answered.
+    Live(Holder),
+}
+
+/// Who holds a live endpoint, as far as a probe can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// The server's pid, where the platform tells.
+    pub pid: Option<u32>,
+    /// Who the server runs as, when that is another user than this process's.
+    pub other_user: Option<String>,
+}
+
+impl Holder {
+    /// The error for binding a name this holder serves.
+    pub(crate) fn in_use(self, name: &str) -> crate::Error {
+        crate::Error::AddrInUse {
+            name: name.to_owned(),
+            pid: self.pid,
+            other_user: self.other_user,
+        }
+    }
 }
 
 /// What a backend needs to know to bind.
@@ -151,7 +188,18 @@ pub(crate) struct ConnectOptions {
 }
 
 /// Something a [`Shutdown`](crate::Shutdown) can wake.
+///
+/// Cancelling has two steps so that a shutdown of many objects costs the longest wait, not
+/// the sum of them: `Shutdown::shutdown` calls `cancel` on every registered object first,
+/// then `finish` on each.
 pub(crate) trait Cancel: Send + Sync {
-    /// Wakes every blocked operation for good. Must be idempotent and must not block.
+    /// Wakes every blocked operation for good. Must be idempotent and must not block (beyond
+    /// short, bounded work such as removing the endpoint's files).
     fn cancel(&self);
+
+    /// Waits until the cancel has taken full effect: the OS object's handles are closed and
+    /// its endpoint released (a woken thread may still be letting go of a handle when
+    /// `cancel` returns). Idempotent, and safe to call from several threads at once: each
+    /// call returns only once the work is done. Bounded. Called after `cancel`.
+    fn finish(&self) {}
 }

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{AsyncShared, Connection};
 use super::server::TokenCancel;
-use crate::client::{connect_error, short_hello, Backoff, CLIENT_SHUT_DOWN};
+use crate::client::{check_server, connect_error, short_hello, Backoff, CLIENT_SHUT_DOWN};
 use crate::error::{Error, Result};
 use crate::handshake;
 use crate::sys::{self, aio};
@@ -70,7 +70,8 @@ impl Client {
         let name: Name = name.into_name()?;
         let (limit, raw, shutdown) = options.settings()?;
         let stream = connect_waiting(&name, &options.connect_options(), &shutdown, wait).await?;
-
+        // Who is there, before a single byte goes out.
+        let server = check_server(&name, options.trust_policy(), stream.peer())?;
         let stream = Arc::new(stream);
         let registration = shutdown
             .register(stream.clone())
@@ -90,7 +91,7 @@ impl Client {
             registration,
             name,
             raw,
-            None,
+            Some(server),
             raw.then_some(u32::MAX),
         );
         Ok(Connection::new(shared, limit, !raw))

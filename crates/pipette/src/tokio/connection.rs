@@ -108,22 +108,41 @@ impl Connection {
     ///
     /// # Cancel safety
     ///
-    /// The stream never breaks mid-message: if the future is dropped after part of the
-    /// message was written, the rest is kept and written by the next `send` or `flush`. But
-    /// the caller cannot tell whether a dropped `send` had started, so it is **not** cancel
-    /// safe as a whole. The cancel-safe way to do the same job is
-    /// [`feed`](Connection::feed) (synchronous) followed by [`flush`](Connection::flush).
+    /// **Not cancel safe.** Dropped before anything was written, it sent nothing and the
+    /// connection is unchanged. Dropped after part of the message was written (a large
+    /// message, a slow reader), the connection can no longer send: its sending direction is
+    /// closed, the peer sees a truncated message (a protocol error), and later sends fail,
+    /// exactly as after a blocking [`send_timeout`](crate::Connection::send_timeout) that
+    /// expires part-way (in raw mode the bytes written so far simply stay written). Giving
+    /// up never costs a copy of the message. The cancel-safe way to
+    /// send is [`feed`](Connection::feed) (synchronous, takes an owned `Bytes`) followed by
+    /// [`flush`](Connection::flush), which never cut a message.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.wait_for_limit(msg.len()).await?;
-        self.send.send(msg).await
+        match self.send.send(msg).await {
+            // A server that refused us may already have closed the connection; its reply,
+            // which says why, is waiting to be read: report that rather than "closed".
+            Err(Error::Closed) if self.recv.reply_pending => {
+                match self.recv.finish_handshake().await {
+                    Err(refusal) => Err(refusal),
+                    Ok(()) => Err(Error::Closed),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Sends one message, failing with [`Error::TimedOut`] after `timeout`.
     ///
+    /// If the timeout expires before anything was written, nothing was sent and the
+    /// connection stays usable. If it expires part-way through a large message, the
+    /// connection cannot carry further messages: its sending side is closed (the peer sees a
+    /// truncated message) and later sends fail, as with the blocking
+    /// [`send_timeout`](crate::Connection::send_timeout).
+    ///
     /// # Cancel safety
     ///
-    /// As [`send`](Connection::send). On timeout, a message that had been partly written is
-    /// kept and completed by the next `send` or `flush`.
+    /// Not cancel safe, as [`send`](Connection::send).
     pub async fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         match ::tokio::time::timeout(timeout, self.send(msg)).await {
             Ok(r) => r,
@@ -451,6 +470,7 @@ impl RecvHalf {
     fn fail(&mut self, e: frame::DecodeError) -> Error {
         use crate::sys::Cancel;
         self.shared.stream.cancel();
+        self.shared.stream.finish();
         let err = Error::from_bad_header(e);
         self.failed = Some(err.to_string());
         err
@@ -497,11 +517,12 @@ fn remaining<'a>(header: &'a [u8], payload: &'a [u8], written: usize) -> [IoSlic
 }
 
 impl SendHalf {
-    /// Sends one message. See [`Connection::send`].
+    /// Sends one message. See [`Connection::send`] (a send half has no handshake reply to
+    /// wait for: a client's connection reads it before it splits).
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe as a whole (see [`Connection::send`]); use `feed` + `flush`.
+    /// Not cancel safe (see [`Connection::send`]); use `feed` + `flush`.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.flush().await?;
         let header = self.check(msg.len())?;
@@ -535,52 +556,47 @@ impl SendHalf {
         }
     }
 
-    /// Finishes a message of which `written` bytes (of `header` then `msg`) are out, without
-    /// copying it. If this future is dropped before the end (or the write fails), a guard
-    /// queues a copy of the rest so that a cancellation cannot leave the stream in the middle
-    /// of a frame: `flush` finishes it. (Copying the whole message up front, as this path
-    /// did before, cost a user-space copy of every large message once the socket buffer was
-    /// full, about a quarter of the streaming throughput; see docs/PERFORMANCE.md.)
+    /// Finishes a message of which `written` bytes (of `header` then `msg`) are out, straight
+    /// from `msg`: no copy. If this future is dropped before the end (a cancel or a timeout)
+    /// or the write fails, half a frame is on the wire and the stream cannot be framed any
+    /// more: a guard poisons the sending side and ends our sending direction, so the peer
+    /// sees a truncated message (a protocol error) at once, as after a blocking send that
+    /// timed out part-way. Giving up costs nothing proportional to the message (this path
+    /// once queued a copy of the rest, which cost milliseconds for a large message at a
+    /// shutdown that was going to discard it anyway).
     async fn send_rest(&mut self, header: &[u8], msg: &[u8], written: usize) -> Result<()> {
         struct Rest<'a> {
-            queue: &'a mut VecDeque<Outgoing>,
-            header: &'a [u8],
-            msg: &'a [u8],
+            shared: &'a AsyncShared,
+            failed: &'a mut Option<&'static str>,
             written: usize,
             done: bool,
         }
         impl Drop for Rest<'_> {
             fn drop(&mut self) {
-                if !self.done {
-                    let mut h = [0u8; HEADER_LEN];
-                    h[..self.header.len()].copy_from_slice(self.header);
-                    self.queue.push_back(Outgoing {
-                        header: h,
-                        header_len: self.header.len(),
-                        payload: Bytes::copy_from_slice(self.msg),
-                        written: self.written,
-                    });
+                // Raw mode has no frames to break: the bytes written so far stay written.
+                if !self.done && !self.shared.raw {
+                    *self.failed =
+                        Some("an earlier send was cancelled or failed part-way through a message");
+                    let _ = self.shared.stream.shutdown_write();
                 }
             }
         }
         let total = header.len() + msg.len();
-        let shared = &self.shared;
-        let failed = &mut self.failed;
         let mut rest = Rest {
-            queue: &mut self.queue,
-            header,
-            msg,
+            shared: &self.shared,
+            failed: &mut self.failed,
             written,
             done: false,
         };
         loop {
-            shared.check_shutdown()?;
-            if let Err(e) = poll_fn(|cx| shared.stream.poll_write_ready(cx)).await {
-                return Err(shared.error(e, "send", None));
+            rest.shared.check_shutdown()?;
+            if let Err(e) = poll_fn(|cx| rest.shared.stream.poll_write_ready(cx)).await {
+                return Err(rest.shared.error(e, "send", None));
             }
-            match shared
+            match rest
+                .shared
                 .stream
-                .try_write_vectored(&remaining(rest.header, rest.msg, rest.written))
+                .try_write_vectored(&remaining(header, msg, rest.written))
             {
                 Ok(n) => {
                     rest.written += n;
@@ -590,10 +606,7 @@ impl SendHalf {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    *failed = Some("an earlier send failed part-way through a message");
-                    return Err(shared.error(e, "send", None));
-                }
+                Err(e) => return Err(rest.shared.error(e, "send", None)),
             }
         }
     }

@@ -110,20 +110,20 @@ impl Server {
         let mut handshakes = self.handshakes.lock().await;
         loop {
             if self.shutdown.is_shutdown() {
-                return Err(Error::Shutdown(SERVER_SHUT_DOWN));
+                return Err(self.stopped());
             }
             ::tokio::select! {
                 biased;
-                _ = self.token.cancelled() => return Err(Error::Shutdown(SERVER_SHUT_DOWN)),
+                _ = self.token.cancelled() => return Err(self.stopped()),
                 Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
                     if let Ok(Some(conn)) = done {
                         return Ok(conn);
                     }
                 }
                 accepted = self.listener.accept() => match accepted {
-                    Ok(stream) => {
+                    Ok((stream, prefix, have)) => {
                         // Usually the hello is already there: finish at once, without a task.
-                        match self.try_handshake_now(stream) {
+                        match self.try_handshake_now(stream, prefix, have) {
                             Ok(conn) => return Ok(conn),
                             Err(Some(waiting)) => {
                                 let (policy, shutdown, t) = (self.policy.clone(), self.shutdown.clone(), self.handshake_timeout);
@@ -132,7 +132,7 @@ impl Server {
                             Err(None) => {}
                         }
                     }
-                    Err(_) if self.shutdown.is_shutdown() => return Err(Error::Shutdown(SERVER_SHUT_DOWN)),
+                    Err(_) if self.shutdown.is_shutdown() => return Err(self.stopped()),
                     Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
                     Err(e) => return Err(Error::Io(e)),
                 },
@@ -165,17 +165,25 @@ impl Server {
         &self.policy.name
     }
 
+    /// The error `accept` reports once the server is shut down, after making sure that the
+    /// endpoint is released (see the blocking server's `stopped`).
+    fn stopped(&self) -> Error {
+        self.listener.cancel();
+        self.listener.finish();
+        Error::Shutdown(SERVER_SHUT_DOWN)
+    }
+
     /// Finishes the handshake if the hello has already arrived; hands the stream (and what
     /// arrived of the hello) back when the rest has to be waited for, and `Err(None)` when
     /// the peer was turned away.
     fn try_handshake_now(
         &self,
         stream: aio::Stream,
+        mut prefix: [u8; HELLO_LEN],
+        mut have: usize,
     ) -> std::result::Result<Connection, Option<Box<Waiting>>> {
         let need = self.policy.prefix_len();
-        let mut prefix = [0u8; HELLO_LEN];
-        let mut have = 0;
-        while have < need {
+        while have < need && frame::could_be_hello(&prefix[..have]) {
             match stream.read_now(&mut prefix[have..need]) {
                 Ok(0) => return Err(None),
                 Ok(n) => {

@@ -11,6 +11,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
@@ -153,11 +154,51 @@ pub fn within<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let worker = std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish within {limit:?}"),
+        // `f` panicked: report its own panic, not a timeout.
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => panic!("{what} ended without a result"),
+        },
+    }
+}
+
+/// Runs `round(i)` for `i` in `0..rounds` on a thread, and fails if any one round takes
+/// longer than `hang` (a hang check: a round that never ends, such as a wait that spins or
+/// sleeps forever, becomes a failure naming that round). `what(i)` describes round `i`.
+pub fn rounds_within(
+    rounds: u64,
+    hang: Duration,
+    what: impl Fn(u64) -> String,
+    mut round: impl FnMut(u64) + Send + 'static,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for i in 0..rounds {
+            round(i);
+            if tx.send(i).is_err() {
+                return;
+            }
+        }
+    });
+    for i in 0..rounds {
+        match rx.recv_timeout(hang) {
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("{} did not finish within {hang:?}", what(i))
+            }
+            Err(RecvTimeoutError::Disconnected) => match worker.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => panic!("{} ended without finishing", what(i)),
+            },
+        }
+    }
+    worker.join().unwrap();
 }
 
 /// A message whose content depends on `seq` and `len`, so reordering or corruption shows.
@@ -209,7 +250,7 @@ pub fn stop_on_stdin_close(handle: pipette::Shutdown) {
 
 use std::process::Child as StdChild;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 /// Like [`main`], with some tests marked ignored: they run only with `-- --ignored` (or
@@ -466,6 +507,7 @@ pub fn error_kind(e: &pipette::Error) -> &'static str {
         E::InvalidName { .. } => "InvalidName",
         E::NotFound { .. } => "NotFound",
         E::AddrInUse { .. } => "AddrInUse",
+        E::UntrustedServer { .. } => "UntrustedServer",
         E::PermissionDenied(_) => "PermissionDenied",
         E::TimedOut { .. } => "TimedOut",
         E::Shutdown(_) => "Shutdown",
@@ -624,4 +666,69 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 #[cfg(not(unix))]
 pub fn raise_fd_limit(want: u64) -> u64 {
     want
+}
+
+/// Threads that are about to block in a call, so that a test can wait until they really are
+/// blocked before it acts (a shutdown test that shuts down before its calls block tests
+/// less than it claims).
+///
+/// Each thread calls [`Blockers::entering`] right before its blocking call. On Linux
+/// [`Blockers::wait_blocked`] then reads `/proc/self/task/<tid>/stat` until every such thread
+/// is asleep in the kernel; elsewhere (Windows under Wine) it can only wait until every thread
+/// has entered, then pause a little.
+#[derive(Default)]
+pub struct Blockers {
+    tids: Mutex<Vec<i64>>,
+}
+
+impl Blockers {
+    pub fn new() -> Arc<Blockers> {
+        Arc::new(Blockers::default())
+    }
+
+    /// Called by a thread right before it blocks.
+    pub fn entering(&self) {
+        self.tids.lock().unwrap().push(current_tid());
+    }
+
+    /// Waits until `n` threads have entered and (on Linux) are asleep in the kernel. A hang
+    /// limit of 60 s turns a thread that never blocks into a failure.
+    pub fn wait_blocked(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(60),
+            "threads entering their calls",
+            || self.tids.lock().unwrap().len() >= n,
+        );
+        if cfg!(target_os = "linux") {
+            let tids = self.tids.lock().unwrap().clone();
+            wait_until(Duration::from_secs(60), "threads blocking", || {
+                tids.iter().all(|&tid| thread_sleeping(tid))
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn current_tid() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_tid() -> i64 {
+    0
+}
+
+/// Whether thread `tid` of this process is asleep in the kernel (state `S` or `D`).
+fn thread_sleeping(tid: i64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        // Gone: it is not running our call any more either.
+        return true;
+    };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "S" || state == "D")
 }

@@ -1,17 +1,21 @@
 //! The async (tokio) side of the Unix backend: the same endpoints, on tokio's reactor.
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
+use ::tokio::io::unix::AsyncFd;
+use ::tokio::io::Interest;
 use bytes::BufMut;
 
 use super::endpoint::Claim;
-use super::listener::{cancel_listening, claim_and_bind};
+use super::listener::{accept_nonblocking, cancel_listening, claim_and_bind};
 use super::stream::{peer_cred, recv_now, send_now, shutdown};
 use crate::error::Result;
+use crate::frame::HELLO_LEN;
 use crate::sys::{Cancel, ListenOptions};
 use crate::{Name, PeerIdentity};
 
@@ -78,9 +82,15 @@ pub(crate) async fn connect(
 }
 
 /// A bound endpoint accepting on tokio's reactor.
+///
+/// Accepting is pipette's own loop over tokio's readiness, not `UnixListener::accept`:
+/// once a listening socket is shut down, Linux reports it readable and hung up for good while
+/// `accept4` fails with `EAGAIN`, and tokio keeps hung-up readiness, so tokio's own accept
+/// would retry inside one poll forever. Here every attempt first checks the cancel flag, and
+/// a hung-up listener that has nothing to accept ends the wait.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    inner: ::tokio::net::UnixListener,
+    fd: AsyncFd<OwnedFd>,
     claim: Mutex<Claim>,
     cancelled: AtomicBool,
 }
@@ -90,32 +100,64 @@ impl Listener {
     /// within a tokio runtime.
     pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         let (fd, claim): (OwnedFd, Claim) = claim_and_bind(name, opts)?;
-        let std = std::os::unix::net::UnixListener::from(fd);
-        let inner = ::tokio::net::UnixListener::from_std(std)?;
+        // SAFETY: `fd` is an open listening socket, owned by the `AsyncFd` from here on: it
+        // stays open and refers to the same socket until the `AsyncFd` is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(io::Error::from)?;
         Ok(Listener {
-            inner,
+            fd,
             claim: Mutex::new(claim),
             cancelled: AtomicBool::new(false),
         })
     }
 
-    /// The next connection, as soon as the kernel has one. Cancel safe.
-    pub(crate) async fn accept(&self) -> io::Result<Stream> {
-        if self.cancelled.load(Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the listener was shut down",
-            ));
-        }
-        let (inner, _) = self.inner.accept().await?;
-        Ok(Stream { inner })
+    /// The next connection, as soon as the kernel has one, with the bytes of its hello read
+    /// so far (none here: the caller reads them; the Windows listener reads them itself).
+    /// Cancel safe: nothing is taken from the kernel's queue unless it is returned.
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+        let fd = poll_fn(|cx| self.poll_accept(cx)).await?;
+        let std = std::os::unix::net::UnixStream::from(fd);
+        let stream = Stream {
+            inner: ::tokio::net::UnixStream::from_std(std)?,
+        };
+        Ok((stream, [0; HELLO_LEN], 0))
     }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<OwnedFd>> {
+        loop {
+            // The flag is set after the endpoint is released and before the socket is shut
+            // down (see `cancel_listening`): whoever sees it may report the shutdown at once.
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Poll::Ready(Err(aborted()));
+            }
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            match accept_nonblocking(self.fd.get_ref().as_raw_fd()) {
+                Ok(fd) => return Poll::Ready(Ok(fd)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if guard.ready().is_read_closed() {
+                        // Hung up with nothing to accept: shut down, by us or by anyone.
+                        return Poll::Ready(Err(aborted()));
+                    }
+                    guard.clear_ready();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+fn aborted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the listener was shut down",
+    )
 }
 
 impl Cancel for Listener {
     /// As for the blocking listener (see `cancel_listening`).
     fn cancel(&self) {
-        cancel_listening(&self.cancelled, &self.claim, self.inner.as_raw_fd());
+        cancel_listening(&self.cancelled, &self.claim, self.fd.get_ref().as_raw_fd());
     }
 }
 

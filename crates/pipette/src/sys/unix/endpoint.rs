@@ -17,10 +17,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::access::euid;
+use super::access::{describe_owner, euid, is_own_user};
 use super::stream::{sockaddr, socket, Stream};
 use crate::error::{Error, Result};
-use crate::sys::Probe;
+use crate::sys::{Holder, Probe};
 
 /// `sun_path` is 108 bytes on Linux, one of which is the terminating NUL.
 const MAX_PATH: usize = 107;
@@ -156,12 +156,19 @@ fn lock_path(path: &Path) -> PathBuf {
 /// Asks whether a server answers at `path`.
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
     match Stream::connect(path, &crate::sys::ConnectOptions::default()) {
-        Ok(s) => Ok(Probe::Live(s.peer().ok().and_then(|p| p.pid))),
+        Ok(s) => Ok(Probe::Live(match s.peer() {
+            Ok(peer) => Holder {
+                pid: peer.pid,
+                other_user: (peer.uid.is_some() && !is_own_user(&peer))
+                    .then(|| describe_owner(&peer)),
+            },
+            Err(_) => Holder::default(),
+        })),
         Err(e) => match e.kind() {
             io::ErrorKind::NotFound => Ok(Probe::Absent),
             io::ErrorKind::ConnectionRefused => Ok(Probe::Stale),
             // A full accept queue still means somebody is listening.
-            io::ErrorKind::WouldBlock => Ok(Probe::Live(None)),
+            io::ErrorKind::WouldBlock => Ok(Probe::Live(Holder::default())),
             _ => Err(e),
         },
     }
@@ -220,14 +227,11 @@ impl Claim {
                 unsafe { syscall!(flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) }
             {
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    let pid = match probe(path) {
-                        Ok(Probe::Live(pid)) => pid,
-                        _ => None,
+                    let holder = match probe(path) {
+                        Ok(Probe::Live(holder)) => holder,
+                        _ => Holder::default(),
                     };
-                    return Err(Error::AddrInUse {
-                        name: name.to_owned(),
-                        pid,
-                    });
+                    return Err(holder.in_use(name));
                 }
                 return Err(e.into());
             }
@@ -270,10 +274,7 @@ impl Claim {
             )));
         }
         match probe(&self.path)? {
-            Probe::Live(pid) => Err(Error::AddrInUse {
-                name: name.to_owned(),
-                pid,
-            }),
+            Probe::Live(holder) => Err(holder.in_use(name)),
             Probe::Absent => Ok(()),
             Probe::Stale => {
                 tracing::info!(path = %self.path.display(), "removing a stale endpoint left by a server that is gone");
@@ -308,10 +309,7 @@ impl Claim {
             return Err(match e.kind() {
                 // Only a non-pipette process can get here (we hold the lock): it bound the
                 // path after our check.
-                io::ErrorKind::AddrInUse => Error::AddrInUse {
-                    name: name.to_owned(),
-                    pid: None,
-                },
+                io::ErrorKind::AddrInUse => Holder::default().in_use(name),
                 io::ErrorKind::PermissionDenied => Error::PermissionDenied(format!(
                     "cannot create the socket {}: {e}",
                     self.path.display()

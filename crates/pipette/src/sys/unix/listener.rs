@@ -266,11 +266,33 @@ impl Cancel for Listener {
 /// once), then shuts the listening socket down, which wakes `poll(2)`/the reactor and makes
 /// `accept(2)` fail, at once and for good. The order matters: whoever is woken may end the
 /// process right away, and by then the endpoint must already be gone.
+///
+/// The cancel flag is set only once the endpoint is released, so an `accept` that sees it
+/// may report the shutdown at once. A second call (from an `accept` that saw the server's
+/// shutdown handle triggered, say) waits on the claim's lock for a release in progress, so
+/// when any call returns, the endpoint is gone.
 pub(super) fn cancel_listening(cancelled: &AtomicBool, claim: &Mutex<Claim>, fd: RawFd) {
-    cancelled.store(true, Ordering::SeqCst);
     claim.lock().unwrap_or_else(|e| e.into_inner()).release();
+    cancelled.store(true, Ordering::SeqCst);
     // SAFETY: shutdown has no memory preconditions; the caller keeps the descriptor open.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
     }
+}
+
+/// `accept4(2)` of one queued connection, non-blocking and close-on-exec (for the async
+/// listener, whose streams are registered with tokio).
+#[cfg(feature = "tokio")]
+pub(super) fn accept_nonblocking(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: null address pointers are allowed (we do not need the peer address).
+    let new = unsafe {
+        syscall!(accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
+        ))
+    }?;
+    // SAFETY: accept4 returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }

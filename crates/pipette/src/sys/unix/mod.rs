@@ -23,7 +23,10 @@ mod endpoint;
 mod listener;
 mod stream;
 
-pub(crate) use access::{admits, Owner};
+pub(crate) use access::{admits, describe_server, trusts, Owner};
+
+/// Who "the system" is in a client's trust policy (see `Trust`).
+pub(crate) const SYSTEM_USERS: &str = "the system (root)";
 pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe};
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;

@@ -244,6 +244,7 @@ pub(super) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(MSG_DONTWAIT | MSG_NOSIGNAL)`: for the 16-byte handshake on a fresh socket, whose
 /// send buffer is empty; restarted on `EINTR`.
+#[cfg(feature = "tokio")]
 pub(super) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
@@ -289,5 +290,6 @@ pub(super) fn peer_cred(fd: RawFd) -> io::Result<PeerIdentity> {
         uid: Some(cred.uid),
         gid: Some(cred.gid),
         sid: None,
+        group_sid: None,
     })
 }

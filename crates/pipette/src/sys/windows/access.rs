@@ -16,21 +16,22 @@ use std::io;
 
 use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
+    ConvertStringSidToSidW, GetSecurityInfo, SDDL_REVISION_1, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::RevertToSelf;
 use windows_sys::Win32::Security::{
-    GetTokenInformation, TokenPrimaryGroup, TokenUser, PSECURITY_DESCRIPTOR, PSID,
-    TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
+    CheckTokenMembership, GetTokenInformation, LookupAccountNameW, LookupAccountSidW,
+    TokenPrimaryGroup, TokenUser, GROUP_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentThread, OpenProcess, OpenProcessToken, OpenThreadToken,
-    PROCESS_QUERY_LIMITED_INFORMATION,
+    GetCurrentProcess, GetCurrentThread, OpenProcessToken, OpenThreadToken,
 };
 
 use super::wide;
-use crate::{Access, PeerIdentity};
+use crate::{Access, PeerIdentity, Trust};
 
 /// Access mask for users other than the owner: `FILE_GENERIC_READ | FILE_GENERIC_WRITE`
 /// without `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE` on a pipe).
@@ -58,20 +59,19 @@ impl Owner {
 pub(crate) fn admits(access: Access, _owner: &Owner, peer: &PeerIdentity) -> bool {
     match (&peer.sid, access) {
         (Some(sid), Access::CurrentUser) => {
-            // The process's user does not change: read it once.
-            static USER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-            USER.get_or_init(|| current_user_sids().ok().map(|(user, _)| user))
-                .as_deref()
-                .is_some_and(|user| user.eq_ignore_ascii_case(sid))
+            own_user_sid().is_some_and(|user| user.eq_ignore_ascii_case(sid))
         }
         _ => true,
     }
 }
 
-/// The SDDL string of the security descriptor for `access`.
+/// The SDDL string of the security descriptor for `access`. The owner and group are set
+/// explicitly (`O:`, `G:`) to the server's user and primary group: clients check the owner
+/// (and, for `Trust::Group`, the group) to know who serves the pipe, and an elevated
+/// process's default owner would be the Administrators group instead.
 pub(super) fn sddl(access: Access) -> io::Result<String> {
     let (user, group) = current_user_sids()?;
-    let mut s = format!("D:P(A;;FA;;;{user})");
+    let mut s = format!("O:{user}G:{group}D:P(A;;FA;;;{user})");
     match access {
         Access::CurrentUser => {}
         Access::Group => s.push_str(&format!("(A;;{PEER_RIGHTS};;;{group})")),
@@ -201,29 +201,6 @@ pub(super) fn pipe_client_sid(pipe: HANDLE) -> Option<String> {
     sid
 }
 
-/// The user SID of process `pid`, if we may query it (the server end of a client's pipe).
-pub(super) fn process_sid(pid: u32) -> Option<String> {
-    // SAFETY: plain call; on success we own the handle and close it below.
-    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
-    if process.is_null() {
-        return None;
-    }
-    let mut token: HANDLE = std::ptr::null_mut();
-    // SAFETY: `process` is open with PROCESS_QUERY_LIMITED_INFORMATION; `token` receives a
-    // handle that we close below.
-    let sid = if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut token) } != 0 {
-        let sid = token_user_sid(token).ok();
-        // SAFETY: our token handle, closed once.
-        unsafe { CloseHandle(token) };
-        sid
-    } else {
-        None
-    };
-    // SAFETY: our process handle, closed once.
-    unsafe { CloseHandle(process) };
-    sid
-}
-
 /// `GetTokenInformation` into a u64-aligned buffer of the size it asks for.
 fn token_info(token: HANDLE, class: i32) -> io::Result<Vec<u64>> {
     let mut needed = 0u32;
@@ -247,4 +224,205 @@ fn token_info(token: HANDLE, class: i32) -> io::Result<Vec<u64>> {
         return Err(io::Error::last_os_error());
     }
     Ok(buf)
+}
+
+/// This process's user SID, read once (a process's user does not change).
+pub(super) fn own_user_sid() -> Option<&'static str> {
+    static USER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    USER.get_or_init(|| current_user_sids().ok().map(|(user, _)| user))
+        .as_deref()
+}
+
+/// LocalSystem and the Administrators group: owners every policy trusts (they could read
+/// everything anyway). An elevated process's pipes are owned by Administrators by default.
+const SYSTEM_SIDS: [&str; 2] = ["S-1-5-18", "S-1-5-32-544"];
+
+/// The owner and group SIDs of the kernel object `handle` (a pipe end opened with
+/// `READ_CONTROL`, which `FILE_GENERIC_READ` includes), as strings.
+pub(super) fn object_owner_and_group(handle: HANDLE) -> io::Result<(String, Option<String>)> {
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut group: PSID = std::ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `handle` is open for the call; the out pointers are valid; on success `sd` is a
+    // LocalAlloc'ed descriptor that `owner` and `group` point into, freed below.
+    let err = unsafe {
+        GetSecurityInfo(
+            handle,
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION,
+            &mut owner,
+            &mut group,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(super::os_error(err));
+    }
+    let result = (|| {
+        if owner.is_null() {
+            return Err(io::Error::other("the pipe has no owner"));
+        }
+        let owner = sid_string(owner)?;
+        let group = if group.is_null() {
+            None
+        } else {
+            sid_string(group).ok()
+        };
+        Ok((owner, group))
+    })();
+    // SAFETY: allocated by GetSecurityInfo with LocalAlloc; freed once, after the SIDs that
+    // point into it were converted.
+    unsafe { LocalFree(sd) };
+    result
+}
+
+/// Whether this process trusts the server `server` under `trust`: the client's side of the
+/// access policy (see `Trust`). `server.sid` is the pipe's owner, `server.group_sid` its
+/// group (`stream::peer_of`). Errors: a `Trust::User` that names no account.
+pub(crate) fn trusts(trust: &Trust, server: &PeerIdentity) -> io::Result<bool> {
+    if *trust == Trust::Everyone {
+        return Ok(true);
+    }
+    let Some(owner) = server.sid.as_deref() else {
+        return Ok(false);
+    };
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    if own_user_sid().is_some_and(|me| same(me, owner))
+        || SYSTEM_SIDS.iter().any(|s| same(s, owner))
+    {
+        return Ok(true);
+    }
+    Ok(match trust {
+        Trust::Group => server
+            .group_sid
+            .as_deref()
+            .is_some_and(|g| token_has_group(g).unwrap_or(false)),
+        Trust::User(user) => same(&resolve_account(user)?, owner),
+        _ => false,
+    })
+}
+
+/// Whether this process's token has the group `sid` (enabled).
+fn token_has_group(sid: &str) -> io::Result<bool> {
+    let w = wide(sid.as_ref());
+    let mut psid: PSID = std::ptr::null_mut();
+    // SAFETY: `w` is NUL-terminated; `psid` receives a LocalAlloc'ed SID freed below.
+    if unsafe { ConvertStringSidToSidW(w.as_ptr(), &mut psid) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut member = 0;
+    // SAFETY: a null token means the calling thread's (or process's) token; `psid` is a valid
+    // SID; `member` is valid for writes.
+    let ok = unsafe { CheckTokenMembership(std::ptr::null_mut(), psid, &mut member) };
+    let err = io::Error::last_os_error();
+    // SAFETY: allocated by ConvertStringSidToSidW; freed once.
+    unsafe { LocalFree(psid) };
+    if ok == 0 {
+        return Err(err);
+    }
+    Ok(member != 0)
+}
+
+/// The SID (string form) of an account given as a SID or a name (`DOMAIN\user`, `user`).
+fn resolve_account(account: &str) -> io::Result<String> {
+    if account.len() > 4 && account[..4].eq_ignore_ascii_case("S-1-") {
+        return Ok(account.to_owned());
+    }
+    let not_found = |e: io::Error| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no account named {account:?} ({e}); Trust::User takes a SID (S-1-5-...) or an account name"),
+        )
+    };
+    let w = wide(account.as_ref());
+    let mut sid = vec![0u64; 16]; // 128 bytes: more than the largest SID (68 bytes)
+    let mut sid_len = (sid.len() * 8) as u32;
+    let mut domain = vec![0u16; 256];
+    let mut domain_len = domain.len() as u32;
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `w` is NUL-terminated; the buffers are valid for the sizes passed, which the
+    // call updates.
+    let ok = unsafe {
+        LookupAccountNameW(
+            std::ptr::null(),
+            w.as_ptr(),
+            sid.as_mut_ptr().cast(),
+            &mut sid_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        return Err(not_found(io::Error::last_os_error()));
+    }
+    sid_string(sid.as_mut_ptr().cast())
+}
+
+/// The account name of a SID (`DOMAIN\user`), where it can be looked up.
+fn account_name(sid: &str) -> Option<String> {
+    let w = wide(sid.as_ref());
+    let mut psid: PSID = std::ptr::null_mut();
+    // SAFETY: `w` is NUL-terminated; `psid` receives a LocalAlloc'ed SID freed below.
+    if unsafe { ConvertStringSidToSidW(w.as_ptr(), &mut psid) } == 0 {
+        return None;
+    }
+    let mut name = vec![0u16; 256];
+    let mut name_len = name.len() as u32;
+    let mut domain = vec![0u16; 256];
+    let mut domain_len = domain.len() as u32;
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `psid` is a valid SID; the buffers are valid for the sizes passed.
+    let ok = unsafe {
+        LookupAccountSidW(
+            std::ptr::null(),
+            psid,
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    // SAFETY: allocated by ConvertStringSidToSidW; freed once.
+    unsafe { LocalFree(psid) };
+    if ok == 0 {
+        return None;
+    }
+    let name = String::from_utf16_lossy(&name[..name_len as usize]);
+    let domain = String::from_utf16_lossy(&domain[..domain_len as usize]);
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
+}
+
+/// The user a server runs as (its pipe's owner), for messages: `S-1-5-21-… (DOMAIN\user)`.
+pub(crate) fn describe_owner(server: &PeerIdentity) -> String {
+    match server.sid.as_deref() {
+        Some(sid) => match account_name(sid) {
+            Some(name) => format!("{sid} ({name})"),
+            None => sid.to_owned(),
+        },
+        None => "an unknown user".to_owned(),
+    }
+}
+
+/// Who runs a server, for messages: `S-1-5-21-… (DOMAIN\user), pid 123`.
+pub(crate) fn describe_server(server: &PeerIdentity) -> String {
+    match server.pid {
+        Some(pid) => format!("{}, pid {pid}", describe_owner(server)),
+        None => describe_owner(server),
+    }
+}
+
+/// Whether `server` runs as this process's own user.
+pub(crate) fn is_own_user(server: &PeerIdentity) -> bool {
+    match (server.sid.as_deref(), own_user_sid()) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    }
 }

@@ -1,21 +1,13 @@
 //! The async (tokio) side of the Windows backend: the same pipes, on tokio's named pipes.
 //!
-//! Binding reuses the blocking backend's pieces: the claim and the probe
-//! (`listener::claim_for_bind`), the security descriptor (`access.rs`), the client's `CreateFileW`
+//! Accepting is the blocking backend's: its listener (`listener.rs`) claims the name, keeps
+//! pipe instances listening on its pump thread and reads each client's hello; an async
+//! `accept` takes the ready connections from its queue (woken through a waker the pump
+//! calls) and hands each pipe to tokio. So binding, the access DACL, the instance options and
+//! shutting down are the same code for both APIs, and a shut-down listener has closed its
+//! instances and released the name when `finish` returns. The client's `CreateFileW`
 //! (`Stream::open`: identification-level impersonation only, no `FILE_APPEND_DATA`) and the
-//! peer lookup (`stream::peer_of`). The pipe options are the blocking listener's: byte mode,
-//! `FILE_FLAG_FIRST_PIPE_INSTANCE` for the first instance, remote clients rejected, the
-//! access DACL, and `MIN_LISTENING` instances waiting at any time so that a burst of clients
-//! does not meet `ERROR_PIPE_BUSY`.
-//!
-//! # accept and cancel safety
-//!
-//! The instances waiting for a client live in the listener, not in an `accept` future.
-//! `accept` waits on all of them at once (a client may connect to any listening instance)
-//! through `Arc` clones; when one has a client it is taken out of the listener and replaced,
-//! with no `.await` in between. A dropped `accept` future only drops its clones: a client that
-//! connected meanwhile stays connected to its instance, whose next `connect()` returns at
-//! once. Concurrent `accept`s take turns (a tokio mutex held across the wait).
+//! peer lookup (`stream::peer_of`) are shared too.
 //!
 //! # Cancel and closing
 //!
@@ -31,32 +23,25 @@
 //! in flight when the pipe is dropped, so the peer reads every byte and then end-of-stream;
 //! as in the blocking backend (pipes have no half-close) our own reads end too.
 
-use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::windows::io::{AsRawHandle, IntoRawHandle};
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll, Waker};
 
-use ::tokio::net::windows::named_pipe::{
-    NamedPipeClient, NamedPipeServer, PipeMode, ServerOptions,
-};
+use ::tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
 use bytes::BufMut;
-use tokio_util::sync::CancellationToken;
 use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, WAIT_OBJECT_0};
-use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::WriteFile;
 use windows_sys::Win32::System::Threading::{WaitForSingleObject, INFINITE};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
-use super::access::SecurityDescriptor;
-use super::listener::{claim_for_bind, first_instance_error, Claim, BUFFER, MIN_LISTENING};
 use super::stream::{is_end_of_pipe, peer_of};
 use super::{os_error, Event};
 use crate::error::Result;
+use crate::frame::HELLO_LEN;
 use crate::sys::{Cancel, ConnectOptions, ListenOptions};
 use crate::{Name, PeerIdentity};
 
@@ -341,171 +326,46 @@ fn message_pipe_unsupported() -> io::Error {
     )
 }
 
-/// A bound pipe name accepting on tokio's reactor.
+/// A bound pipe name accepting for tokio: the blocking backend's listener (its pump thread
+/// keeps instances listening and reads each client's hello), whose ready connections an
+/// async `accept` takes. Cancel safe: a connection stays in the listener's queue until an
+/// `accept` returns it. Shutting it down is the blocking listener's: synchronous, so the
+/// name is free once `finish` returns.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    /// Instances waiting for a client (see the module comment). Dropped before the claim.
-    waiting: Mutex<VecDeque<Arc<NamedPipeServer>>>,
-    /// Concurrent `accept`s take turns.
-    turn: ::tokio::sync::Mutex<()>,
-    token: CancellationToken,
-    claim: Mutex<Option<Claim>>,
-    path: PathBuf,
-    sd: SecurityDescriptor,
-}
-
-fn aborted() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "the listener was shut down",
-    )
+    inner: super::listener::Listener,
 }
 
 impl Listener {
-    /// Claims the name and creates the first instances, as the blocking listener does. Must
-    /// be called within a tokio runtime.
+    /// Claims the name and starts listening, as the blocking listener does. Must be called
+    /// within a tokio runtime.
     pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         if opts.message_pipe {
             return Err(crate::Error::Io(message_pipe_unsupported()));
         }
-        let claim = claim_for_bind(name)?;
-        let listener = Listener {
-            waiting: Mutex::new(VecDeque::new()),
-            turn: ::tokio::sync::Mutex::new(()),
-            token: CancellationToken::new(),
-            claim: Mutex::new(Some(claim)),
-            path: name.path().to_owned(),
-            sd: SecurityDescriptor::for_access(opts.access)?,
-        };
-        let first = listener
-            .instance(true)
-            .map_err(|e| first_instance_error(name, e))?;
-        let mut waiting = listener.lock_waiting();
-        waiting.push_back(Arc::new(first));
-        let _ = listener.top_up(&mut waiting);
-        drop(waiting);
-        Ok(listener)
+        Ok(Listener {
+            inner: super::listener::Listener::bind(name, opts)?,
+        })
     }
 
-    fn lock_waiting(&self) -> MutexGuard<'_, VecDeque<Arc<NamedPipeServer>>> {
-        // Nothing panics while the lock is held.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    /// The next connection whose hello is in (or whose first bytes cannot be one), with
+    /// those bytes and their count. Cancel safe.
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+        let (handle, prefix, have) = poll_fn(|cx| self.inner.poll_accept_raw(cx)).await?;
+        // SAFETY: `handle` is a connected server end of a pipe created with
+        // FILE_FLAG_OVERLAPPED, with no operation pending on it (the pump collected its
+        // reads), whose ownership passes to tokio here.
+        let server = unsafe { NamedPipeServer::from_raw_handle(handle.into_raw_handle())? };
+        Ok((Stream::new(Pipe::Server(server)), prefix, have))
     }
-
-    /// A new instance of the pipe, listening.
-    fn instance(&self, first: bool) -> io::Result<NamedPipeServer> {
-        let mut attrs = SECURITY_ATTRIBUTES {
-            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
-            lpSecurityDescriptor: self.sd.as_ptr(),
-            bInheritHandle: 0,
-        };
-        let mut opts = ServerOptions::new();
-        opts.first_pipe_instance(first)
-            .reject_remote_clients(true)
-            .pipe_mode(PipeMode::Byte)
-            .in_buffer_size(BUFFER)
-            .out_buffer_size(BUFFER);
-        // SAFETY: `attrs` is a valid SECURITY_ATTRIBUTES whose descriptor (owned by `self`)
-        // is valid; both outlive the call, and CreateNamedPipeW only reads them.
-        unsafe {
-            opts.create_with_security_attributes_raw(
-                &self.path,
-                (&mut attrs as *mut SECURITY_ATTRIBUTES).cast(),
-            )
-        }
-    }
-
-    /// Tops the waiting instances up to `MIN_LISTENING` (none once cancelled, checked under
-    /// the lock that `cancel` takes after cancelling). Fails only when none is left.
-    fn top_up(&self, waiting: &mut VecDeque<Arc<NamedPipeServer>>) -> io::Result<()> {
-        while waiting.len() < MIN_LISTENING {
-            if self.token.is_cancelled() {
-                return Err(aborted());
-            }
-            match self.instance(false) {
-                Ok(s) => waiting.push_back(Arc::new(s)),
-                // For example ERROR_PIPE_BUSY at Windows' 255 instances of a name.
-                Err(e) if !waiting.is_empty() => {
-                    tracing::debug!(error = %e, "cannot create another pipe instance");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next connected client. Cancel safe (see the module comment).
-    pub(crate) async fn accept(&self) -> io::Result<Stream> {
-        let _turn = ::tokio::select! {
-            biased;
-            _ = self.token.cancelled() => return Err(aborted()),
-            t = self.turn.lock() => t,
-        };
-        loop {
-            let candidates: Vec<Arc<NamedPipeServer>> = {
-                let mut waiting = self.lock_waiting();
-                self.top_up(&mut waiting)?;
-                waiting.iter().cloned().collect()
-            };
-            let (i, res) = ::tokio::select! {
-                biased;
-                _ = self.token.cancelled() => return Err(aborted()),
-                r = first_connected(&candidates) => r,
-            };
-            let chosen = candidates[i].clone();
-            drop(candidates);
-            // Take it out of the listener and replace it, with no await in between.
-            {
-                let mut waiting = self.lock_waiting();
-                let Some(pos) = waiting.iter().position(|s| Arc::ptr_eq(s, &chosen)) else {
-                    // `cancel` emptied the listener meanwhile.
-                    return Err(aborted());
-                };
-                waiting.remove(pos);
-                let _ = self.top_up(&mut waiting);
-            }
-            let server = match Arc::try_unwrap(chosen) {
-                Ok(s) => s,
-                // Only this accept (it has the turn) held clones; cannot happen.
-                Err(_) => continue,
-            };
-            match res {
-                Ok(()) => return Ok(Stream::new(Pipe::Server(server))),
-                // A client that came and went (ERROR_NO_DATA), or a broken instance: drop it.
-                Err(e) => tracing::debug!(error = %e, "a pipe instance failed to connect"),
-            }
-        }
-    }
-}
-
-/// Waits until one of `servers` has a client; its index and how its `connect` ended.
-async fn first_connected(servers: &[Arc<NamedPipeServer>]) -> (usize, io::Result<()>) {
-    type Connecting<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
-    let mut futures: Vec<Connecting<'_>> = servers
-        .iter()
-        .map(|s| Box::pin(s.connect()) as Connecting<'_>)
-        .collect();
-    poll_fn(|cx| {
-        for (i, f) in futures.iter_mut().enumerate() {
-            if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                return Poll::Ready((i, r));
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 impl Cancel for Listener {
-    /// Wakes `accept` (and makes later ones fail), closes the waiting instances, then
-    /// releases the claim. Instances an `accept` is waiting on close when it wakes (at once)
-    /// and mio has collected their cancelled connects.
     fn cancel(&self) {
-        self.token.cancel();
-        let waiting = std::mem::take(&mut *self.lock_waiting());
-        drop(waiting);
-        let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(claim);
+        self.inner.cancel();
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
     }
 }

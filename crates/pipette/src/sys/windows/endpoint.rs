@@ -1,9 +1,12 @@
 //! Pipe names on Windows: where names live, probing, listing.
 //!
-//! A plain name `my-app` is the pipe `\\.\pipe\pipette-my-app`. The pipe namespace is
-//! global, not per user: two users who pick the same plain name meet (the second server gets
-//! `AddrInUse`, and a client of another user's server is refused by its DACL). Per-user
-//! protection comes from the pipe's security descriptor (see `access.rs`), not from the name.
+//! A plain name `my-app` is the pipe `\\.\pipe\pipette-<SID>-my-app`, where `<SID>` is the
+//! user's SID (`S-1-5-21-…`): names are per user, as on Unix, so two users who pick the same
+//! plain name do not meet. The pipe namespace itself is global, though, and SIDs are not
+//! secret: any local user can create another user's pipe name first (squatting). That is
+//! what the rest of the backend guards against: the real server finds the name taken and
+//! says by whom (`AddrInUse` with the holder's SID), and clients check the pipe's owner
+//! before they send anything (`Trust`), so they refuse the squatter.
 //!
 //! There are no files to go stale: a pipe disappears with its last handle. So a probe finds
 //! a name `Absent` or `Live`, never `Stale`, and a crashed server leaves nothing to recover.
@@ -19,14 +22,23 @@ use windows_sys::Win32::Storage::FileSystem::{
     FindClose, FindFirstFileW, FindNextFileW, WIN32_FIND_DATAW,
 };
 
+use super::access::{describe_owner, is_own_user};
 use super::stream::Stream;
 use super::wide;
-use crate::sys::Probe;
+use crate::sys::{Holder, Probe};
 
 /// Where pipes live.
 const PIPE_ROOT: &str = r"\\.\pipe\";
-/// What pipette puts in front of a plain name.
+/// What pipette puts in front of a plain name, before the user's SID.
 const PREFIX: &str = "pipette-";
+
+/// `pipette-<SID>-`: the start of this user's plain-name pipes.
+fn user_prefix() -> Result<String, String> {
+    match super::access::own_user_sid() {
+        Some(sid) => Ok(format!("{PREFIX}{sid}-")),
+        None => Err("cannot read this process's user SID, which plain names on Windows include; use a full pipe path (\\\\.\\pipe\\…) instead".to_owned()),
+    }
+}
 /// The longest pipe name, `\\.\pipe\` included.
 const MAX_PIPE_NAME: usize = 256;
 
@@ -41,7 +53,7 @@ fn check_len(path: &str) -> Result<(), String> {
 }
 
 pub(crate) fn plain_endpoint(name: &str) -> Result<PathBuf, String> {
-    let path = format!("{PIPE_ROOT}{PREFIX}{name}");
+    let path = format!("{PIPE_ROOT}{}{name}", user_prefix()?);
     check_len(&path)?;
     Ok(PathBuf::from(path))
 }
@@ -72,27 +84,38 @@ pub(crate) fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>> {
 /// server drops such a connection silently).
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
     match Stream::connect(path, &crate::sys::ConnectOptions::default()) {
-        Ok(s) => Ok(Probe::Live(s.peer().ok().and_then(|p| p.pid))),
+        Ok(s) => Ok(Probe::Live(match s.peer() {
+            Ok(peer) => Holder {
+                pid: peer.pid,
+                other_user: (peer.sid.is_some() && !is_own_user(&peer))
+                    .then(|| describe_owner(&peer)),
+            },
+            Err(_) => Holder::default(),
+        })),
         Err(e) => match e.kind() {
             io::ErrorKind::NotFound => Ok(Probe::Absent),
             // Every instance busy: somebody is serving it.
-            io::ErrorKind::WouldBlock => Ok(Probe::Live(None)),
-            // A pipe we may not open exists: somebody (another user) serves it.
-            io::ErrorKind::PermissionDenied => Ok(Probe::Live(None)),
+            io::ErrorKind::WouldBlock => Ok(Probe::Live(Holder::default())),
+            // A pipe we may not open exists: somebody else serves it.
+            io::ErrorKind::PermissionDenied => Ok(Probe::Live(Holder {
+                pid: None,
+                other_user: Some("a user whose pipe this user may not open".to_owned()),
+            })),
             _ => Err(e),
         },
     }
 }
 
-/// The plain-name endpoints on this machine: every pipe named `pipette-*`.
+/// This user's plain-name endpoints: every pipe named `pipette-<own SID>-*`.
 ///
-/// The pipe namespace is global, so this includes other users' servers too (a later connect
-/// to one of them is refused by its DACL). When the system does not let pipes be listed
-/// (`FindFirstFileW` on `\\.\pipe\*` fails, as under Wine 8.0 with `ERROR_BAD_DEV_TYPE`),
-/// the list is empty.
+/// When the system does not let pipes be listed (`FindFirstFileW` on `\\.\pipe\*` fails,
+/// as under Wine 8.0 with `ERROR_BAD_DEV_TYPE`), the list is empty.
 pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
     let pattern = wide(format!("{PIPE_ROOT}*").as_ref());
     let mut out = Vec::new();
+    let Ok(prefix) = user_prefix() else {
+        return Ok(out);
+    };
     // SAFETY: WIN32_FIND_DATAW is plain old data; all-zero is valid and is filled in below.
     let mut data: WIN32_FIND_DATAW = unsafe { std::mem::zeroed() };
     // SAFETY: `pattern` is NUL-terminated; `data` is valid for writes.
@@ -110,11 +133,11 @@ pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
             .position(|&c| c == 0)
             .unwrap_or(data.cFileName.len());
         let file = std::ffi::OsString::from_wide(&data.cFileName[..len]);
-        if let Some(name) = file.to_str().and_then(|f| f.strip_prefix(PREFIX)) {
+        if let Some(name) = file.to_str().and_then(|f| f.strip_prefix(prefix.as_str())) {
             if crate::Name::new(name).is_ok_and(|n| n.is_plain()) {
                 out.push((
                     name.to_owned(),
-                    PathBuf::from(format!("{PIPE_ROOT}{PREFIX}{name}")),
+                    PathBuf::from(format!("{PIPE_ROOT}{prefix}{name}")),
                 ));
             }
         }
@@ -141,9 +164,11 @@ mod tests {
 
     #[test]
     fn plain_and_explicit_pipe_names() {
+        let sid = super::super::access::own_user_sid().unwrap();
+        assert!(sid.starts_with("S-1-"), "{sid}");
         assert_eq!(
             plain_endpoint("my-app").unwrap(),
-            PathBuf::from(r"\\.\pipe\pipette-my-app")
+            PathBuf::from(format!(r"\\.\pipe\pipette-{sid}-my-app"))
         );
         assert!(explicit_endpoint("my-app").is_none());
         assert_eq!(

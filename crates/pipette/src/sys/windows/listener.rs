@@ -23,6 +23,7 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ use super::stream::Stream;
 use super::{wide, Event};
 use crate::error::{Error, Result};
 use crate::frame::HELLO_LEN;
-use crate::sys::{Cancel, ListenOptions, Probe};
+use crate::sys::{Cancel, Holder, ListenOptions, Probe};
 use crate::Name;
 
 /// How many instances wait for a new client at any time.
@@ -94,12 +95,30 @@ struct Shared {
     ready: Condvar,
 }
 
+impl Shared {
+    /// Wakes whoever waits for a connection: blocking `accept`s and an async one. Called
+    /// with the queue locked, so that nobody about to wait can miss it.
+    fn notify(&self, queue: &mut Queue, all: bool) {
+        if all {
+            self.ready.notify_all();
+        } else {
+            self.ready.notify_one();
+        }
+        if let Some(w) = queue.waker.take() {
+            w.wake();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     /// Connections whose prefix is complete (or bad): handle, prefix, its length.
     items: VecDeque<(OwnedHandle, [u8; HELLO_LEN], usize)>,
     /// The pump could not create any instance: the last error, for `accept`.
     error: Option<(io::ErrorKind, String)>,
+    /// The task of an async `accept` waiting for a connection (the async server lets one
+    /// `accept` at a time wait).
+    waker: Option<Waker>,
 }
 
 impl Shared {
@@ -427,16 +446,10 @@ impl Listener {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut queue = self.shared.lock();
         loop {
-            if self.shared.cancelled.load(Ordering::SeqCst) {
-                return Err(Self::aborted());
-            }
-            if let Some((handle, prefix, have)) = queue.items.pop_front() {
+            if let Some(r) = self.take_ready(&mut queue) {
                 drop(queue);
-                self.shared.wake.set();
+                let (handle, prefix, have) = r?;
                 return Ok((Stream::from_server(handle, self.message)?, prefix, have));
-            }
-            if let Some((kind, msg)) = queue.error.take() {
-                return Err(io::Error::new(kind, msg));
             }
             queue = match deadline {
                 None => self
@@ -459,25 +472,73 @@ impl Listener {
         }
     }
 
-    /// Stops the pump (which closes every instance it holds), drops the queued connections,
-    /// then releases the claim. Idempotent.
-    fn teardown(&self) {
+    /// The async side's `accept`: a ready connection's handle (for tokio), its prefix and
+    /// the prefix's length; `Pending` (with the task's waker kept) while there is none.
+    pub(super) fn poll_accept_raw(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(OwnedHandle, [u8; HELLO_LEN], usize)>> {
+        let mut queue = self.shared.lock();
+        if let Some(r) = self.take_ready(&mut queue) {
+            return Poll::Ready(r);
+        }
+        match &queue.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => queue.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// What `accept` returns now, if anything: a ready connection (the pump is told it may
+    /// refill), the pump's error, or the listener's shutdown.
+    #[allow(clippy::type_complexity)]
+    fn take_ready(
+        &self,
+        queue: &mut Queue,
+    ) -> Option<io::Result<(OwnedHandle, [u8; HELLO_LEN], usize)>> {
+        if self.shared.cancelled.load(Ordering::SeqCst) {
+            return Some(Err(Self::aborted()));
+        }
+        if let Some(item) = queue.items.pop_front() {
+            self.shared.wake.set();
+            return Some(Ok(item));
+        }
+        if let Some((kind, msg)) = queue.error.take() {
+            return Some(Err(io::Error::new(kind, msg)));
+        }
+        None
+    }
+
+    /// Wakes the pump and every blocked `accept` for good (they return `ConnectionAborted`).
+    /// Does not wait: `teardown` does.
+    fn signal(&self) {
         self.shared.cancelled.store(true, Ordering::SeqCst);
         self.shared.cancel.set();
+        // Under the queue's lock, so that an `accept` about to wait cannot miss it.
+        let mut queue = self.shared.lock();
+        self.shared.notify(&mut queue, true);
+    }
+
+    /// Stops the pump (which closes every instance it holds), drops the queued connections,
+    /// then releases the claim. Idempotent; concurrent calls are serialised, and each
+    /// returns only once the name is released.
+    fn teardown(&self) {
+        let mut pump = self.pump.lock().unwrap_or_else(|e| e.into_inner());
+        self.signal();
         let queued = std::mem::take(&mut self.shared.lock().items);
-        self.shared.ready.notify_all();
         drop(queued);
-        let pump = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(pump) = pump {
+        if let Some(thread) = pump.take() {
             // The pump wakes at once on the cancel event; it only has to cancel and collect
             // its instances' pending operations.
-            if pump.join().is_err() {
+            if thread.join().is_err() {
                 tracing::error!("the pipe pump thread panicked");
             }
         }
         // Only now that no instance is left may another server claim the name.
         let claim = self.claim.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(claim);
+        // `pump` (the lock serialising teardowns) is released last.
+        drop(pump);
     }
 }
 
@@ -488,10 +549,15 @@ impl Drop for Listener {
 }
 
 impl Cancel for Listener {
-    /// Wakes a blocked `accept`, makes later ones fail, and closes every pipe instance that
-    /// is not yet a connection, so the name is free once this returns (instances handed
-    /// over as connections are closed by their own cancel).
+    /// Wakes a blocked `accept` and makes later ones fail.
     fn cancel(&self) {
+        self.signal();
+    }
+
+    /// Closes every pipe instance that is not yet a connection and releases the claim, so
+    /// the name is free once this returns (instances handed over as connections are closed
+    /// by their own cancel).
+    fn finish(&self) {
         self.teardown();
     }
 }
@@ -523,8 +589,9 @@ impl Pump {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create another pipe instance");
                     if self.instances.is_empty() {
-                        self.shared.lock().error = Some((e.kind(), e.to_string()));
-                        self.shared.ready.notify_all();
+                        let mut queue = self.shared.lock();
+                        queue.error = Some((e.kind(), e.to_string()));
+                        self.shared.notify(&mut queue, true);
                     }
                     break;
                 }
@@ -551,8 +618,9 @@ impl Pump {
                         let mut inst = self.instances.swap_remove(i);
                         let (handle, prefix, have) = inst.take_parts();
                         if let Some(handle) = handle {
-                            self.shared.lock().items.push_back((handle, prefix, have));
-                            self.shared.ready.notify_one();
+                            let mut queue = self.shared.lock();
+                            queue.items.push_back((handle, prefix, have));
+                            self.shared.notify(&mut queue, false);
                         }
                     }
                     // Dropping cancels and waits for any pending operation.
@@ -589,8 +657,9 @@ impl Pump {
             if woke == WAIT_FAILED {
                 let e = io::Error::last_os_error();
                 tracing::error!(error = %e, "the pipe pump cannot wait; stopping");
-                self.shared.lock().error = Some((e.kind(), e.to_string()));
-                self.shared.ready.notify_all();
+                let mut queue = self.shared.lock();
+                queue.error = Some((e.kind(), e.to_string()));
+                self.shared.notify(&mut queue, true);
                 break;
             }
         }
@@ -599,26 +668,24 @@ impl Pump {
     }
 }
 
-fn in_use(name: &Name, pid: Option<u32>) -> Error {
-    Error::AddrInUse {
-        name: name.as_str().to_owned(),
-        pid,
-    }
+/// The error for a name that a live server (pipette's or not) holds.
+fn in_use(name: &Name) -> Error {
+    holder(name.path()).in_use(name.as_str())
 }
 
-/// The first step of binding, shared by the blocking and the async listener: takes the
-/// claim on `name` and makes sure no server (pipette's or not) answers there.
+/// The first step of binding: takes the claim on `name` and makes sure no server (pipette's
+/// or not) answers there.
 pub(super) fn claim_for_bind(name: &Name) -> Result<Claim> {
     let path = name.path();
     // Servers racing for one name serialise on the claim: exactly one gets it.
     let claim = match Claim::acquire(path)? {
         Some(c) => c,
-        None => return Err(in_use(name, live_pid(path))),
+        None => return Err(in_use(name)),
     };
     // Not a pipette server's name, but somebody else's pipe? Never take it over.
     // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
     match probe(path)? {
-        Probe::Live(pid) => Err(in_use(name, pid)),
+        Probe::Live(holder) => Err(holder.in_use(name.as_str())),
         Probe::Absent | Probe::Stale => Ok(claim),
     }
 }
@@ -627,16 +694,16 @@ pub(super) fn claim_for_bind(name: &Name) -> Result<Claim> {
 /// `name`'s pipe means: somebody else serves it, or another error.
 pub(super) fn first_instance_error(name: &Name, e: io::Error) -> Error {
     match e.raw_os_error().map(|c| c as u32) {
-        Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(name, live_pid(name.path())),
+        Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(name),
         _ => Error::Io(e),
     }
 }
 
-/// The pid of the server at `path`, if a probe finds one.
-fn live_pid(path: &Path) -> Option<u32> {
+/// Who serves the pipe at `path`, as far as a probe can tell.
+fn holder(path: &Path) -> Holder {
     match probe(path) {
-        Ok(Probe::Live(pid)) => pid,
-        _ => None,
+        Ok(Probe::Live(holder)) => holder,
+        _ => Holder::default(),
     }
 }
 

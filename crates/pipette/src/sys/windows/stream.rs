@@ -105,22 +105,18 @@ struct InUse<'a> {
 }
 
 impl Drop for InUse<'_> {
+    /// The last user of a cancelled stream closes the handle, **under the lock**: whoever
+    /// then sees no users also sees no handle, so `finish` cannot return while the pipe
+    /// instance still exists (and a new server's bind would find the name busy).
     fn drop(&mut self) {
-        let closing = {
-            let mut slot = self.stream.lock_slot();
-            slot.users -= 1;
-            if slot.users == 0 {
-                self.stream.idle.notify_all();
-                if self.stream.cancelled.load(Ordering::SeqCst) {
-                    slot.handle.take()
-                } else {
-                    None
-                }
-            } else {
-                None
+        let mut slot = self.stream.lock_slot();
+        slot.users -= 1;
+        if slot.users == 0 {
+            if self.stream.cancelled.load(Ordering::SeqCst) {
+                drop(slot.handle.take());
             }
-        };
-        drop(closing);
+            self.stream.idle.notify_all();
+        }
     }
 }
 
@@ -499,13 +495,14 @@ impl Stream {
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         self.write_shut.store(true, Ordering::SeqCst);
         self.cancel();
+        self.finish();
         Ok(())
     }
 
     /// The peer's process id and, where it can be read, its user SID: a server reads its
     /// client's from the client's identification token (the client connects with
-    /// `SECURITY_IDENTIFICATION`), a client reads the server's from the server process's
-    /// token (racy with pid reuse, informational only).
+    /// `SECURITY_IDENTIFICATION`), a client reads the pipe's owner and group (who created
+    /// the pipe: the server's user).
     pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
         let Some(h) = self.in_use() else {
             return Err(Stream::cancelled_error());
@@ -530,16 +527,26 @@ pub(super) fn peer_of(handle: HANDLE, server: bool) -> io::Result<PeerIdentity> 
         return Err(io::Error::last_os_error());
     }
     let pid = (pid != 0).then_some(pid);
-    let sid = if server {
-        super::access::pipe_client_sid(handle)
+    let (sid, group_sid) = if server {
+        (super::access::pipe_client_sid(handle), None)
     } else {
-        pid.and_then(super::access::process_sid)
+        // Who serves the pipe: its owner (and group), as .NET's CurrentUserOnly checks
+        // it. Unlike the server process's token, this can be read whatever user the
+        // server runs as.
+        match super::access::object_owner_and_group(handle) {
+            Ok((owner, group)) => (Some(owner), group),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the owner of the server's pipe");
+                (None, None)
+            }
+        }
     };
     Ok(PeerIdentity {
         pid,
         uid: None,
         gid: None,
         sid,
+        group_sid,
     })
 }
 
@@ -550,27 +557,28 @@ impl crate::shared::PeerOf for Stream {
 }
 
 impl Cancel for Stream {
-    /// Wakes every blocked read (it returns 0) and write (it fails), for good, and closes
-    /// the handle. Operations blocked in other threads wake at once (the cancel event is in
-    /// every wait) and stop using the handle within moments; this waits for that (bounded,
-    /// `CLOSE_WAIT`) so that the peer sees the end and the pipe name is free when `cancel`
-    /// returns. Should an operation take longer, the last one to finish closes the handle.
+    /// Wakes every blocked read (it returns 0) and write (it fails), for good: the cancel
+    /// event is in every wait, so operations blocked in other threads return at once.
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.set();
-        let closing = {
-            let slot = self.lock_slot();
-            let (mut slot, _) = self
-                .idle
-                .wait_timeout_while(slot, CLOSE_WAIT, |s| s.users > 0)
-                .unwrap_or_else(|e| e.into_inner());
-            if slot.users == 0 {
-                slot.handle.take()
-            } else {
-                tracing::debug!("a cancelled operation is slow to end; it will close the pipe");
-                None
-            }
-        };
-        drop(closing);
+    }
+
+    /// Closes the handle as soon as no operation uses it any more, waiting (bounded,
+    /// `CLOSE_WAIT`) for the woken operations to let go of it; then the peer sees the end and
+    /// the pipe name is free. Should an operation take longer, the last one to finish closes
+    /// the handle.
+    fn finish(&self) {
+        let slot = self.lock_slot();
+        let (mut slot, _) = self
+            .idle
+            .wait_timeout_while(slot, CLOSE_WAIT, |s| s.users > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.users == 0 {
+            // Closed under the lock, as in `InUse::drop`.
+            drop(slot.handle.take());
+        } else {
+            tracing::debug!("a cancelled operation is slow to end; it will close the pipe");
+        }
     }
 }

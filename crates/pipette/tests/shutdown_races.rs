@@ -1,0 +1,202 @@
+//! Races between `Shutdown::shutdown` and the waits it must end, run hundreds of times: from
+//! another thread and from a task, on current-thread and multi-thread runtimes, with the
+//! shutdown landing before, while and after the wait parks.
+//!
+//! Each round checks two promises: the wait returns `Shutdown` (a spinning or sleeping wait
+//! is turned into a failure by a hang limit, not by a speed check), and by the time `accept`
+//! returns `Shutdown` the endpoint has been released.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipette::{Error, Shutdown};
+use support::unique;
+
+fn main() {
+    support::main(
+        &[
+            (
+                "async_accept_wakes_on_shutdown_every_time",
+                async_accept_wakes_on_shutdown_every_time,
+            ),
+            (
+                "blocking_accept_wakes_on_shutdown_every_time",
+                blocking_accept_wakes_on_shutdown_every_time,
+            ),
+        ],
+        &[],
+    );
+}
+
+/// Rounds per combination of runtime flavour and trigger. Wine is slower to create pipes.
+fn rounds() -> u64 {
+    let default = if cfg!(windows) { 60 } else { 300 };
+    std::env::var("PIPETTE_RACE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Hang limit for one round: far above anything a working shutdown needs.
+const HANG: Duration = Duration::from_secs(20);
+
+/// Where the shutdown lands relative to the wait: at once, after the waiter had a chance
+/// to park, or a little later.
+#[derive(Debug, Clone, Copy)]
+enum Delay {
+    None,
+    Yield,
+    Micros(u64),
+}
+
+fn delay_for(round: u64) -> Delay {
+    match round % 4 {
+        0 => Delay::None,
+        1 => Delay::Yield,
+        2 => Delay::Micros(50),
+        _ => Delay::Micros(500),
+    }
+}
+
+/// Whether the endpoint at `path` is released: on Unix the socket file is gone; on
+/// Windows nothing answers a probe of the name.
+fn released(name: &str, path: &Path) -> bool {
+    if cfg!(unix) {
+        !path.exists()
+    } else {
+        pipette::probe(name).unwrap() == pipette::Liveness::Absent
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    /// `shutdown()` from a plain OS thread.
+    Thread,
+    /// `shutdown()` from a task of the same runtime.
+    Task,
+}
+
+fn async_accept_wakes_on_shutdown_every_time() {
+    type Make = fn() -> tokio::runtime::Runtime;
+    let flavours: [(&str, Make); 3] = [
+        ("current_thread", || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        }),
+        ("multi_thread(2)", || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        }),
+        ("multi_thread(4)", || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap()
+        }),
+    ];
+    let done = Arc::new(AtomicU64::new(0));
+    for (flavour, make) in flavours {
+        for trigger in [Trigger::Thread, Trigger::Task] {
+            let counter = done.clone();
+            // One runtime for all rounds of a combination; a worker stuck in a poll would
+            // keep a round from ending, which the hang limit reports.
+            let rt = Arc::new(make());
+            support::rounds_within(
+                rounds(),
+                HANG,
+                |i| {
+                    format!(
+                        "async accept round {i} ({flavour}, shutdown from a {trigger:?}, {:?})",
+                        delay_for(i)
+                    )
+                },
+                move |i| {
+                    rt.block_on(async_round(trigger, delay_for(i)));
+                    counter.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+        }
+    }
+    eprintln!(
+        "async accept woke on shutdown in {} rounds",
+        done.load(Ordering::Relaxed)
+    );
+}
+
+async fn async_round(trigger: Trigger, delay: Delay) {
+    let name = unique("race-a");
+    let server = pipette::tokio::Server::bind(name.as_str()).unwrap();
+    let path: PathBuf = server.name().path().to_owned();
+    let stop = server.shutdown_handle();
+    let (n, p) = (name.clone(), path.clone());
+    let acceptor = tokio::spawn(async move {
+        let r = server.accept().await;
+        // Checked the moment accept returns, before anything else can run here.
+        let free = released(&n, &p);
+        (r.map(|_| ()), free)
+    });
+    match delay {
+        Delay::None => {}
+        Delay::Yield => tokio::task::yield_now().await,
+        Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
+    }
+    match trigger {
+        Trigger::Thread => {
+            let t = std::thread::spawn(move || stop.shutdown());
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+        Trigger::Task => tokio::spawn(async move { stop.shutdown() }).await.unwrap(),
+    }
+    let (r, free) = acceptor.await.unwrap();
+    assert!(
+        matches!(r, Err(Error::Shutdown(_))),
+        "expected Shutdown, got {r:?}"
+    );
+    assert!(free, "accept returned before the endpoint was released");
+}
+
+fn blocking_accept_wakes_on_shutdown_every_time() {
+    support::rounds_within(
+        rounds() * 2,
+        HANG,
+        |i| format!("blocking accept round {i} ({:?})", delay_for(i)),
+        |round| {
+            let name = unique("race-b");
+            let server = pipette::Server::bind(name.as_str()).unwrap();
+            let path = server.name().path().to_owned();
+            let stop: Shutdown = server.shutdown_handle();
+            let (n, p) = (name.clone(), path.clone());
+            let acceptor = std::thread::spawn(move || {
+                let r = server.accept();
+                (r.map(|_| ()), released(&n, &p))
+            });
+            match delay_for(round) {
+                Delay::None => {}
+                Delay::Yield => std::thread::yield_now(),
+                Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
+            }
+            stop.shutdown();
+            let (r, free) = acceptor.join().unwrap();
+            assert!(
+                matches!(r, Err(Error::Shutdown(_))),
+                "round {round}: expected Shutdown, got {r:?}"
+            );
+            assert!(
+                free,
+                "round {round}: accept returned before the endpoint was released"
+            );
+        },
+    );
+}
