@@ -23,7 +23,9 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
+#[cfg(feature = "tokio")]
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -474,6 +476,7 @@ impl Listener {
 
     /// The async side's `accept`: a ready connection's handle (for tokio), its prefix and
     /// the prefix's length; `Pending` (with the task's waker kept) while there is none.
+    #[cfg(feature = "tokio")]
     pub(super) fn poll_accept_raw(
         &self,
         cx: &mut Context<'_>,
