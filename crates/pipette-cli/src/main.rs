@@ -186,10 +186,11 @@ fn connect(name: &str, common: &Common, wait: &Wait) -> pipette::Result<Connecti
         .raw(common.raw)
         .trust(wait.trust.clone())
         .max_message_size(common.max_size);
-    let mut conn = match wait.wait {
-        Some(w) => options.connect_timeout(name, secs(w))?,
-        None => options.connect(name)?,
+    let options = match wait.wait {
+        Some(w) => options.wait(secs(w)),
+        None => options,
     };
+    let mut conn = Client::connect_with(name, &options)?;
     let timeout = wait.timeout.map(secs);
     conn.set_read_timeout(timeout);
     conn.set_write_timeout(timeout);
@@ -203,11 +204,13 @@ fn serve(
     exit_on_stdin_close: bool,
     echo: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let server = ServerOptions::new()
-        .raw(common.raw)
-        .access(common.access)
-        .max_message_size(common.max_size)
-        .bind(name)?;
+    let server = pipette::Server::bind_with(
+        name,
+        &ServerOptions::new()
+            .raw(common.raw)
+            .access(common.access)
+            .max_message_size(common.max_size),
+    )?;
     let stop = server.shutdown_handle();
     signals::on_terminate(stop.clone())?;
     if exit_on_stdin_close {
@@ -245,7 +248,7 @@ fn serve(
 }
 
 fn handle(mut conn: Connection, echo: bool) {
-    let pid = conn.peer().pid();
+    let pid = conn.peer().and_then(|p| p.pid());
     tracing::info!(pid = ?pid, "client connected");
     let mut buf = Vec::new();
     loop {
@@ -255,7 +258,7 @@ fn handle(mut conn: Connection, echo: bool) {
                 tracing::info!(pid = ?pid, "client disconnected");
                 return;
             }
-            Err(Error::Shutdown(_)) => return,
+            Err(Error::Shutdown) => return,
             Err(e) => {
                 tracing::warn!(pid = ?pid, "connection dropped: {e}");
                 return;
@@ -278,7 +281,7 @@ fn handle(mut conn: Connection, echo: bool) {
                 tracing::info!(pid = ?pid, "client disconnected");
                 return;
             }
-            Err(Error::Shutdown(_)) => return,
+            Err(Error::Shutdown) => return,
             Err(e) => {
                 tracing::warn!(pid = ?pid, "connection dropped: {e}");
                 return;

@@ -1,21 +1,27 @@
 //! A connection: whole messages in both directions, usable from two threads when split.
+//!
+//! This is the blocking driver of the protocol engine (`proto`): it moves bytes between the
+//! platform stream and the engine's decoder and encoder, and waits. Every protocol decision
+//! is the engine's.
 
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::frame::{self, Header, HEADER_LEN, REPLY_LEN};
-use crate::handshake;
-use crate::shared::Shared;
+use crate::error::{Error, Operation, Result};
+use crate::frame::HEADER_LEN;
+use crate::proto::{Decoded, Decoder, Encoder, LARGE_MESSAGE};
+use crate::shared::{encode_failure, Shared, Sticky, TimeoutCache};
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
-use crate::{sys, Name, PeerIdentity};
+use crate::sys::Cancel;
+use crate::{sys, Name, PeerIdentity, ReuniteError};
 
-/// Size of the receive buffer. Small messages (header and payload) arrive with one `read`
-/// into it; a payload larger than this is read straight into the caller's `Vec`.
-const RECV_BUF: usize = 8 * 1024;
+/// Size of the receive buffer: a header and a payload just under [`LARGE_MESSAGE`] fit, so a
+/// small message (and usually the next few) arrives with one `read` into it; a larger payload
+/// is read straight into the caller's `Vec`.
+const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
 
 /// Most bytes one raw-mode `recv` returns.
 const RAW_CHUNK: usize = 64 * 1024;
@@ -53,11 +59,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        shared: Shared<sys::Stream>,
-        our_limit: u32,
-        reply_pending: bool,
-    ) -> Connection {
+    pub(crate) fn new(shared: Shared<sys::Stream>, our_limit: u32) -> Connection {
         let shared = Arc::new(shared);
         Connection {
             recv: RecvHalf {
@@ -65,18 +67,16 @@ impl Connection {
                 buf: vec![0u8; RECV_BUF].into_boxed_slice(),
                 start: 0,
                 end: 0,
-                limit: our_limit,
+                decoder: Decoder::new(our_limit),
                 timeouts: TimeoutCache::default(),
-                reply_pending,
+                sticky: Sticky::default(),
                 partial: None,
-                failed: None,
-                expect_large: false,
-                peer_ended: false,
             },
             send: SendHalf {
+                encoder: Encoder::new(shared.raw),
                 shared,
                 timeouts: TimeoutCache::default(),
-                failed: None,
+                sticky: Sticky::default(),
             },
         }
     }
@@ -87,14 +87,25 @@ impl Connection {
     /// Waits as long as the peer does not read, up to the write timeout
     /// ([`set_write_timeout`](Connection::set_write_timeout)); `send` of a small message
     /// is one system call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`] (nothing sent; the connection stays usable),
+    /// [`Error::TimedOut`] (see [`send_timeout`](Connection::send_timeout) for what a
+    /// timeout part-way means), [`Error::Closed`] (the peer is gone), [`Error::Refused`]
+    /// (a client whose server turned it away), [`Error::Shutdown`], [`Error::Broken`] (an
+    /// earlier send was cut part-way).
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let t = self.send.timeouts.default;
-        self.send_inner(msg, t)
+        self.send.send(msg)
     }
 
     /// Sends a UTF-8 string as one message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
     pub fn send_str(&mut self, msg: &str) -> Result<()> {
-        self.send(msg.as_bytes())
+        self.send.send(msg.as_bytes())
     }
 
     /// Sends one message, waiting at most `timeout` for the peer to make room.
@@ -102,31 +113,13 @@ impl Connection {
     /// If the timeout expires before anything was written, nothing was sent and the
     /// connection stays usable. If it expires part-way through a large message, the
     /// connection cannot carry further messages: its sending side is closed (the peer sees a
-    /// truncated message) and later sends fail.
+    /// truncated message) and later sends fail with [`Error::Broken`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        self.send_inner(msg, Some(timeout))
-    }
-
-    fn send_inner(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
-        // A client knows the server's real limit only once the server's reply is read; up to
-        // the protocol minimum it may send without waiting for it.
-        if !self.send.shared.raw
-            && msg.len() > frame::MIN_MESSAGE_LIMIT as usize
-            && !self.send.shared.peer_limit_known()
-        {
-            self.recv.finish_handshake(timeout)?;
-        }
-        match self.send.send_with(msg, timeout) {
-            // A server that refused us may already have closed the connection; its reply,
-            // which says why, is waiting to be read: report that rather than "closed".
-            Err(Error::Closed) if self.recv.reply_pending => {
-                match self.recv.finish_handshake(timeout) {
-                    Err(refusal) => Err(refusal),
-                    Ok(()) => Err(Error::Closed),
-                }
-            }
-            other => other,
-        }
+        self.send.send_timeout(msg, timeout)
     }
 
     /// Receives one whole message.
@@ -134,17 +127,34 @@ impl Connection {
     /// Waits up to the read timeout ([`set_read_timeout`](Connection::set_read_timeout)),
     /// forever by default. Returns [`Error::Closed`] when the peer has closed the
     /// connection and every message it sent has been received.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::TimedOut`] (nothing lost: a message that was partly
+    /// received is completed by the next call), [`Error::MessageTooLarge`] or
+    /// [`Error::Protocol`] (the peer broke the protocol; the connection is closed, and later
+    /// calls report [`Error::Broken`]), [`Error::Refused`] (a client whose server turned it
+    /// away), [`Error::Shutdown`].
     pub fn recv(&mut self) -> Result<Vec<u8>> {
         self.recv.recv()
     }
 
     /// Receives one whole message into `buf`, replacing its contents and reusing its
     /// allocation; returns the message length. The allocation-free way to receive in a loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv).
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
         self.recv.recv_into(buf)
     }
 
     /// Receives one message that must be valid UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv), and [`Error::NotUtf8`] (which keeps the bytes; the
+    /// connection stays usable).
     pub fn recv_string(&mut self) -> Result<String> {
         self.recv.recv_string()
     }
@@ -154,8 +164,47 @@ impl Connection {
     /// Like `std`'s read timeouts, the timeout bounds each wait for data: a large message
     /// that keeps arriving is not cut off. A timeout leaves the connection usable; a message
     /// that was partly received is completed by the next `recv`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.recv.recv_timeout(timeout)
+    }
+
+    /// Receives one UTF-8 message, waiting at most `timeout` for data (see
+    /// [`recv_timeout`](Connection::recv_timeout)).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_string`](Connection::recv_string).
+    pub fn recv_string_timeout(&mut self, timeout: Duration) -> Result<String> {
+        self.recv.recv_string_timeout(timeout)
+    }
+
+    /// Receives one message if it can be done without waiting: `Ok(None)` when no whole
+    /// message has arrived yet (what has arrived of one is kept). For event loops: see
+    /// [`is_message_buffered`](Connection::is_message_buffered) for what the descriptor's
+    /// readiness means.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv), except that it never times out.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.recv.try_recv()
+    }
+
+    /// Whether a whole message (or the peer's end, or a failure) is already buffered, so
+    /// that [`recv`](Connection::recv) returns without waiting.
+    ///
+    /// For event loops (`poll`, mio, GUI loops) that watch the connection's descriptor
+    /// ([`AsFd`](std::os::fd::AsFd) on Unix): the descriptor is readable when **new bytes**
+    /// have arrived. A receive reads as many bytes as are there, which may be several
+    /// messages; the later ones are then buffered here while the descriptor is no longer
+    /// readable. So after readiness, call [`try_recv`](Connection::try_recv) until it
+    /// returns `Ok(None)` (or until this returns `false`) before waiting again.
+    pub fn is_message_buffered(&self) -> bool {
+        self.recv.is_message_buffered()
     }
 
     /// Sets the timeout that [`recv`](Connection::recv), [`recv_into`](Connection::recv_into)
@@ -173,17 +222,19 @@ impl Connection {
 
     /// The current read timeout.
     pub fn read_timeout(&self) -> Option<Duration> {
-        self.recv.timeouts.default
+        self.recv.read_timeout()
     }
 
     /// The current write timeout.
     pub fn write_timeout(&self) -> Option<Duration> {
-        self.send.timeouts.default
+        self.send.write_timeout()
     }
 
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.send.shared.peer()
+    /// Who is on the other end, as the operating system reported it when the connection was
+    /// made; `None` when it could not tell. A client's view of its server is what its
+    /// [`Trust`](crate::Trust) policy was checked against.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.send.shared.peer.as_ref()
     }
 
     /// The endpoint name this connection was made through.
@@ -198,13 +249,13 @@ impl Connection {
 
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
-        self.recv.limit as usize
+        self.recv.max_message_size()
     }
 
     /// The largest message the peer accepts, as far as known: a client learns it from the
     /// server's handshake reply, until then this is the protocol minimum (4096).
     pub fn peer_max_message_size(&self) -> usize {
-        self.send.shared.peer_limit() as usize
+        self.send.peer_max_message_size()
     }
 
     /// A handle whose [`shutdown`](Shutdown::shutdown) ends every blocked and later operation
@@ -215,21 +266,25 @@ impl Connection {
     }
 
     /// Splits the connection into a sending and a receiving half, each usable from its own
-    /// thread. A client first waits for the server's handshake reply (so that both halves know
-    /// the peer's limit), bounded by the read timeout.
-    pub fn split(mut self) -> Result<(SendHalf, RecvHalf)> {
-        let t = self.recv.timeouts.default;
-        self.recv.finish_handshake(t)?;
-        Ok((self.send, self.recv))
+    /// thread. Never blocks and cannot fail: a client's handshake reply is read by whichever
+    /// half needs it first (the receiving half before its first message; the sending half
+    /// before a message larger than the protocol minimum of 4096 bytes).
+    /// [`RecvHalf::reunite`] puts them back together.
+    pub fn split(self) -> (SendHalf, RecvHalf) {
+        (self.send, self.recv)
     }
 
     /// Turns the connection into a plain byte stream (`Read + Write`), after the handshake.
     /// Bytes already received but not yet returned are kept and read first.
+    ///
+    /// # Errors
+    ///
+    /// A client's handshake errors (as for [`recv`](Connection::recv)), and
+    /// [`Error::InvalidConfig`] in the middle of a message.
     pub fn into_stream(mut self) -> Result<Stream> {
-        let t = self.recv.timeouts.default;
-        self.recv.finish_handshake(t)?;
-        if self.recv.partial.is_some() {
-            return Err(Error::Protocol(
+        self.recv.settle_reply(self.recv.timeouts.default)?;
+        if !self.recv.decoder.at_boundary() {
+            return Err(Error::InvalidConfig(
                 "cannot turn a connection into a stream in the middle of a message; receive the rest of it first".into(),
             ));
         }
@@ -240,9 +295,13 @@ impl Connection {
     /// Closes the connection in an orderly way: a client first checks the server's handshake
     /// reply (so a refused connection is reported here rather than silently dropped), then
     /// the sending direction is closed. Messages already sent stay readable by the peer.
+    ///
+    /// # Errors
+    ///
+    /// A client's handshake errors, [`Error::Shutdown`], or an error writing the end of the
+    /// stream (Windows).
     pub fn close(mut self) -> Result<()> {
-        let t = self.recv.timeouts.default;
-        self.recv.finish_handshake(t)?;
+        self.recv.settle_reply(self.recv.timeouts.default)?;
         self.send.end()
     }
 }
@@ -252,31 +311,8 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("name", &self.send.shared.name.as_str())
             .field("raw", &self.send.shared.raw)
-            .field("peer", self.peer())
+            .field("peer", &self.send.shared.peer)
             .finish()
-    }
-}
-
-/// The kernel timeout of one direction, applied only when it changes.
-#[derive(Debug, Default)]
-struct TimeoutCache {
-    /// What plain `send`/`recv` use.
-    default: Option<Duration>,
-    /// What the socket currently has.
-    applied: Option<Duration>,
-}
-
-impl TimeoutCache {
-    fn apply(
-        &mut self,
-        want: Option<Duration>,
-        set: impl FnOnce(Option<Duration>) -> io::Result<()>,
-    ) -> io::Result<()> {
-        if self.applied != want {
-            set(want)?;
-            self.applied = want;
-        }
-        Ok(())
     }
 }
 
@@ -287,55 +323,90 @@ pub struct RecvHalf {
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
-    limit: u32,
+    decoder: Decoder,
     timeouts: TimeoutCache,
-    /// A client has not read the server's handshake reply yet.
-    reply_pending: bool,
-    /// A message whose payload was partly received when a timeout expired: (length, bytes).
-    partial: Option<(usize, Vec<u8>)>,
-    /// Set once the peer broke the protocol; the connection is then closed.
-    failed: Option<String>,
-    /// The peer ended its sending direction with the end-of-stream header: every later
-    /// `recv` reports `Closed`.
-    peer_ended: bool,
-    /// The previous message was large. The next header is then read on its own (8 bytes),
-    /// so that its payload goes straight into the caller's `Vec` instead of being read into
-    /// the buffer and copied: the same two reads as without the guess, and no copy.
-    expect_large: bool,
+    sticky: Sticky,
+    /// A large message whose payload was partly received when a timeout expired.
+    partial: Option<Vec<u8>>,
+}
+
+/// How a receive may wait.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Blocking reads, each bounded by the timeout (`None`: forever).
+    Block(Option<Duration>),
+    /// Only what is there now (`try_recv`).
+    Now,
 }
 
 impl RecvHalf {
     /// Receives one whole message. See [`Connection::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
     pub fn recv(&mut self) -> Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.recv_with(&mut v, self.timeouts.default)?;
+        self.recv_with(&mut v, Wait::Block(self.timeouts.default))?;
         Ok(v)
     }
 
     /// Receives one whole message into `buf`. See [`Connection::recv_into`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        self.recv_with(buf, self.timeouts.default)
+        self.recv_with(buf, Wait::Block(self.timeouts.default))
     }
 
     /// Receives one UTF-8 message. See [`Connection::recv_string`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv_string`].
     pub fn recv_string(&mut self) -> Result<String> {
-        let v = self.recv()?;
-        String::from_utf8(v).map_err(|e| {
-            Error::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the received message is not valid UTF-8 (invalid byte at offset {}); use recv() for binary messages",
-                    e.utf8_error().valid_up_to()
-                ),
-            ))
-        })
+        String::from_utf8(self.recv()?).map_err(Error::NotUtf8)
     }
 
     /// Receives one message with a timeout. See [`Connection::recv_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.recv_with(&mut v, Some(timeout))?;
+        self.recv_with(&mut v, Wait::Block(Some(timeout)))?;
         Ok(v)
+    }
+
+    /// Receives one UTF-8 message with a timeout. See [`Connection::recv_string_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv_string`].
+    pub fn recv_string_timeout(&mut self, timeout: Duration) -> Result<String> {
+        String::from_utf8(self.recv_timeout(timeout)?).map_err(Error::NotUtf8)
+    }
+
+    /// Receives one message without waiting. See [`Connection::try_recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::try_recv`].
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut v = Vec::new();
+        match self.recv_with(&mut v, Wait::Now) {
+            Ok(_) => Ok(Some(v)),
+            Err(Error::TimedOut { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// See [`Connection::is_message_buffered`].
+    pub fn is_message_buffered(&self) -> bool {
+        self.decoder.ready(&self.buf[self.start..self.end])
+            || (self.shared.raw && self.start < self.end)
     }
 
     /// Sets the read timeout. See [`Connection::set_read_timeout`].
@@ -343,9 +414,19 @@ impl RecvHalf {
         self.timeouts.default = timeout;
     }
 
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.shared.peer()
+    /// The current read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.timeouts.default
+    }
+
+    /// Who is on the other end. See [`Connection::peer`].
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.shared.peer.as_ref()
+    }
+
+    /// The largest message this side accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.decoder.limit() as usize
     }
 
     /// The connection's shutdown handle. See [`Connection::shutdown_handle`].
@@ -353,208 +434,237 @@ impl RecvHalf {
         self.shared.shutdown.clone()
     }
 
+    /// Puts the two halves of one connection back together.
+    ///
+    /// # Errors
+    ///
+    /// The two halves, unchanged, when they come from different connections.
+    #[allow(clippy::result_large_err)] // rare, and the halves are given back whole
+    pub fn reunite(
+        self,
+        send: SendHalf,
+    ) -> std::result::Result<Connection, ReuniteError<SendHalf, RecvHalf>> {
+        if Arc::ptr_eq(&self.shared, &send.shared) {
+            Ok(Connection { recv: self, send })
+        } else {
+            Err(ReuniteError { send, recv: self })
+        }
+    }
+
     fn apply_timeout(&mut self, t: Option<Duration>) -> Result<()> {
         let stream = &self.shared.stream;
         self.timeouts
             .apply(t, |t| stream.set_read_timeout(t))
-            .map_err(|e| self.shared.error(e, "recv", t))
+            .map_err(|e| self.shared.error(e, Operation::Recv, t))
     }
 
-    /// Reads once into the buffer; end-of-stream is an error here.
-    fn fill(&mut self, t: Option<Duration>, want: usize) -> Result<()> {
-        self.fill_at_most(t, want, usize::MAX)
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 
-    /// Reads once into the buffer, at most `max` bytes.
-    fn fill_at_most(&mut self, t: Option<Duration>, want: usize, max: usize) -> Result<()> {
+    fn consume(&mut self, n: usize) {
+        self.start += n;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.end == self.buf.len() || self.buf.len() - self.start < want {
+        }
+    }
+
+    /// One read into the buffer, at most `at_most` bytes, after making room for `capacity`
+    /// bytes from the start of the unconsumed ones. `Ok(0)` is end of stream.
+    fn fill(&mut self, wait: Wait, at_most: Option<usize>, capacity: usize) -> io::Result<usize> {
+        if self.buf.len() - self.start < capacity {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let stop = self.buf.len().min(self.end.saturating_add(max));
-        match self.shared.stream.read(&mut self.buf[self.end..stop]) {
-            Ok(0) => Err(self.shared.eof()),
-            Ok(n) => {
-                self.end += n;
-                Ok(())
-            }
-            Err(e) => Err(self.shared.error(e, "recv", t)),
-        }
+        let stop = match at_most {
+            Some(n) => self.buf.len().min(self.end + n),
+            None => self.buf.len(),
+        };
+        let n = match wait {
+            Wait::Block(_) => self.shared.stream.read(&mut self.buf[self.end..stop])?,
+            Wait::Now => self.shared.stream.read_now(&mut self.buf[self.end..stop])?,
+        };
+        self.end += n;
+        Ok(n)
     }
 
-    fn buffered(&self) -> usize {
-        self.end - self.start
+    /// The error for a failed read: a timeout (or nothing there yet, for `try_recv`) keeps
+    /// everything for the next call.
+    fn read_error(&self, e: io::Error, wait: Wait) -> Error {
+        let t = match wait {
+            Wait::Block(t) => t,
+            Wait::Now => Some(Duration::ZERO),
+        };
+        self.shared.error(e, Operation::Recv, t)
     }
 
-    /// Reads the server's handshake reply, if this is a client that has not yet done so.
-    pub(crate) fn finish_handshake(&mut self, t: Option<Duration>) -> Result<()> {
-        if !self.reply_pending {
+    /// A client reads the server's handshake reply before its first message (unless the
+    /// send half has read it already): into the receive buffer, so that the first messages
+    /// usually arrive with it in one read.
+    pub(crate) fn settle_reply(&mut self, t: Option<Duration>) -> Result<()> {
+        if self.shared.reply.limit().is_some() || self.shared.raw {
             return Ok(());
         }
+        self.sticky.check()?;
         self.apply_timeout(t)?;
-        while self.buffered() < REPLY_LEN {
-            let had = self.buffered();
-            match self.fill(t, REPLY_LEN) {
-                Ok(()) => {}
-                Err(Error::Closed) => {
-                    return Err(handshake::reply_cut_short(&self.shared.name, had))
+        self.read_reply(Wait::Block(t))
+    }
+
+    fn read_reply(&mut self, wait: Wait) -> Result<()> {
+        let shared = self.shared.clone();
+        let mut reader = shared.reply.lock();
+        loop {
+            if let Some(result) = shared.reply.settle(&reader) {
+                return match result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(self.sticky.set(shared.reply_failure(&e))),
+                };
+            }
+            let taken = reader.feed(self.buffered());
+            self.consume(taken);
+            if reader.result().is_some() {
+                continue;
+            }
+            match self.fill(wait, None, 1) {
+                Ok(0) => reader.end_of_stream(),
+                Ok(_) => {}
+                Err(e) => {
+                    let err = self.read_error(e, wait);
+                    return Err(match err {
+                        Error::TimedOut { after, .. } => Error::TimedOut {
+                            op: Operation::Handshake,
+                            after,
+                        },
+                        Error::Closed => {
+                            reader.end_of_stream();
+                            continue;
+                        }
+                        other => other,
+                    });
                 }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut bytes = [0u8; REPLY_LEN];
-        bytes.copy_from_slice(&self.buf[self.start..self.start + REPLY_LEN]);
-        self.start += REPLY_LEN;
-        match handshake::interpret_reply(&self.shared.name, &bytes) {
-            Ok(limit) => {
-                self.shared.set_peer_limit(limit);
-                self.reply_pending = false;
-                Ok(())
-            }
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                Err(e)
             }
         }
     }
 
-    fn recv_with(&mut self, out: &mut Vec<u8>, t: Option<Duration>) -> Result<usize> {
+    fn recv_with(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.shared.check_shutdown()?;
-        if let Some(why) = &self.failed {
-            return Err(Error::Protocol(format!(
-                "the connection was closed after an earlier error: {why}"
-            )));
-        }
-        self.apply_timeout(t)?;
-        if self.reply_pending {
-            self.finish_handshake(t)?;
+        self.sticky.check()?;
+        if let Wait::Block(t) = wait {
+            self.apply_timeout(t)?;
         }
         if self.shared.raw {
-            return self.recv_raw(out, t);
+            return self.recv_raw(out, wait);
         }
-
-        if self.peer_ended {
-            return Err(Error::Closed);
+        if self.shared.reply.limit().is_none() {
+            self.read_reply(wait)?;
         }
-        let len = match self.partial.take() {
-            Some((len, data)) => {
-                *out = data;
-                len
-            }
-            None => {
-                while self.buffered() < HEADER_LEN {
-                    let max = if self.expect_large {
-                        HEADER_LEN - self.buffered()
-                    } else {
-                        usize::MAX
-                    };
-                    self.fill_at_most(t, HEADER_LEN, max)
-                        .map_err(|e| self.mid_message(e, 0, None))?;
+        loop {
+            if let Some((len, received)) = self.decoder.large_in_progress() {
+                if let Some(p) = self.partial.take() {
+                    *out = p;
                 }
-                let mut h = [0u8; HEADER_LEN];
-                h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-                let header = match Header::decode(&h, self.limit) {
-                    Ok(h) => h,
-                    Err(e) => return Err(self.fail(e)),
-                };
-                self.start += HEADER_LEN;
-                if header.end {
-                    self.peer_ended = true;
+                debug_assert_eq!(out.len(), received);
+                return self.finish_large(out, len, wait);
+            }
+            match self.decoder.decode(&self.buf[self.start..self.end]) {
+                Decoded::Message { len } => {
+                    let s = self.start + HEADER_LEN;
+                    out.clear();
+                    out.extend_from_slice(&self.buf[s..s + len]);
+                    self.consume(HEADER_LEN + len);
+                    return Ok(len);
+                }
+                Decoded::NeedMore { at_most, capacity } => match self.fill(wait, at_most, capacity)
+                {
+                    Ok(0) => return Err(self.end_of_stream()),
+                    Ok(_) => {}
+                    Err(e) => return Err(self.read_error(e, wait)),
+                },
+                Decoded::LargeMessage { len } => {
+                    self.consume(HEADER_LEN);
+                    out.clear();
+                    out.reserve_exact(len);
+                    let take = len.min(self.end - self.start);
+                    out.extend_from_slice(&self.buf[self.start..self.start + take]);
+                    self.consume(take);
+                    if self.decoder.payload_received(take) == 0 {
+                        // All of it was buffered already.
+                        return Ok(len);
+                    }
+                }
+                Decoded::End { consume } => {
+                    self.consume(consume);
                     return Err(Error::Closed);
                 }
-                let len = header.len as usize;
-                out.clear();
-                out.reserve(len);
-                let take = len.min(self.buffered());
-                out.extend_from_slice(&self.buf[self.start..self.start + take]);
-                self.start += take;
-                len
+                Decoded::Failed(f) => return Err(self.fail(&f)),
             }
-        };
+        }
+    }
 
+    /// Reads the rest of a large message straight into `out` (which holds what arrived).
+    fn finish_large(&mut self, out: &mut Vec<u8>, len: usize, wait: Wait) -> Result<usize> {
         while out.len() < len {
-            let need = len - out.len();
-            let res = if need < self.buf.len() {
-                // Small remainder: read into the buffer, which may also pick up the next
-                // message(s), saving system calls.
-                self.fill(t, 1).map(|()| {
-                    let take = need.min(self.buffered());
-                    out.extend_from_slice(&self.buf[self.start..self.start + take]);
-                    self.start += take;
-                })
-            } else {
-                match self.shared.stream.read_append(out, need) {
-                    Ok(0) => Err(self.shared.eof()),
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(self.shared.error(e, "recv", t)),
-                }
+            let missing = len - out.len();
+            let res = match wait {
+                Wait::Block(_) => self.shared.stream.read_append(out, missing),
+                Wait::Now => self.shared.stream.read_append_now(out, missing),
             };
-            if let Err(e) = res {
-                return Err(self.mid_message(e, len, Some(out)));
+            match res {
+                Ok(0) => return Err(self.end_of_stream()),
+                Ok(n) => {
+                    self.decoder.payload_received(n);
+                }
+                Err(e) => {
+                    let err = self.read_error(e, wait);
+                    if matches!(err, Error::TimedOut { .. }) {
+                        // Kept for the next call, which completes the message.
+                        self.partial = Some(std::mem::take(out));
+                    }
+                    return Err(err);
+                }
             }
         }
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        self.expect_large = len >= RECV_BUF;
         Ok(len)
     }
 
-    /// Classifies an error that interrupted a message: a timeout keeps what arrived for the
-    /// next call; end-of-stream inside a message is a protocol error.
-    fn mid_message(&mut self, e: Error, len: usize, out: Option<&mut Vec<u8>>) -> Error {
-        let got = out.as_ref().map_or(self.buffered(), |o| o.len());
-        match e {
-            Error::TimedOut { .. } => {
-                if let Some(out) = out {
-                    self.partial = Some((len, std::mem::take(out)));
-                }
-                e
+    /// The stream ended: the peer's orderly close at a message boundary, else a failure.
+    fn end_of_stream(&mut self) -> Error {
+        match self.decoder.end_of_stream(self.end - self.start) {
+            Ok(()) => self.shared.eof(),
+            Err(_) if self.shared.shutdown.is_shutdown() => Error::Shutdown,
+            Err(f) => {
+                let e = self.shared.recv_failure(&f);
+                self.sticky.set(e)
             }
-            Error::Closed if out.is_some() || got > 0 => {
-                let msg = match out {
-                    Some(_) => format!(
-                        "the peer closed the connection in the middle of a message ({got} of {len} bytes received)"
-                    ),
-                    None => format!(
-                        "the peer closed the connection in the middle of a message header ({got} of {HEADER_LEN} bytes received)"
-                    ),
-                };
-                self.failed = Some(msg.clone());
-                Error::Protocol(msg)
-            }
-            e => e,
         }
     }
 
     /// The peer sent something invalid: close the connection and say what it was.
-    fn fail(&mut self, e: frame::DecodeError) -> Error {
-        use crate::sys::Cancel;
+    fn fail(&mut self, f: &crate::proto::Failure) -> Error {
         self.shared.stream.cancel();
         self.shared.stream.finish();
-        let err = Error::from_bad_header(e);
-        self.failed = Some(err.to_string());
-        err
+        let e = self.shared.recv_failure(f);
+        self.sticky.set(e)
     }
 
-    fn recv_raw(&mut self, out: &mut Vec<u8>, t: Option<Duration>) -> Result<usize> {
+    fn recv_raw(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         out.clear();
-        if self.buffered() > 0 {
+        if self.start < self.end {
             out.extend_from_slice(&self.buf[self.start..self.end]);
-            self.start = 0;
-            self.end = 0;
+            self.consume(self.end - self.start);
             return Ok(out.len());
         }
         // One whole message on a message pipe, else whatever bytes have arrived.
-        match self.shared.stream.read_message(out, RAW_CHUNK) {
+        let res = match wait {
+            Wait::Block(_) => self.shared.stream.read_message(out, RAW_CHUNK),
+            Wait::Now => self.shared.stream.read_append_now(out, RAW_CHUNK),
+        };
+        match res {
             Ok(0) => Err(self.shared.eof()),
             Ok(n) => Ok(n),
-            Err(e) => Err(self.shared.error(e, "recv", t)),
+            Err(e) => Err(self.read_error(e, wait)),
         }
     }
 }
@@ -563,7 +673,7 @@ impl fmt::Debug for RecvHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvHalf")
             .field("name", &self.shared.name.as_str())
-            .field("buffered", &self.buffered())
+            .field("buffered", &(self.end - self.start))
             .finish()
     }
 }
@@ -571,22 +681,35 @@ impl fmt::Debug for RecvHalf {
 /// The sending half of a [`Connection`], from [`Connection::split`].
 pub struct SendHalf {
     shared: Arc<Shared<sys::Stream>>,
+    encoder: Encoder,
     timeouts: TimeoutCache,
-    failed: Option<&'static str>,
+    sticky: Sticky,
 }
 
 impl SendHalf {
     /// Sends one message. See [`Connection::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_with(msg, self.timeouts.default)
     }
 
     /// Sends a UTF-8 string as one message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
     pub fn send_str(&mut self, msg: &str) -> Result<()> {
         self.send(msg.as_bytes())
     }
 
     /// Sends one message with a timeout. See [`Connection::send_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.send_with(msg, Some(timeout))
     }
@@ -596,9 +719,23 @@ impl SendHalf {
         self.timeouts.default = timeout;
     }
 
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.shared.peer()
+    /// The current write timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.timeouts.default
+    }
+
+    /// Who is on the other end. See [`Connection::peer`].
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.shared.peer.as_ref()
+    }
+
+    /// The largest message the peer accepts, as far as known. See
+    /// [`Connection::peer_max_message_size`].
+    pub fn peer_max_message_size(&self) -> usize {
+        if self.shared.raw {
+            return usize::MAX;
+        }
+        self.shared.reply.limit_or_minimum() as usize
     }
 
     /// The connection's shutdown handle. See [`Connection::shutdown_handle`].
@@ -606,10 +743,27 @@ impl SendHalf {
         self.shared.shutdown.clone()
     }
 
+    /// Puts the two halves of one connection back together. See [`RecvHalf::reunite`].
+    ///
+    /// # Errors
+    ///
+    /// The two halves, unchanged, when they come from different connections.
+    #[allow(clippy::result_large_err)] // rare, and the halves are given back whole
+    pub fn reunite(
+        self,
+        recv: RecvHalf,
+    ) -> std::result::Result<Connection, ReuniteError<SendHalf, RecvHalf>> {
+        recv.reunite(self)
+    }
+
     /// Closes the sending direction: the peer's next `recv` after the messages already sent
     /// reports [`Error::Closed`]. The [`RecvHalf`] goes on receiving what the peer sends, on
     /// every platform (Windows pipes have no half-close; in framed mode pipette sends an
     /// end-of-stream header instead, see `docs/PROTOCOL.md`; in raw mode the pipe closes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`], or an error writing the end of the stream (Windows).
     pub fn close(mut self) -> Result<()> {
         self.end()
     }
@@ -618,96 +772,121 @@ impl SendHalf {
     /// a framed connection says so in-band with the end-of-stream header and keeps the pipe
     /// open, so that the receiving half goes on working exactly as on Unix.
     fn end(&mut self) -> Result<()> {
-        if !sys::HALF_CLOSE && !self.shared.raw && self.failed.is_none() {
+        if !sys::HALF_CLOSE && !self.sticky.is_set() {
             self.shared.check_shutdown()?;
-            let t = self.timeouts.default;
-            let stream = &self.shared.stream;
-            self.timeouts
-                .apply(t, |t| stream.set_write_timeout(t))
-                .map_err(|e| self.shared.error(e, "close", t))?;
-            return match self.send_frame(Header::end_of_stream().encode(), &[], t) {
-                // The peer is gone already: there is nobody left to tell.
-                Err(Error::Closed) => Ok(()),
-                other => other,
-            };
+            if let Ok(Some(out)) = self.encoder.end() {
+                let t = self.timeouts.default;
+                return match self.write_all(out, &[], t) {
+                    // The peer is gone already: there is nobody left to tell.
+                    Err(Error::Closed) => Ok(()),
+                    other => other,
+                };
+            }
         }
         match self.shared.stream.shutdown_write() {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            Err(e) => Err(self.shared.error(e, "close", None)),
+            Err(e) => Err(self.shared.error(e, Operation::Close, None)),
+        }
+    }
+
+    /// A client's server limit, reading the handshake reply here if the receiving half has
+    /// not (exactly its bytes: nothing of the messages behind it is taken from the stream).
+    fn peer_limit_for(&mut self, len: usize) -> Result<u32> {
+        if !self.encoder.needs_peer_limit(len) {
+            return Ok(self.shared.reply.limit_or_minimum());
+        }
+        if let Some(limit) = self.shared.reply.limit() {
+            return Ok(limit);
+        }
+        let shared = self.shared.clone();
+        let mut reader = shared.reply.lock();
+        loop {
+            if let Some(result) = shared.reply.settle(&reader) {
+                return result.map_err(|e| self.sticky.set(shared.reply_failure(&e)));
+            }
+            let mut tmp = [0u8; crate::frame::REPLY_LEN];
+            let want = reader.missing();
+            match shared.stream.read(&mut tmp[..want]) {
+                Ok(0) => reader.end_of_stream(),
+                Ok(n) => {
+                    reader.feed(&tmp[..n]);
+                }
+                Err(e) => {
+                    return Err(match shared.error(e, Operation::Handshake, None) {
+                        Error::Closed => {
+                            reader.end_of_stream();
+                            continue;
+                        }
+                        other => other,
+                    })
+                }
+            }
         }
     }
 
     fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
         self.shared.check_shutdown()?;
-        if let Some(why) = self.failed {
-            return Err(Error::Protocol(format!(
-                "this connection can no longer send: {why}"
-            )));
-        }
+        self.sticky.check()?;
         let stream = &self.shared.stream;
         self.timeouts
             .apply(t, |t| stream.set_write_timeout(t))
-            .map_err(|e| self.shared.error(e, "send", t))?;
-
-        if self.shared.raw {
-            let mut sent = 0;
-            while sent < msg.len() {
-                match stream.write(&msg[sent..]) {
-                    Ok(n) => sent += n,
-                    Err(e) => return Err(self.shared.error(e, "send", t)),
+            .map_err(|e| self.shared.error(e, Operation::Send, t))?;
+        let limit = self.peer_limit_for(msg.len())?;
+        let out = self
+            .encoder
+            .message(msg.len(), limit)
+            .map_err(encode_failure)?;
+        match self.write_all(out, msg, t) {
+            // A server that refused us may already have closed the connection; its reply,
+            // which says why, is waiting to be read: report that rather than "closed".
+            Err(Error::Closed) if self.shared.reply.limit().is_none() && !self.shared.raw => {
+                match self.peer_limit_for(usize::MAX) {
+                    Err(refusal) => Err(refusal),
+                    Ok(_) => Err(Error::Closed),
                 }
             }
-            return Ok(());
+            other => other,
         }
-
-        let limit = self.shared.peer_limit();
-        if msg.len() > limit as usize {
-            return Err(Error::MessageTooLarge {
-                len: msg.len() as u64,
-                max: limit.into(),
-            });
-        }
-        self.send_frame(Header::new(msg.len() as u32).encode(), msg, t)
     }
 
-    /// Writes one frame: `header`, then `msg`.
-    fn send_frame(
+    /// Writes one frame: the rest of `out`'s header, then `payload`. A failure part-way cuts
+    /// the frame: the encoder is poisoned and our direction ended, so the peer sees a
+    /// truncated message rather than a corrupted stream.
+    fn write_all(
         &mut self,
-        header: [u8; HEADER_LEN],
-        msg: &[u8],
+        mut out: crate::proto::Outgoing,
+        payload: &[u8],
         t: Option<Duration>,
     ) -> Result<()> {
         let stream = &self.shared.stream;
-        let total = HEADER_LEN + msg.len();
-        let mut sent = 0;
-        while sent < total {
-            let res = if sent < HEADER_LEN {
-                stream.write2(&header[sent..], msg)
+        loop {
+            let (h, p) = out.remaining(payload);
+            let res = if h.is_empty() {
+                stream.write(p)
             } else {
-                stream.write(&msg[sent - HEADER_LEN..])
+                stream.write2(h, p)
             };
-            match res {
-                Ok(0) => {
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the socket accepted no bytes",
-                    )))
-                }
-                Ok(n) => sent += n,
-                Err(e) => {
-                    let err = self.shared.error(e, "send", t);
-                    if sent > 0 && matches!(err, Error::TimedOut { .. }) {
-                        // Half a message is on the wire: the stream cannot be framed any more.
-                        // Close our direction so the peer sees a truncated message at once.
-                        self.failed = Some("an earlier send timed out part-way through a message");
-                        let _ = stream.shutdown_write();
+            let err = match res {
+                Ok(0) if !out.is_done() => self.shared.error(
+                    io::Error::new(io::ErrorKind::WriteZero, "the stream accepted no bytes"),
+                    Operation::Send,
+                    t,
+                ),
+                Ok(n) => {
+                    if out.advance(n) {
+                        return Ok(());
                     }
-                    return Err(err);
+                    continue;
                 }
+                Err(e) => self.shared.error(e, Operation::Send, t),
+            };
+            if out.started() && self.encoder.cut() {
+                let _ = stream.shutdown_write();
+                return Err(self.sticky.set(err));
             }
+            return Err(err);
         }
-        Ok(())
     }
 }
 
@@ -719,17 +898,51 @@ impl fmt::Debug for SendHalf {
     }
 }
 
-/// Checks a configured `max_message_size`: at least the protocol minimum, capped at what the
-/// 32-bit length field can carry.
-pub(crate) fn message_limit(n: usize) -> Result<u32> {
-    if n < frame::MIN_MESSAGE_LIMIT as usize {
-        return Err(Error::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "max_message_size {n} is below the protocol minimum of {} bytes; use at least that",
-                frame::MIN_MESSAGE_LIMIT
-            ),
-        )));
+#[cfg(unix)]
+mod fd {
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+    use super::{Connection, RecvHalf, SendHalf};
+
+    /// The connection's socket, for event loops (see
+    /// [`Connection::is_message_buffered`] for what readiness means). A shutdown never closes
+    /// it (it shuts the socket down instead), so the descriptor stays valid for as long as
+    /// the connection lives. Reading or writing it directly breaks the framing.
+    impl AsFd for Connection {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.send.shared.stream.as_fd()
+        }
     }
-    Ok(n.min(frame::MAX_MESSAGE_LIMIT as usize) as u32)
+
+    impl AsRawFd for Connection {
+        fn as_raw_fd(&self) -> RawFd {
+            self.as_fd().as_raw_fd()
+        }
+    }
+
+    /// The connection's socket (shared with the other half); see `AsFd for Connection`.
+    impl AsFd for RecvHalf {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.shared.stream.as_fd()
+        }
+    }
+
+    impl AsRawFd for RecvHalf {
+        fn as_raw_fd(&self) -> RawFd {
+            self.as_fd().as_raw_fd()
+        }
+    }
+
+    /// The connection's socket (shared with the other half); see `AsFd for Connection`.
+    impl AsFd for SendHalf {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.shared.stream.as_fd()
+        }
+    }
+
+    impl AsRawFd for SendHalf {
+        fn as_raw_fd(&self) -> RawFd {
+            self.as_fd().as_raw_fd()
+        }
+    }
 }

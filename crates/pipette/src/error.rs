@@ -1,7 +1,12 @@
 //! The one error type of the crate.
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::frame::DecodeError;
+pub use crate::proto::Refusal;
 
 /// A specialised `Result` for pipette operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -9,7 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in pipette.
 ///
 /// Each message says what happened and, where there is something to do, what to do about it.
-/// Match on the variant to react in code; show the `Display` text to a person.
+/// Match on the variant to react in code; show the `Display` text to a person. The `Display`
+/// text never repeats the error's [`source`](std::error::Error::source): to show the whole
+/// story, print the chain of sources too (as `anyhow` and the `pipette` command do).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -22,8 +29,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// An option has a value that cannot work (for example a `max_message_size` below the
+    /// protocol minimum, or an access policy that no user could pass with this name).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
     /// No server is listening on the name.
-    #[error("no server is listening on {name:?} ({path}): start the server first, or connect with a timeout to wait for it")]
+    #[error("no server is listening on {name:?} ({path}): start the server first, or wait for it (ClientOptions::wait)")]
     NotFound {
         /// The name as given.
         name: String,
@@ -48,6 +60,20 @@ pub enum Error {
         other_user: Option<String>,
     },
 
+    /// The operating system refused: file permissions, a private directory that is not
+    /// private, the endpoint's security descriptor.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    /// The server turned this connection away in the handshake (its reply said why).
+    #[error("the server of {name:?} refused the connection: {reason}")]
+    Refused {
+        /// The name as given.
+        name: String,
+        /// What the server's reply said.
+        reason: Refusal,
+    },
+
     /// The server is not one this client trusts (see [`Trust`](crate::Trust) and
     /// [`ClientOptions::trust`](crate::ClientOptions::trust)). Nothing was sent to it.
     #[error("refusing to talk to the server of {}: it runs as {server}, and this client trusts only {trusted}. It may be an impostor (someone else created the endpoint first), and nothing was sent to it. If you do trust it, widen the client's trust (ClientOptions::trust, or --trust on the command line)", endpoint(name, path))]
@@ -62,24 +88,20 @@ pub enum Error {
         trusted: String,
     },
 
-    /// The operating system or the server's access policy refused.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-
     /// A blocking operation did not complete in time.
     #[error("{op} timed out after {after:?}")]
     TimedOut {
-        /// The operation that timed out ("accept", "connect", "recv", "send").
-        op: &'static str,
+        /// The operation that timed out.
+        op: Operation,
         /// The timeout that expired.
         after: Duration,
     },
 
-    /// The operation was cancelled because shutdown was requested, on this side through a
-    /// [`Shutdown`](crate::Shutdown) handle, or by the server refusing new connections while it
-    /// shuts down.
-    #[error("shut down: {0}")]
-    Shutdown(&'static str),
+    /// The operation was cancelled because this side's [`Shutdown`](crate::Shutdown) handle
+    /// was triggered. (A server that turns a connection away because *it* is shutting down
+    /// is [`Error::Refused`] with [`Refusal::ShuttingDown`].)
+    #[error("shut down: the shutdown handle was triggered")]
+    Shutdown,
 
     /// The peer closed the connection in an orderly way (no more messages will come).
     #[error("the peer closed the connection")]
@@ -95,16 +117,68 @@ pub enum Error {
         max: u64,
     },
 
-    /// The peer broke the protocol, or does not speak it.
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    /// The peer broke the protocol, or does not speak it. The connection is closed.
+    #[error("protocol error: {message}")]
+    Protocol {
+        /// What arrived, and what to do about it.
+        message: String,
+        /// The wire-format error behind it, where there is one.
+        #[source]
+        source: Option<DecodeError>,
+    },
 
-    /// Any other I/O error from the operating system.
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    /// An earlier error made this direction of the connection unusable (a protocol error
+    /// from the peer, or a send cut part-way by a timeout or a cancel); every later call
+    /// reports this, with the earlier error as its source.
+    #[error("the connection can no longer be used in this direction after an earlier error")]
+    Broken(#[source] Arc<Error>),
+
+    /// A message expected to be UTF-8 text is not. The connection stays usable; the bytes
+    /// are in the source ([`FromUtf8Error::into_bytes`](std::string::FromUtf8Error::into_bytes)).
+    #[error("the received message is not valid UTF-8 text; use recv() for binary messages")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+
+    /// Any other I/O error from the operating system; `context` says what pipette was doing.
+    #[error("{context}")]
+    Io {
+        /// What failed.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
 }
 
-pub(crate) const SHUTDOWN_TRIGGERED: &str = "the connection's shutdown handle was triggered";
+/// Which operation timed out ([`Error::TimedOut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Waiting for a connection.
+    Accept,
+    /// Waiting for a server to appear, or for its accept queue to make room.
+    Connect,
+    /// Waiting for the server's handshake reply.
+    Handshake,
+    /// Receiving a message.
+    Recv,
+    /// Sending a message.
+    Send,
+    /// Closing the sending direction (writing what was still queued).
+    Close,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Accept => "accept",
+            Operation::Connect => "connect",
+            Operation::Handshake => "handshake",
+            Operation::Recv => "recv",
+            Operation::Send => "send",
+            Operation::Close => "close",
+        })
+    }
+}
 
 /// An endpoint for messages: the name, and where it lives when that says more.
 fn endpoint(name: &str, path: &str) -> String {
@@ -128,17 +202,43 @@ fn addr_in_use(name: &str, pid: Option<u32>, other_user: Option<&str>) -> String
     }
 }
 
+impl From<io::Error> for Error {
+    /// An I/O error without more context (pipette's own code always adds some).
+    fn from(source: io::Error) -> Error {
+        Error::Io {
+            context: "I/O error".to_owned(),
+            source,
+        }
+    }
+}
+
 impl Error {
+    /// An [`Error::Io`] saying what failed.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Protocol`] without a wire-format source.
+    pub(crate) fn protocol(message: impl Into<String>) -> Error {
+        Error::Protocol {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// The error a failed I/O operation `op` stands for. `shut_down` says whether the
     /// operation's shutdown handle was triggered, which explains any failure after it.
     pub(crate) fn from_io(
         e: io::Error,
-        op: &'static str,
+        op: Operation,
         timeout: Option<Duration>,
         shut_down: bool,
     ) -> Error {
         if shut_down {
-            return Error::Shutdown(SHUTDOWN_TRIGGERED);
+            return Error::Shutdown;
         }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut {
@@ -149,45 +249,101 @@ impl Error {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::NotConnected => Error::Closed,
-            _ => Error::Io(e),
-        }
-    }
-
-    /// What an invalid message header from the peer means for the user: a message over the
-    /// limit, or a protocol error naming what arrived.
-    pub(crate) fn from_bad_header(e: crate::frame::DecodeError) -> Error {
-        match e {
-            crate::frame::DecodeError::TooLarge { len, max } => Error::MessageTooLarge {
-                len: len.into(),
-                max: max.into(),
-            },
-            other => Error::Protocol(format!("invalid message header from the peer: {other}")),
+            _ => Error::io(format!("{op} failed"), e),
         }
     }
 
     /// End of stream where a message may start: `Closed`, or `Shutdown` if we caused it.
     pub(crate) fn eof(shut_down: bool) -> Error {
         if shut_down {
-            Error::Shutdown(SHUTDOWN_TRIGGERED)
+            Error::Shutdown
         } else {
             Error::Closed
+        }
+    }
+
+    /// A copy, for errors that are reported again later ([`Error::Broken`]). An I/O error
+    /// is copied as its kind and text.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::InvalidName { name, reason } => Error::InvalidName {
+                name: name.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidConfig(m) => Error::InvalidConfig(m.clone()),
+            Error::NotFound { name, path } => Error::NotFound {
+                name: name.clone(),
+                path: path.clone(),
+            },
+            Error::AddrInUse {
+                name,
+                pid,
+                other_user,
+            } => Error::AddrInUse {
+                name: name.clone(),
+                pid: *pid,
+                other_user: other_user.clone(),
+            },
+            Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
+            Error::Refused { name, reason } => Error::Refused {
+                name: name.clone(),
+                reason: *reason,
+            },
+            Error::UntrustedServer {
+                name,
+                path,
+                server,
+                trusted,
+            } => Error::UntrustedServer {
+                name: name.clone(),
+                path: path.clone(),
+                server: server.clone(),
+                trusted: trusted.clone(),
+            },
+            Error::TimedOut { op, after } => Error::TimedOut {
+                op: *op,
+                after: *after,
+            },
+            Error::Shutdown => Error::Shutdown,
+            Error::Closed => Error::Closed,
+            Error::MessageTooLarge { len, max } => Error::MessageTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::Protocol { message, source } => Error::Protocol {
+                message: message.clone(),
+                source: source.clone(),
+            },
+            Error::Broken(cause) => Error::Broken(cause.clone()),
+            Error::NotUtf8(e) => Error::NotUtf8(e.clone()),
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
         }
     }
 
     /// The closest [`io::ErrorKind`], for callers that need to fit pipette into `io` code.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
-            Error::InvalidName { .. } => io::ErrorKind::InvalidInput,
+            Error::InvalidName { .. } | Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
             Error::NotFound { .. } => io::ErrorKind::NotFound,
             Error::AddrInUse { .. } => io::ErrorKind::AddrInUse,
-            Error::UntrustedServer { .. } => io::ErrorKind::PermissionDenied,
-            Error::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
+            Error::PermissionDenied(_) | Error::UntrustedServer { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            Error::Refused { reason, .. } => match reason {
+                Refusal::AccessDenied => io::ErrorKind::PermissionDenied,
+                _ => io::ErrorKind::ConnectionRefused,
+            },
             Error::TimedOut { .. } => io::ErrorKind::TimedOut,
-            Error::Shutdown(_) => io::ErrorKind::ConnectionAborted,
+            Error::Shutdown => io::ErrorKind::ConnectionAborted,
             Error::Closed => io::ErrorKind::UnexpectedEof,
-            Error::MessageTooLarge { .. } => io::ErrorKind::InvalidData,
-            Error::Protocol(_) => io::ErrorKind::InvalidData,
-            Error::Io(e) => e.kind(),
+            Error::MessageTooLarge { .. } | Error::Protocol { .. } | Error::NotUtf8(_) => {
+                io::ErrorKind::InvalidData
+            }
+            Error::Broken(cause) => cause.io_kind(),
+            Error::Io { source, .. } => source.kind(),
         }
     }
 }
@@ -195,8 +351,25 @@ impl Error {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         match e {
-            Error::Io(e) => e,
+            Error::Io { source, .. } => source,
             other => io::Error::new(other.io_kind(), other),
         }
     }
 }
+
+/// Two halves that do not belong to the same connection, returned unchanged by `reunite`.
+#[derive(Debug)]
+pub struct ReuniteError<S, R> {
+    /// The sending half.
+    pub send: S,
+    /// The receiving half.
+    pub recv: R,
+}
+
+impl<S, R> fmt::Display for ReuniteError<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves of two different connections")
+    }
+}
+
+impl<S: fmt::Debug, R: fmt::Debug> std::error::Error for ReuniteError<S, R> {}

@@ -1,28 +1,16 @@
-//! The handshake's decisions, shared by the blocking and the async API.
-//!
-//! The I/O differs between the two APIs; what to answer a new peer, and what a server's
-//! answer means, does not. Both live here, once.
+//! The handshake's I/O-free glue, shared by the blocking and the async API: judging a new
+//! connection on the server and registering it, and checking the server and saying hello on
+//! the client. The decisions are the protocol engine's (`proto`); the streams only need the
+//! non-blocking calls of [`sys::Handshake`], which both APIs' streams provide.
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::frame::{self, Hello, Reply, Status, HELLO_LEN, REPLY_LEN};
-use crate::{sys, Access, Name, PeerIdentity};
-
-/// What a server does with a new connection.
-#[derive(Debug)]
-pub(crate) enum Admission {
-    /// Send `reply` (framed mode) and hand the connection to the caller.
-    Accept {
-        /// The acceptance to send; `None` in raw mode.
-        reply: Option<[u8; REPLY_LEN]>,
-        /// The largest message the peer accepts.
-        peer_limit: u32,
-    },
-    /// Send `reply` if there is one, then drop the connection.
-    Refuse {
-        /// The refusal to send; `None` in raw mode.
-        reply: Option<[u8; REPLY_LEN]>,
-    },
-}
+use crate::proto::{self, Admission, Credentials, TrustPolicy};
+use crate::shared::Shared;
+use crate::shutdown::Shutdown;
+use crate::sys::{self, Handshake};
+use crate::{Access, Name, PeerIdentity, Trust};
 
 /// What a server needs to know to judge a newcomer.
 #[derive(Debug, Clone)]
@@ -32,113 +20,193 @@ pub(crate) struct Policy {
     pub raw: bool,
     /// The server's own message limit, announced in the reply.
     pub limit: u32,
-    /// The server's user, captured at bind.
-    pub owner: sys::Owner,
+    /// The server's identity, captured at bind.
+    pub owner: Credentials,
 }
 
-impl Policy {
-    /// Judges a new peer from its identity and its first bytes (the hello, or as much of it
-    /// as arrived before the bytes stopped looking like one). Logs every refusal.
-    pub(crate) fn admit(&self, peer: &PeerIdentity, prefix: &[u8]) -> Admission {
-        let refuse = |status: Status| Admission::Refuse {
-            reply: (!self.raw).then(|| Reply::refuse(status).encode()),
-        };
-        if !sys::admits(self.access, &self.owner, peer) {
-            tracing::warn!(
-                name = %self.name,
-                pid = ?peer.pid(), uid = ?peer.uid(), sid = ?peer.sid(),
-                access = self.access.as_str(),
-                "refused a peer that the access policy does not admit"
-            );
-            return refuse(Status::AccessDenied);
+/// Judges a new connection whose first bytes (`hello`, as a
+/// [`HelloReader`](proto::HelloReader) collected them) have arrived, answers it, and
+/// registers it with the shutdown handle. `None` when it was turned away (logged).
+pub(crate) fn admit<S: Handshake>(
+    policy: &Policy,
+    shutdown: &Shutdown,
+    stream: S,
+    hello: &[u8],
+) -> Option<Shared<S>> {
+    let peer = match stream.peer() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read a new peer's credentials");
+            None
         }
-        if self.raw {
-            return Admission::Accept {
-                reply: None,
-                peer_limit: u32::MAX,
-            };
-        }
-        match Hello::decode_prefix(prefix) {
-            Err(e) => {
-                tracing::warn!(
-                    name = %self.name, pid = ?peer.pid(),
-                    "protocol error: a peer that does not speak the pipette protocol connected ({e}); if it is a raw byte-stream client, run the server in raw mode"
-                );
-                refuse(Status::BadHello)
-            }
-            Ok(hello) => match frame::negotiate(hello.version) {
-                None => {
-                    tracing::warn!(name = %self.name, pid = ?peer.pid(), version = hello.version, "refused a peer with an unsupported protocol version");
-                    refuse(Status::UnsupportedVersion)
-                }
-                Some(version) => Admission::Accept {
-                    reply: Some(Reply::accept(version, self.limit).encode()),
-                    peer_limit: hello.max_message_size,
-                },
-            },
-        }
-    }
-
-    /// The refusal sent when the server is shutting down.
-    pub(crate) fn shutting_down(&self) -> Option<[u8; REPLY_LEN]> {
-        (!self.raw).then(|| Reply::refuse(Status::ShuttingDown).encode())
-    }
-
-    /// How many bytes to wait for before judging a peer.
-    pub(crate) fn prefix_len(&self) -> usize {
-        if self.raw {
-            0
-        } else {
-            HELLO_LEN
-        }
-    }
-}
-
-/// The client's hello announcing `limit`.
-pub(crate) fn hello(limit: u32) -> [u8; HELLO_LEN] {
-    Hello {
-        version: frame::VERSION,
-        max_message_size: limit,
-    }
-    .encode()
-}
-
-/// Interprets the server's reply: the server's message limit, or the error it stands for.
-pub(crate) fn interpret_reply(name: &Name, bytes: &[u8; REPLY_LEN]) -> Result<u32> {
-    let name = name.as_str();
-    let reply = Reply::decode(bytes).map_err(|e| {
-        Error::Protocol(format!(
-            "{name:?} did not answer like a pipette server ({e}); if it is a plain byte-stream peer, connect in raw mode"
-        ))
-    })?;
-    Err(match reply.status {
-        Status::Accepted => return Ok(reply.max_message_size),
-        Status::AccessDenied => Error::PermissionDenied(format!(
-            "the server at {name:?} refused this connection: its access policy does not admit your user; run the client as the server's user, or have the server widen its access"
-        )),
-        Status::ShuttingDown => {
-            Error::Shutdown("the server is shutting down and accepts no new connections")
-        }
-        Status::UnsupportedVersion => Error::Protocol(format!(
-            "the server at {name:?} does not speak protocol version {}; upgrade the older side",
-            frame::VERSION
-        )),
-        Status::BadHello => Error::Protocol(format!(
-            "the server at {name:?} did not understand this client's hello"
-        )),
-    })
-}
-
-/// The error for a server that closed the connection before its reply was complete.
-pub(crate) fn reply_cut_short(name: &Name, received: usize) -> Error {
-    let name = name.as_str();
-    if received == 0 {
-        Error::Protocol(format!(
-            "the server at {name:?} closed the connection without answering the handshake; it may be shutting down, overloaded, or not a pipette server (a raw peer needs raw mode)"
-        ))
+    };
+    let unknown = PeerIdentity::default();
+    let id = peer.as_ref().unwrap_or(&unknown);
+    let groups = if policy.access == Access::Group {
+        stream.peer_groups()
     } else {
-        Error::Protocol(format!(
-            "the server at {name:?} closed the connection part-way through its handshake reply; it is not a pipette server (a raw peer needs raw mode)"
-        ))
+        None
+    };
+    let admitted = proto::admit_peer(
+        policy.access,
+        &policy.owner,
+        id,
+        groups.as_deref(),
+        sys::ACCESS_ENFORCED_BY_OS,
+    );
+    let judge =
+        |shutting_down| proto::admit(policy.raw, policy.limit, admitted, shutting_down, hello);
+    let (reply, peer_limit) = match judge(shutdown.is_shutdown()) {
+        Admission::Accept { reply, peer_limit } => (reply, peer_limit),
+        Admission::Refuse {
+            reply,
+            reason,
+            detail,
+        } => {
+            refused(policy, id, reason, detail);
+            if let Some(r) = reply {
+                let _ = stream.write_now(&r);
+            }
+            return None;
+        }
+    };
+    let stream = Arc::new(stream);
+    let Ok(registration) = shutdown.register(stream.clone()) else {
+        // Shut down since: the same answer as to any newcomer now.
+        if let Admission::Refuse { reply: Some(r), .. } = judge(true) {
+            let _ = stream.write_now(&r);
+        }
+        return None;
+    };
+    if let Some(reply) = reply {
+        // A fresh stream's send buffer is empty: the 16 bytes go out at once.
+        match stream.write_now(&reply) {
+            Ok(n) if n == reply.len() => {}
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "a peer left during the handshake");
+                return None;
+            }
+        }
     }
+    tracing::debug!(name = %policy.name, pid = ?id.pid(), uid = ?id.uid(), sid = ?id.sid(), "accepted a connection");
+    Some(Shared::new(
+        stream,
+        shutdown.clone(),
+        registration,
+        policy.name.clone(),
+        policy.raw,
+        peer,
+        Some(peer_limit),
+    ))
+}
+
+/// Logs why a peer was turned away (it never reaches the application).
+fn refused(
+    policy: &Policy,
+    peer: &PeerIdentity,
+    reason: proto::Refusal,
+    detail: Option<proto::wire::DecodeError>,
+) {
+    match reason {
+        proto::Refusal::AccessDenied => tracing::warn!(
+            name = %policy.name,
+            pid = ?peer.pid(), uid = ?peer.uid(), sid = ?peer.sid(),
+            access = policy.access.as_str(),
+            "refused a peer that the access policy does not admit"
+        ),
+        proto::Refusal::BadHello => tracing::warn!(
+            name = %policy.name, pid = ?peer.pid(),
+            "protocol error: a peer that does not speak the pipette protocol connected ({}); if it is a raw byte-stream client, run the server in raw mode",
+            detail.map(|d| d.to_string()).unwrap_or_default()
+        ),
+        proto::Refusal::UnsupportedVersion => tracing::warn!(
+            name = %policy.name, pid = ?peer.pid(),
+            "refused a peer with an unsupported protocol version"
+        ),
+        proto::Refusal::ShuttingDown => tracing::debug!(
+            name = %policy.name, pid = ?peer.pid(),
+            "refused a peer: shutting down"
+        ),
+    }
+}
+
+/// What a client needs for its side of the handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientSide {
+    pub name: Name,
+    pub raw: bool,
+    /// The client's own message limit, announced in the hello.
+    pub limit: u32,
+    pub trust: Trust,
+}
+
+/// Checks who the server is (before a byte goes out), registers the fresh stream with the
+/// shutdown handle, and sends the hello (framed mode) without waiting for the reply.
+pub(crate) fn hello<S: Handshake>(
+    side: &ClientSide,
+    shutdown: Shutdown,
+    stream: S,
+) -> Result<Shared<S>> {
+    let server = check_server(&side.name, &side.trust, stream.peer())?;
+    let stream = Arc::new(stream);
+    let registration = shutdown
+        .register(stream.clone())
+        .map_err(|()| Error::Shutdown)?;
+    if !side.raw {
+        let hello = proto::hello(side.limit);
+        // A fresh stream's send buffer is empty: the 16 bytes go out in one write.
+        match stream.write_now(&hello) {
+            Ok(n) if n == hello.len() => {}
+            Ok(_) => {
+                return Err(Error::io(
+                    "could not send the handshake",
+                    std::io::ErrorKind::WriteZero.into(),
+                ))
+            }
+            Err(e) => return Err(crate::client::connect_error(&side.name, e)),
+        }
+    }
+    Ok(Shared::new(
+        stream,
+        shutdown,
+        registration,
+        side.name.clone(),
+        side.raw,
+        Some(server),
+        side.raw.then_some(u32::MAX),
+    ))
+}
+
+/// The client's check of the server (see [`Trust`]): the server at the other end of a fresh
+/// connection (`identity`, as the OS reports it) must be one that `trust` admits. Returns its
+/// identity. A server whose identity cannot be read is trusted only under
+/// [`Trust::Everyone`].
+pub(crate) fn check_server(
+    name: &Name,
+    trust: &Trust,
+    identity: std::io::Result<PeerIdentity>,
+) -> Result<PeerIdentity> {
+    let server = identity.unwrap_or_default();
+    let policy: TrustPolicy = sys::trust_policy(trust).map_err(|e| {
+        Error::InvalidConfig(format!("cannot resolve the client's trust policy: {e}"))
+    })?;
+    let me = sys::credentials(*trust == Trust::Group);
+    if proto::trusts(&policy, &me, &server) {
+        return Ok(server);
+    }
+    Err(Error::UntrustedServer {
+        name: name.as_str().to_owned(),
+        path: name.path().display().to_string(),
+        server: sys::describe_server(&server),
+        trusted: match trust {
+            Trust::CurrentUser => format!("your own user and {}", sys::SYSTEM_USERS),
+            Trust::Group => format!(
+                "your own user, servers of your groups, and {}",
+                sys::SYSTEM_USERS
+            ),
+            Trust::User(u) => format!("your own user, {u}, and {}", sys::SYSTEM_USERS),
+            Trust::Everyone => "everyone".to_owned(),
+        },
+    })
 }

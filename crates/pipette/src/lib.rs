@@ -63,11 +63,12 @@ mod access;
 mod client;
 mod connection;
 mod error;
-pub mod frame;
 mod handshake;
 mod name;
+mod options;
 mod peer;
 mod probe;
+pub mod proto;
 mod server;
 mod shared;
 mod shutdown;
@@ -77,15 +78,17 @@ mod sys;
 mod trust;
 
 pub use access::Access;
-pub use client::{Client, ClientOptions};
+pub use client::Client;
 pub use connection::{Connection, RecvHalf, SendHalf};
-pub use error::{Error, Result};
+pub use error::{Error, Operation, Refusal, Result, ReuniteError};
 pub use name::{IntoName, Name, MAX_PLAIN_LEN};
+pub use options::{
+    ClientOptions, ServerOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
+};
 pub use peer::PeerIdentity;
 pub use probe::{endpoints, probe, EndpointInfo, Liveness};
-pub use server::{
-    Incoming, Server, ServerOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
-};
+pub use proto::wire as frame;
+pub use server::{Incoming, Server};
 pub use shutdown::Shutdown;
 pub use stream::Stream;
 pub use trust::Trust;

@@ -1,20 +1,17 @@
-//! The state both halves of a connection share, for the blocking and the async API alike.
+//! What the drivers share: the state both halves of a connection hold, the handshake reply
+//! slot, sticky errors, and the one mapping from the protocol engine's outcomes to
+//! [`Error`]s. Generic over the platform stream, so that the blocking and the async API use
+//! the same code; only the I/O differs between them.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::error::Error;
-use crate::frame;
+use crate::error::{Error, Operation};
+use crate::proto::{EncodeError, Failure, ReplyError, ReplyReader};
 use crate::shutdown::{Registration, Shutdown};
-use crate::{Name, PeerIdentity};
-
-/// A platform stream that can tell who is on the other end.
-pub(crate) trait PeerOf {
-    /// The peer's identity, as the operating system reports it.
-    fn peer_identity(&self) -> io::Result<PeerIdentity>;
-}
+use crate::{frame, Name, PeerIdentity};
 
 /// What the send and receive halves of one connection share. `S` is the platform stream
 /// (blocking or async); it is also held by the shutdown registry, which is why it is an `Arc`.
@@ -24,14 +21,15 @@ pub(crate) struct Shared<S> {
     _registration: Registration,
     pub(crate) name: Name,
     pub(crate) raw: bool,
-    peer: OnceLock<PeerIdentity>,
-    /// Largest payload the peer accepts. A client starts with the protocol minimum and learns
-    /// the real value from the server's reply.
-    peer_limit: AtomicU32,
-    peer_limit_known: AtomicBool,
+    /// Who is on the other end, if the platform could tell.
+    pub(crate) peer: Option<PeerIdentity>,
+    /// The server's handshake reply, for a client; read by whichever half needs it first.
+    pub(crate) reply: ReplySlot,
 }
 
-impl<S: PeerOf> Shared<S> {
+impl<S> Shared<S> {
+    /// `peer_limit`: the peer's limit when known (a server learns it from the hello; raw
+    /// mode has none); `None` for a client, which learns it from the reply.
     pub(crate) fn new(
         stream: Arc<S>,
         shutdown: Shutdown,
@@ -47,32 +45,13 @@ impl<S: PeerOf> Shared<S> {
             _registration: registration,
             name,
             raw,
-            peer: peer.map(OnceLock::from).unwrap_or_default(),
-            peer_limit: AtomicU32::new(peer_limit.unwrap_or(frame::MIN_MESSAGE_LIMIT)),
-            peer_limit_known: AtomicBool::new(peer_limit.is_some()),
+            peer,
+            reply: ReplySlot::new(peer_limit),
         }
     }
 
-    pub(crate) fn set_peer_limit(&self, limit: u32) {
-        self.peer_limit.store(limit, Ordering::Release);
-        self.peer_limit_known.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn peer_limit(&self) -> u32 {
-        self.peer_limit.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn peer_limit_known(&self) -> bool {
-        self.peer_limit_known.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn peer(&self) -> &PeerIdentity {
-        self.peer
-            .get_or_init(|| self.stream.peer_identity().unwrap_or_default())
-    }
-
     /// Turns an I/O error of `op` into the error the user should see.
-    pub(crate) fn error(&self, e: io::Error, op: &'static str, timeout: Option<Duration>) -> Error {
+    pub(crate) fn error(&self, e: io::Error, op: Operation, timeout: Option<Duration>) -> Error {
         Error::from_io(e, op, timeout, self.shutdown.is_shutdown())
     }
 
@@ -84,21 +63,194 @@ impl<S: PeerOf> Shared<S> {
     /// For the `io` traits of a stream: the error to return once the handle was triggered
     /// (`ConnectionAborted`, wrapping [`Error::Shutdown`]).
     pub(crate) fn aborted_io(&self) -> Option<io::Error> {
-        self.shutdown.is_shutdown().then(|| {
-            io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED),
-            )
-        })
+        self.shutdown
+            .is_shutdown()
+            .then(|| io::Error::new(io::ErrorKind::ConnectionAborted, Error::Shutdown))
     }
 
     /// `Err(Shutdown)` once the handle was triggered: checked at the start of every call, so
     /// that data still queued in the socket is not returned after a shutdown.
+    #[inline]
     pub(crate) fn check_shutdown(&self) -> Result<(), Error> {
         if self.shutdown.is_shutdown() {
-            Err(Error::Shutdown(crate::error::SHUTDOWN_TRIGGERED))
+            Err(Error::Shutdown)
         } else {
             Ok(())
         }
+    }
+
+    /// The error a protocol failure of the receiving direction stands for.
+    pub(crate) fn recv_failure(&self, f: &Failure) -> Error {
+        match f {
+            Failure::BadHeader(frame::DecodeError::TooLarge { len, max }) => {
+                Error::MessageTooLarge {
+                    len: (*len).into(),
+                    max: (*max).into(),
+                }
+            }
+            Failure::BadHeader(e) => Error::Protocol {
+                message: f.to_string(),
+                source: Some(e.clone()),
+            },
+            Failure::Truncated { .. } => Error::protocol(f.to_string()),
+        }
+    }
+
+    /// The error a refused or malformed handshake reply stands for.
+    pub(crate) fn reply_failure(&self, e: &ReplyError) -> Error {
+        let name = self.name.as_str();
+        match e {
+            ReplyError::Refused(reason) => Error::Refused {
+                name: name.to_owned(),
+                reason: *reason,
+            },
+            ReplyError::Invalid(d) => Error::Protocol {
+                message: format!(
+                    "{name:?} did not answer like a pipette server; if it is a plain byte-stream peer, connect in raw mode"
+                ),
+                source: Some(d.clone()),
+            },
+            ReplyError::CutShort { received: 0 } => Error::protocol(format!(
+                "the server at {name:?} closed the connection without answering the handshake; it may be shutting down, overloaded, or not a pipette server (a raw peer needs raw mode)"
+            )),
+            ReplyError::CutShort { .. } => Error::protocol(format!(
+                "the server at {name:?} closed the connection part-way through its handshake reply; it is not a pipette server (a raw peer needs raw mode)"
+            )),
+        }
+    }
+}
+
+/// The error an encoder's refusal stands for. `Poisoned`/`Ended` only reach here when no
+/// earlier error was recorded (see [`Sticky`]).
+pub(crate) fn encode_failure(e: EncodeError) -> Error {
+    match e {
+        EncodeError::TooLarge { len, max } => Error::MessageTooLarge {
+            len: len as u64,
+            max: max.into(),
+        },
+        EncodeError::Poisoned => Error::Broken(Arc::new(Error::protocol(
+            "an earlier send was cut part-way through a message",
+        ))),
+        EncodeError::Ended => Error::Broken(Arc::new(Error::protocol(
+            "the sending direction was closed",
+        ))),
+    }
+}
+
+/// The error that ended a direction of a connection, reported again (as
+/// [`Error::Broken`]) by every later call.
+#[derive(Debug, Default)]
+pub(crate) struct Sticky(Option<Arc<Error>>);
+
+impl Sticky {
+    /// `Err(Broken)` once a direction has failed.
+    #[inline]
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        match &self.0 {
+            None => Ok(()),
+            Some(cause) => Err(Error::Broken(cause.clone())),
+        }
+    }
+
+    /// Records `e` as the direction's failure (the first one counts) and returns it.
+    pub(crate) fn set(&mut self, e: Error) -> Error {
+        if self.0.is_none() {
+            self.0 = Some(Arc::new(e.duplicate()));
+        }
+        e
+    }
+
+    /// Whether the direction has failed.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// A client's handshake reply, shared by the two halves of a connection: whichever needs it
+/// first (the receive half before its first message, the send half before a message larger
+/// than the protocol minimum) reads it, under the lock, and the other finds it done. Once
+/// known, the peer's limit is an atomic load.
+pub(crate) struct ReplySlot {
+    /// The peer's limit once known; `UNKNOWN` before.
+    limit: AtomicU32,
+    state: Mutex<ReplyReader>,
+}
+
+/// `limit` before the reply is in. No valid limit is 0 (the minimum is 4096).
+const UNKNOWN: u32 = 0;
+
+impl ReplySlot {
+    /// `known`: the limit when there is no reply to read (a server's connection, raw mode).
+    fn new(known: Option<u32>) -> ReplySlot {
+        ReplySlot {
+            limit: AtomicU32::new(known.unwrap_or(UNKNOWN)),
+            state: Mutex::new(ReplyReader::new()),
+        }
+    }
+
+    /// The peer's limit, once the reply (or the hello) told it.
+    #[inline]
+    pub(crate) fn limit(&self) -> Option<u32> {
+        match self.limit.load(Ordering::Acquire) {
+            UNKNOWN => None,
+            n => Some(n),
+        }
+    }
+
+    /// The limit to check a message against: the real one, or the protocol minimum that a
+    /// client may use before the reply is in.
+    #[inline]
+    pub(crate) fn limit_or_minimum(&self) -> u32 {
+        self.limit().unwrap_or(frame::MIN_MESSAGE_LIMIT)
+    }
+
+    /// The reader, locked (for the half that reads the reply now).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ReplyReader> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After feeding the reader: publishes an accepted limit. Returns the reply's outcome
+    /// once complete.
+    pub(crate) fn settle(&self, reader: &ReplyReader) -> Option<Result<u32, ReplyError>> {
+        let result = reader.result()?.clone();
+        if let Ok(limit) = result {
+            self.limit.store(limit, Ordering::Release);
+        }
+        Some(result)
+    }
+}
+
+/// Checks a configured `max_message_size`: at least the protocol minimum, capped at what the
+/// 32-bit length field can carry.
+pub(crate) fn message_limit(n: usize) -> Result<u32, Error> {
+    if n < frame::MIN_MESSAGE_LIMIT as usize {
+        return Err(Error::InvalidConfig(format!(
+            "max_message_size {n} is below the protocol minimum of {} bytes; use at least that",
+            frame::MIN_MESSAGE_LIMIT
+        )));
+    }
+    Ok(n.min(frame::MAX_MESSAGE_LIMIT as usize) as u32)
+}
+
+/// The kernel timeout of one direction of a blocking stream, applied only when it changes.
+#[derive(Debug, Default)]
+pub(crate) struct TimeoutCache {
+    /// What plain `send`/`recv` use.
+    pub(crate) default: Option<Duration>,
+    /// What the socket currently has.
+    applied: Option<Duration>,
+}
+
+impl TimeoutCache {
+    pub(crate) fn apply(
+        &mut self,
+        want: Option<Duration>,
+        set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.applied != want {
+            set(want)?;
+            self.applied = want;
+        }
+        Ok(())
     }
 }

@@ -36,7 +36,7 @@ use crate::sys::Cancel;
 ///     stop.shutdown();
 /// });
 /// // Blocks until the other thread calls shutdown().
-/// assert!(matches!(server.accept(), Err(Error::Shutdown(_))));
+/// assert!(matches!(server.accept(), Err(Error::Shutdown)));
 /// t.join().unwrap();
 /// # Ok::<(), pipette::Error>(())
 /// ```

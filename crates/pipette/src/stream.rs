@@ -18,11 +18,11 @@ use crate::{PeerIdentity, Shutdown};
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use pipette::{Client, ClientOptions, ServerOptions};
+/// use pipette::{Client, ClientOptions, Server, ServerOptions};
 ///
 /// let name = format!("doc-stream-{}", std::process::id());
-/// let server = ServerOptions::new().raw(true).bind(&name)?;
-/// let mut client = ClientOptions::new().raw(true).connect(&name)?.into_stream()?;
+/// let server = Server::bind_with(&name, &ServerOptions::new().raw(true))?;
+/// let mut client = Client::connect_with(&name, &ClientOptions::new().raw(true))?.into_stream()?;
 /// client.write_all(b"bytes, not messages")?;
 /// client.shutdown_write()?;
 ///
@@ -63,9 +63,10 @@ impl Stream {
         self.shared.stream.shutdown_write()
     }
 
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.shared.peer()
+    /// Who is on the other end, if the platform could tell (see
+    /// [`Connection::peer`](crate::Connection::peer)).
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.shared.peer.as_ref()
     }
 
     /// The connection's shutdown handle.

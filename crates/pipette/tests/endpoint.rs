@@ -206,10 +206,11 @@ mod unix {
             (Access::Everyone, 0o666),
         ] {
             let path = dir.join(format!("{}.sock", access.as_str()));
-            let server = ServerOptions::new()
-                .access(access)
-                .bind(path.to_str().unwrap())
-                .unwrap();
+            let server = pipette::Server::bind_with(
+                path.to_str().unwrap(),
+                &ServerOptions::new().access(access),
+            )
+            .unwrap();
             assert_eq!(mode(&path), want, "{access:?}");
             let mut c = Client::connect(path.to_str().unwrap()).unwrap();
             c.send(b"hi").unwrap();
@@ -219,11 +220,12 @@ mod unix {
     }
 
     pub fn a_plain_name_cannot_be_shared_with_other_users() {
-        let err = ServerOptions::new()
-            .access(Access::Everyone)
-            .bind(unique("shared").as_str())
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+        let err = pipette::Server::bind_with(
+            unique("shared").as_str(),
+            &ServerOptions::new().access(Access::Everyone),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
         assert!(err.to_string().contains("absolute path"), "{err}");
     }
 

@@ -211,7 +211,7 @@ fn servers_killed_mid_transfer_clients_see_closed_and_a_new_server_takes_over() 
             });
             let kind = support::error_kind(&out.error);
             let ok = matches!(out.error, Error::Closed)
-                || matches!(&out.error, Error::Protocol(m) if m.contains("in the middle of a message"));
+                || matches!(&out.error, Error::Protocol { message: m, .. } if m.contains("in the middle of a message"));
             assert!(
                 ok,
                 "round {round}: after {} round trips, a client got {:?}",
@@ -243,7 +243,7 @@ fn scratch(tag: &str) -> PathBuf {
 fn bind_error(path: &Path) -> String {
     match Server::bind(path.to_str().unwrap()) {
         Ok(_) => panic!("binding {} succeeded", path.display()),
-        Err(e) => format!("{} {e}", support::error_kind(&e)),
+        Err(e) => format!("{} {}", support::error_kind(&e), support::full(&e)),
     }
 }
 

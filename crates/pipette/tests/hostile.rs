@@ -92,12 +92,13 @@ fn target(tag: &str) -> Target {
 type RawPeer = pipette::Stream;
 
 fn raw_connect(path: &std::path::Path) -> RawPeer {
-    pipette::ClientOptions::new()
-        .raw(true)
-        .connect(path.to_str().unwrap())
-        .unwrap()
-        .into_stream()
-        .unwrap()
+    pipette::Client::connect_with(
+        path.to_str().unwrap(),
+        &pipette::ClientOptions::new().raw(true),
+    )
+    .unwrap()
+    .into_stream()
+    .unwrap()
 }
 
 impl Target {

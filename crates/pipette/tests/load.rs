@@ -163,7 +163,7 @@ fn role_load_clients(args: Vec<String>) {
             std::thread::spawn(move || -> Result<(), String> {
                 let c = Client::connect_timeout(name.as_str(), HANG)
                     .map_err(|e| format!("conn {id}: connect: {e}"))?;
-                let (mut tx, mut rx) = c.split().map_err(|e| format!("conn {id}: {e}"))?;
+                let (mut tx, mut rx) = c.split();
                 rx.set_read_timeout(Some(HANG));
                 let sender = std::thread::spawn(move || -> Result<(), String> {
                     for seq in 0..msgs {
@@ -364,15 +364,18 @@ fn memory_stays_bounded_when_clients_outpace_the_server() {
         .map(|_| {
             let (name, stop, sent) = (name.clone(), stop.clone(), sent.clone());
             std::thread::spawn(move || {
-                let mut c = ClientOptions::new()
-                    .shutdown(&stop)
-                    .connect_timeout(name.as_str(), Duration::from_secs(30))
-                    .unwrap();
+                let mut c = pipette::Client::connect_with(
+                    name.as_str(),
+                    &ClientOptions::new()
+                        .shutdown(&stop)
+                        .wait(Duration::from_secs(30)),
+                )
+                .unwrap();
                 let msg = vec![0xA5u8; MSG];
                 loop {
                     match c.send(&msg) {
                         Ok(()) => sent.fetch_add(MSG as u64, Ordering::SeqCst),
-                        Err(Error::Shutdown(_)) => return,
+                        Err(Error::Shutdown) => return,
                         Err(e) => panic!("send: {e}"),
                     };
                 }
@@ -435,7 +438,7 @@ fn soak() {
         for i in 0..100 {
             // Raw pipette connections speak whatever bytes we give them.
             let raw = pipette::ClientOptions::new().raw(true);
-            if let Ok(mut c) = raw.connect(name.as_str()) {
+            if let Ok(mut c) = pipette::Client::connect_with(name.as_str(), &raw) {
                 let hello = pipette::frame::Hello {
                     version: 1,
                     max_message_size: 4096,

@@ -26,6 +26,10 @@ fn main() {
             ),
             ("hundred_concurrent_clients", hundred_concurrent_clients),
             (
+                "every_size_around_the_buffer_edges_crosses_whole",
+                every_size_around_the_buffer_edges_crosses_whole,
+            ),
+            (
                 "sizes_up_to_the_limit_and_one_past",
                 sizes_up_to_the_limit_and_one_past,
             ),
@@ -138,7 +142,7 @@ fn ten_thousand_messages_arrive_in_order() {
     let name = unique("order");
     let _server = echo_server(&name);
     let conn = Client::connect(name.as_str()).unwrap();
-    let (mut tx, mut rx) = conn.split().unwrap();
+    let (mut tx, mut rx) = conn.split();
     // Send from one thread while receiving on another: the split halves work concurrently.
     let sender = std::thread::spawn(move || {
         for i in 0..N {
@@ -162,7 +166,7 @@ fn closing_the_send_half_keeps_the_receive_half() {
     const N: u64 = 300;
     let name = unique("half");
     let _server = echo_server(&name);
-    let (mut tx, mut rx) = Client::connect(name.as_str()).unwrap().split().unwrap();
+    let (mut tx, mut rx) = Client::connect(name.as_str()).unwrap().split();
     // The sender closes right after its last message, while echoes are still in flight (it
     // runs beside the receiver: sending everything first could fill both directions'
     // buffers against an echo server and deadlock).
@@ -211,7 +215,7 @@ fn the_end_header_is_an_orderly_close_everywhere() {
     };
     let raw = ClientOptions::new().raw(true);
 
-    let mut c = raw.connect(name.as_str()).unwrap();
+    let mut c = pipette::Client::connect_with(name.as_str(), &raw).unwrap();
     let mut got = handshake(&mut c);
     let mut bytes = Header::new(2).encode().to_vec();
     bytes.extend_from_slice(b"hi");
@@ -230,7 +234,7 @@ fn the_end_header_is_an_orderly_close_everywhere() {
     assert_eq!(got, echo);
 
     // The flag with a payload is not an end: the server drops the connection at once.
-    let mut c = raw.connect(name.as_str()).unwrap();
+    let mut c = pipette::Client::connect_with(name.as_str(), &raw).unwrap();
     let mut got = handshake(&mut c);
     let mut bad = Header::new(2).encode().to_vec();
     bad[4] = 1;
@@ -301,17 +305,14 @@ fn a_lying_header_is_refused_without_hurting_others() {
     // A server in this process with a small limit; a lying client (raw mode, writing the
     // protocol by hand) announces more than the limit; a good client keeps working.
     let name = unique("liar");
-    let server = ServerOptions::new()
-        .max_message_size(4096)
-        .bind(name.as_str())
-        .unwrap();
+    let server =
+        pipette::Server::bind_with(name.as_str(), &ServerOptions::new().max_message_size(4096))
+            .unwrap();
     let mut good = Client::connect(name.as_str()).unwrap();
     let mut good_srv = server.accept().unwrap();
 
-    let mut liar = ClientOptions::new()
-        .raw(true)
-        .connect(name.as_str())
-        .unwrap();
+    let mut liar =
+        pipette::Client::connect_with(name.as_str(), &ClientOptions::new().raw(true)).unwrap();
     let hello = pipette::frame::Hello {
         version: 1,
         max_message_size: 4096,
@@ -349,18 +350,18 @@ fn peer_identity_names_the_other_process() {
     let mut child = spawn("client-silent", &[&name]);
     child.expect("connected");
     let conn = server.accept().unwrap();
-    assert_eq!(conn.peer().pid(), Some(child.id()));
+    assert_eq!(conn.peer().unwrap().pid(), Some(child.id()));
     #[cfg(unix)]
     {
         // Our own uid, as the owner of the socket file we just created.
         use std::os::unix::fs::MetadataExt;
         let me = std::fs::metadata(server.name().path()).unwrap().uid();
-        assert_eq!(conn.peer().uid(), Some(me));
+        assert_eq!(conn.peer().unwrap().uid(), Some(me));
         // And the client's view of the server: this very process.
         let c = Client::connect(name.as_str()).unwrap();
         let _s = server.accept().unwrap();
-        assert_eq!(c.peer().pid(), Some(std::process::id()));
-        assert_eq!(c.peer().uid(), Some(me));
+        assert_eq!(c.peer().unwrap().pid(), Some(std::process::id()));
+        assert_eq!(c.peer().unwrap().uid(), Some(me));
     }
 }
 
@@ -372,7 +373,10 @@ fn recv_timeout_expires_and_the_connection_stays_usable() {
     let mut conn = server.accept().unwrap();
     let start = Instant::now();
     match conn.recv_timeout(Duration::from_millis(200)) {
-        Err(Error::TimedOut { op: "recv", after }) => assert_eq!(after, Duration::from_millis(200)),
+        Err(Error::TimedOut {
+            op: pipette::Operation::Recv,
+            after,
+        }) => assert_eq!(after, Duration::from_millis(200)),
         other => panic!("expected TimedOut, got {other:?}"),
     }
     assert!(start.elapsed() >= Duration::from_millis(190));
@@ -408,7 +412,13 @@ fn send_timeout_expires_on_a_peer_that_never_reads() {
         },
     );
     assert!(
-        matches!(result, Error::TimedOut { op: "send", .. }),
+        matches!(
+            result,
+            Error::TimedOut {
+                op: pipette::Operation::Send,
+                ..
+            }
+        ),
         "got {result:?}"
     );
 }
@@ -418,7 +428,10 @@ fn accept_and_connect_timeouts() {
     let server = Server::bind(name.as_str()).unwrap();
     assert!(matches!(
         server.accept_timeout(Duration::from_millis(100)),
-        Err(Error::TimedOut { op: "accept", .. })
+        Err(Error::TimedOut {
+            op: pipette::Operation::Accept,
+            ..
+        })
     ));
     let absent = unique("absent");
     assert!(matches!(
@@ -428,7 +441,10 @@ fn accept_and_connect_timeouts() {
     let start = Instant::now();
     assert!(matches!(
         Client::connect_timeout(absent.as_str(), Duration::from_millis(150)),
-        Err(Error::TimedOut { op: "connect", .. })
+        Err(Error::TimedOut {
+            op: pipette::Operation::Connect,
+            ..
+        })
     ));
     assert!(start.elapsed() >= Duration::from_millis(140));
 }
@@ -447,11 +463,16 @@ fn recv_string_rejects_invalid_utf8() {
     let mut c = Client::connect(name.as_str()).unwrap();
     c.send(&[b'o', b'k', 0xff]).unwrap();
     let err = c.recv_string().unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("not valid UTF-8 (invalid byte at offset 2)"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+    // The bytes are kept, and the source says where the text broke.
+    let Error::NotUtf8(bad) = &err else {
+        panic!("expected NotUtf8, got {err:?}")
+    };
+    assert_eq!(bad.as_bytes(), &[b'o', b'k', 0xff]);
+    assert_eq!(bad.utf8_error().valid_up_to(), 2);
+    // The connection stays usable.
+    c.send_str("still fine").unwrap();
+    assert_eq!(c.recv_string().unwrap(), "still fine");
 }
 
 fn peer_closing_is_reported_as_closed_after_its_messages() {
@@ -486,10 +507,8 @@ fn an_unspeakable_version_is_refused_with_the_reason() {
     let name = unique("version");
     let _server = echo_server(&name);
     // Speak the protocol by hand over a raw connection, offering version 0.
-    let mut c = ClientOptions::new()
-        .raw(true)
-        .connect(name.as_str())
-        .unwrap();
+    let mut c =
+        pipette::Client::connect_with(name.as_str(), &ClientOptions::new().raw(true)).unwrap();
     let mut hello = pipette::frame::Hello {
         version: 1,
         max_message_size: 4096,
@@ -503,4 +522,37 @@ fn an_unspeakable_version_is_refused_with_the_reason() {
     }
     let reply = pipette::frame::Reply::decode(&reply[..16].try_into().unwrap()).unwrap();
     assert_eq!(reply.status, pipette::frame::Status::UnsupportedVersion);
+}
+
+/// Sizes around every edge the receive path has: the header, the 4096-byte minimum, the
+/// receive buffer (a message that fills it exactly is the largest buffered one, the next is
+/// read straight into its own buffer), the pipe buffer, and a large one; back to back, so that
+/// several arrive in one read, through an echo server in another process.
+fn edge_sizes() -> Vec<usize> {
+    let buf = pipette::frame::HEADER_LEN + pipette::proto::LARGE_MESSAGE;
+    let mut v = vec![0, 1, 7, 8, 9, 4095, 4096, 4097];
+    for edge in [buf - 8, buf, 65536] {
+        v.extend(edge - 10..edge + 10);
+    }
+    v.push(1 << 20);
+    v
+}
+
+fn every_size_around_the_buffer_edges_crosses_whole() {
+    let name = unique("edges");
+    let _server = echo_server(&name);
+    let (mut tx, mut rx) = Client::connect(name.as_str()).unwrap().split();
+    rx.set_read_timeout(Some(Duration::from_secs(20)));
+    let sizes = edge_sizes();
+    let sent = sizes.clone();
+    let sender = std::thread::spawn(move || {
+        for (i, len) in sent.into_iter().enumerate() {
+            tx.send(&pattern(i as u64, len)).unwrap();
+        }
+    });
+    for (i, len) in sizes.into_iter().enumerate() {
+        let got = rx.recv().unwrap();
+        assert!(got == pattern(i as u64, len), "message {i} of {len} bytes");
+    }
+    sender.join().unwrap();
 }

@@ -311,19 +311,15 @@ fn current_user_dacl_names_only_the_current_user() {
 fn group_and_everyone_dacls_add_exactly_one_trustee() {
     let (user, group) = sd::me();
     let name = unique("dacl-group");
-    let server = ServerOptions::new()
-        .access(Access::Group)
-        .bind(&name)
-        .unwrap();
+    let server =
+        pipette::Server::bind_with(&name, &ServerOptions::new().access(Access::Group)).unwrap();
     let dacl = sd::dacl(server.name().path());
     assert_eq!(sd::trustees(&dacl), vec![user.clone(), group], "{dacl}");
     drop(server);
 
     let name = unique("dacl-world");
-    let server = ServerOptions::new()
-        .access(Access::Everyone)
-        .bind(&name)
-        .unwrap();
+    let server =
+        pipette::Server::bind_with(&name, &ServerOptions::new().access(Access::Everyone)).unwrap();
     let dacl = sd::dacl(server.name().path());
     let t = sd::trustees(&dacl);
     assert_eq!(t.len(), 2, "{dacl}");
@@ -464,7 +460,7 @@ fn shutdown_unblocks_a_blocked_accept_promptly_and_frees_the_name() {
     assert_eq!(pipette::probe(&name).unwrap(), Liveness::Absent);
     let (r, _) = t.join().unwrap();
     assert!(t0.elapsed() < PROMPT, "took {:?}", t0.elapsed());
-    assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Shutdown)), "{r:?}");
     Server::bind(&name).unwrap();
 }
 
@@ -487,7 +483,7 @@ fn shutdown_unblocks_a_blocked_recv_and_the_client_sees_closed() {
     );
     let r = t.join().unwrap();
     assert!(t0.elapsed() < PROMPT, "took {:?}", t0.elapsed());
-    assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Shutdown)), "{r:?}");
     // The server's end is closed: the client's recv ends at once.
     let r = client.recv_timeout(Duration::from_secs(5));
     assert!(matches!(r, Err(Error::Closed)), "{r:?}");
@@ -498,7 +494,8 @@ fn a_client_handle_unblocks_its_own_recv() {
     let name = unique("sd-client");
     let server = Server::bind(&name).unwrap();
     let stop = pipette::Shutdown::new();
-    let mut client = ClientOptions::new().shutdown(&stop).connect(&name).unwrap();
+    let mut client =
+        pipette::Client::connect_with(&name, &ClientOptions::new().shutdown(&stop)).unwrap();
     let _conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
     let t = std::thread::spawn(move || client.recv());
     std::thread::sleep(Duration::from_millis(200));
@@ -506,7 +503,7 @@ fn a_client_handle_unblocks_its_own_recv() {
     stop.shutdown();
     let r = t.join().unwrap();
     assert!(t0.elapsed() < PROMPT, "took {:?}", t0.elapsed());
-    assert!(matches!(r, Err(Error::Shutdown(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Shutdown)), "{r:?}");
 }
 
 #[test]
@@ -516,7 +513,10 @@ fn recv_and_accept_time_out() {
     let t0 = Instant::now();
     assert!(matches!(
         server.accept_timeout(Duration::from_millis(100)),
-        Err(Error::TimedOut { op: "accept", .. })
+        Err(Error::TimedOut {
+            op: pipette::Operation::Accept,
+            ..
+        })
     ));
     assert!(t0.elapsed() >= Duration::from_millis(100));
     let mut client = Client::connect(&name).unwrap();
@@ -524,7 +524,10 @@ fn recv_and_accept_time_out() {
     let t0 = Instant::now();
     assert!(matches!(
         conn.recv_timeout(Duration::from_millis(100)),
-        Err(Error::TimedOut { op: "recv", .. })
+        Err(Error::TimedOut {
+            op: pipette::Operation::Recv,
+            ..
+        })
     ));
     assert!(t0.elapsed() >= Duration::from_millis(100));
     // The connection still works after a timeout.
@@ -570,12 +573,13 @@ fn connect_timeout_waits_for_a_server_that_appears_later() {
 #[test]
 fn a_silent_client_does_not_stall_accept_for_others() {
     let name = unique("silent");
-    let server = ServerOptions::new()
-        .handshake_timeout(Duration::from_secs(30))
-        .bind(&name)
-        .unwrap();
+    let server = pipette::Server::bind_with(
+        &name,
+        &ServerOptions::new().handshake_timeout(Duration::from_secs(30)),
+    )
+    .unwrap();
     // Raw mode on the client: connects and sends no hello at all.
-    let _silent = ClientOptions::new().raw(true).connect(&name).unwrap();
+    let _silent = pipette::Client::connect_with(&name, &ClientOptions::new().raw(true)).unwrap();
     let mut talker = Client::connect(&name).unwrap();
     talker.send(b"me first").unwrap();
     let t0 = Instant::now();
@@ -643,11 +647,12 @@ fn clients_connect_while_nobody_is_in_accept() {
 #[test]
 fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let name = unique("hs-timeout");
-    let server = ServerOptions::new()
-        .handshake_timeout(Duration::from_millis(200))
-        .bind(&name)
-        .unwrap();
-    let mut silent = ClientOptions::new().raw(true).connect(&name).unwrap();
+    let server = pipette::Server::bind_with(
+        &name,
+        &ServerOptions::new().handshake_timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let mut silent = pipette::Client::connect_with(&name, &ClientOptions::new().raw(true)).unwrap();
     let t0 = Instant::now();
     // Nobody is in accept: the pump still drops the silent peer, which then sees the end.
     let r = silent.recv_timeout(Duration::from_secs(5));
@@ -661,7 +666,7 @@ fn a_peer_that_does_not_speak_the_protocol_is_refused_at_once() {
     let name = unique("garbage");
     let server = Server::bind(&name).unwrap();
     let t = std::thread::spawn(move || server.accept_timeout(Duration::from_secs(2)).map(|_| ()));
-    let mut raw = ClientOptions::new().raw(true).connect(&name).unwrap();
+    let mut raw = pipette::Client::connect_with(&name, &ClientOptions::new().raw(true)).unwrap();
     raw.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     // The refusal (a reply with a status) arrives, then the end of the connection.
     let mut got = Vec::new();
@@ -717,11 +722,11 @@ fn peer_pid_and_sid_are_reported_both_ways() {
     let server = Server::bind(&name).unwrap();
     let client = Client::connect(&name).unwrap();
     let conn = server.accept_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(conn.peer().pid(), Some(std::process::id()));
-    assert_eq!(client.peer().pid(), Some(std::process::id()));
+    assert_eq!(conn.peer().unwrap().pid(), Some(std::process::id()));
+    assert_eq!(client.peer().unwrap().pid(), Some(std::process::id()));
     let (user, _) = sd::me();
-    assert_eq!(conn.peer().sid(), Some(user.as_str()));
-    assert_eq!(client.peer().sid(), Some(user.as_str()));
+    assert_eq!(conn.peer().unwrap().sid(), Some(user.as_str()));
+    assert_eq!(client.peer().unwrap().sid(), Some(user.as_str()));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -742,11 +747,9 @@ fn message_sizes() -> Vec<Vec<u8>> {
 #[test]
 fn raw_message_pipes_keep_message_boundaries() {
     let name = unique("msg-raw");
-    let server = ServerOptions::new()
-        .raw(true)
-        .message_pipe(true)
-        .bind(&name)
-        .unwrap();
+    let server =
+        pipette::Server::bind_with(&name, &ServerOptions::new().raw(true).message_pipe(true))
+            .unwrap();
     let msgs = message_sizes();
     let expect = msgs.clone();
     let t = std::thread::spawn(move || {
@@ -764,11 +767,9 @@ fn raw_message_pipes_keep_message_boundaries() {
         }
         let _ = conn.recv_timeout(Duration::from_secs(5));
     });
-    let mut client = ClientOptions::new()
-        .raw(true)
-        .message_pipe(true)
-        .connect(&name)
-        .unwrap();
+    let mut client =
+        pipette::Client::connect_with(&name, &ClientOptions::new().raw(true).message_pipe(true))
+            .unwrap();
     for m in &msgs {
         client.send(m).unwrap();
     }
@@ -784,7 +785,8 @@ fn raw_message_pipes_keep_message_boundaries() {
 #[test]
 fn framed_mode_runs_unchanged_over_message_pipes() {
     let name = unique("msg-framed");
-    let server = ServerOptions::new().message_pipe(true).bind(&name).unwrap();
+    let server =
+        pipette::Server::bind_with(&name, &ServerOptions::new().message_pipe(true)).unwrap();
     let msgs = message_sizes();
     let expect = msgs.clone();
     let t = std::thread::spawn(move || {
@@ -795,10 +797,8 @@ fn framed_mode_runs_unchanged_over_message_pipes() {
             conn.send(&got).unwrap();
         }
     });
-    let mut client = ClientOptions::new()
-        .message_pipe(true)
-        .connect(&name)
-        .unwrap();
+    let mut client =
+        pipette::Client::connect_with(&name, &ClientOptions::new().message_pipe(true)).unwrap();
     for m in &msgs {
         client.send(m).unwrap();
         assert!(&client.recv_timeout(Duration::from_secs(20)).unwrap() == m);
@@ -909,11 +909,9 @@ mod foreign {
 #[test]
 fn a_foreign_message_mode_peer_talks_to_a_raw_message_server() {
     let name = unique("msg-foreign");
-    let server = ServerOptions::new()
-        .raw(true)
-        .message_pipe(true)
-        .bind(&name)
-        .unwrap();
+    let server =
+        pipette::Server::bind_with(&name, &ServerOptions::new().raw(true).message_pipe(true))
+            .unwrap();
     let path = server.name().path().to_owned();
     let msgs = message_sizes();
     let expect = msgs.clone();
@@ -947,15 +945,12 @@ fn a_foreign_message_mode_peer_talks_to_a_raw_message_server() {
 #[test]
 fn a_message_mode_client_cannot_open_a_byte_pipe() {
     let name = unique("msg-on-byte");
-    let _server = ServerOptions::new().raw(true).bind(&name).unwrap();
-    let res = ClientOptions::new()
-        .raw(true)
-        .message_pipe(true)
-        .connect(&name);
+    let _server = pipette::Server::bind_with(&name, &ServerOptions::new().raw(true)).unwrap();
+    let res =
+        pipette::Client::connect_with(&name, &ClientOptions::new().raw(true).message_pipe(true));
     match res {
-        Err(Error::Io(e)) => {
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains("message mode"), "{e}");
+        Err(Error::InvalidConfig(e)) => {
+            assert!(e.contains("message mode"), "{e}");
         }
         other => panic!("expected a clear error, got {other:?}"),
     }
@@ -1076,16 +1071,13 @@ fn a_squatted_plain_name_is_reported_and_its_squatter_refused() {
     // Raw mode too.
     let raw = ClientOptions::new().raw(true);
     assert!(matches!(
-        raw.connect(&name),
+        pipette::Client::connect_with(&name, &raw),
         Err(Error::UntrustedServer { .. })
     ));
     // Widened trust: by that user's SID, or by its group (which is ours).
-    raw.clone()
-        .trust(Trust::User(other.to_owned()))
-        .connect(&name)
-        .unwrap();
-    raw.clone().trust(Trust::Group).connect(&name).unwrap();
-    raw.trust(Trust::Everyone).connect(&name).unwrap();
+    for trust in [Trust::User(other.to_owned()), Trust::Group, Trust::Everyone] {
+        pipette::Client::connect_with(&name, &raw.clone().trust(trust)).unwrap();
+    }
 }
 
 /// The client reads who serves a pipette pipe from the pipe's owner and group, which a
@@ -1094,14 +1086,10 @@ fn a_squatted_plain_name_is_reported_and_its_squatter_refused() {
 fn the_client_reads_the_servers_owner_and_group() {
     let (user, _) = sd::me();
     let name = unique("owner");
-    let server = ServerOptions::new()
-        .access(Access::Group)
-        .bind(&name)
-        .unwrap();
-    let client = ClientOptions::new()
-        .trust(Trust::Group)
-        .connect(&name)
-        .unwrap();
-    assert_eq!(client.peer().sid(), Some(user.as_str()));
+    let server =
+        pipette::Server::bind_with(&name, &ServerOptions::new().access(Access::Group)).unwrap();
+    let client =
+        pipette::Client::connect_with(&name, &ClientOptions::new().trust(Trust::Group)).unwrap();
+    assert_eq!(client.peer().unwrap().sid(), Some(user.as_str()));
     drop(server);
 }

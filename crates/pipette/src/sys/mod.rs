@@ -162,12 +162,9 @@ impl Holder {
 #[derive(Debug, Clone)]
 pub(crate) struct ListenOptions {
     pub access: crate::Access,
-    /// How many bytes `accept` waits for before handing a connection over (the hello).
-    pub prefix_len: usize,
-    /// Whether the bytes received so far can still be a valid prefix; when they cannot,
-    /// `accept` hands the connection over at once (with fewer than `prefix_len` bytes) so
-    /// that the caller can turn it away without waiting.
-    pub prefix_ok: fn(&[u8]) -> bool,
+    /// Raw mode: no hello to wait for (the protocol engine's `HelloReader` says when a
+    /// connection's first bytes are enough; the listener only moves them).
+    pub raw: bool,
     pub handshake_timeout: std::time::Duration,
     /// The endpoint lives in pipette's per-user directory, which is created and checked.
     /// (Windows has no such directory: plain names are global pipe names.)
@@ -185,6 +182,23 @@ pub(crate) struct ConnectOptions {
     /// must be a message-type pipe. Unix: ignored.
     #[cfg_attr(unix, allow(dead_code))]
     pub message_pipe: bool,
+}
+
+/// What the handshake needs of a connected stream, blocking or async: the calls that never
+/// wait (see `crate::handshake`).
+pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
+    /// The peer's identity as the operating system reports it: a server's view of its client
+    /// (Unix `SO_PEERCRED`; Windows the client's token), a client's view of its server (Unix
+    /// `SO_PEERCRED`; Windows the pipe's owner and group).
+    fn peer(&self) -> std::io::Result<crate::PeerIdentity>;
+
+    /// The peer's supplementary groups, where the platform tells them without a user
+    /// database lookup (Linux: `SO_PEERGROUPS`); `None` elsewhere.
+    fn peer_groups(&self) -> Option<Vec<u32>>;
+
+    /// Writes without waiting (the 16-byte hello or reply, into a fresh stream's empty send
+    /// buffer).
+    fn write_now(&self, buf: &[u8]) -> std::io::Result<usize>;
 }
 
 /// Something a [`Shutdown`](crate::Shutdown) can wake.

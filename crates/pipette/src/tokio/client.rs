@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{AsyncShared, Connection};
+use super::connection::Connection;
 use super::server::TokenCancel;
-use crate::client::{check_server, connect_error, short_hello, Backoff, CLIENT_SHUT_DOWN};
+use crate::client::Backoff;
 use crate::error::{Error, Result};
 use crate::handshake;
 use crate::sys::{self, aio};
@@ -39,62 +39,52 @@ pub struct Client {
 impl Client {
     /// Connects; fails at once with [`Error::NotFound`] when no server is listening.
     ///
+    /// # Errors
+    ///
+    /// As the blocking [`Client::connect_with`](crate::Client::connect_with).
+    ///
     /// # Cancel safety
     ///
     /// Dropping the future abandons the attempt; nothing is left behind.
     pub async fn connect(name: impl IntoName) -> Result<Connection> {
-        Client::connect_with(name, &ClientOptions::new(), None).await
+        Client::connect_with(name, &ClientOptions::new()).await
     }
 
     /// Connects, waiting up to `timeout` for a server to appear (see
-    /// [`ClientOptions::connect_timeout`]).
+    /// [`ClientOptions::wait`]).
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Client::connect_with`](crate::Client::connect_with).
     ///
     /// # Cancel safety
     ///
     /// Dropping the future abandons the attempt; nothing is left behind.
     pub async fn connect_timeout(name: impl IntoName, timeout: Duration) -> Result<Connection> {
-        Client::connect_with(name, &ClientOptions::new(), Some(timeout)).await
+        Client::connect_with(name, &ClientOptions::new().wait(timeout)).await
     }
 
-    /// Connects with `options`, waiting up to `wait` for a server to appear (`None`: not at
-    /// all). The options' shutdown handle cancels the wait.
+    /// Connects with `options`, exactly as the blocking
+    /// [`Client::connect_with`](crate::Client::connect_with) does. The options' shutdown
+    /// handle cancels a wait.
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Client::connect_with`](crate::Client::connect_with); on Windows also
+    /// [`Error::InvalidConfig`] for `message_pipe`.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future abandons the attempt; nothing is left behind.
-    pub async fn connect_with(
-        name: impl IntoName,
-        options: &ClientOptions,
-        wait: Option<Duration>,
-    ) -> Result<Connection> {
-        let name: Name = name.into_name()?;
-        let (limit, raw, shutdown) = options.settings()?;
-        let stream = connect_waiting(&name, &options.connect_options(), &shutdown, wait).await?;
-        // Who is there, before a single byte goes out.
-        let server = check_server(&name, options.trust_policy(), stream.peer())?;
-        let stream = Arc::new(stream);
-        let registration = shutdown
-            .register(stream.clone())
-            .map_err(|()| Error::Shutdown(CLIENT_SHUT_DOWN))?;
-        if !raw {
-            let hello = handshake::hello(limit);
-            // A fresh socket's send buffer is empty: the 16 bytes go out at once.
-            match stream.write_now(&hello) {
-                Ok(n) if n == hello.len() => {}
-                Ok(_) => return Err(short_hello()),
-                Err(e) => return Err(connect_error(&name, e)),
-            }
-        }
-        let shared = AsyncShared::new(
-            stream,
-            shutdown,
-            registration,
-            name,
-            raw,
-            Some(server),
-            raw.then_some(u32::MAX),
-        );
-        Ok(Connection::new(shared, limit, !raw))
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the stream registers with its reactor).
+    pub async fn connect_with(name: impl IntoName, options: &ClientOptions) -> Result<Connection> {
+        let (side, connect, shutdown, wait) = options.prepare(name)?;
+        let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
+        let shared = handshake::hello(&side, shutdown, stream)?;
+        Ok(Connection::new(shared, side.limit))
     }
 }
 
@@ -111,7 +101,7 @@ async fn connect_waiting(
     let mut _registration = None;
     loop {
         if shutdown.is_shutdown() {
-            return Err(Error::Shutdown(CLIENT_SHUT_DOWN));
+            return Err(Error::Shutdown);
         }
         let e = match aio::connect(name.path(), connect).await {
             Ok(s) => return Ok(s),
@@ -123,11 +113,11 @@ async fn connect_waiting(
             _registration = Some(
                 shutdown
                     .register(Arc::new(TokenCancel(token.clone())))
-                    .map_err(|()| Error::Shutdown(CLIENT_SHUT_DOWN))?,
+                    .map_err(|()| Error::Shutdown)?,
             );
         }
         ::tokio::select! {
-            _ = token.cancelled() => return Err(Error::Shutdown(CLIENT_SHUT_DOWN)),
+            _ = token.cancelled() => return Err(Error::Shutdown),
             _ = ::tokio::time::sleep(pause) => {}
         }
     }

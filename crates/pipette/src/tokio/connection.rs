@@ -1,9 +1,13 @@
 //! The async connection: the same messages as the blocking one, as futures, a `Stream` and a
 //! `Sink`.
+//!
+//! This is the tokio driver of the protocol engine (`proto`): it moves bytes between tokio's
+//! reactor and the engine's decoder and encoder, and waits. Every protocol decision is the
+//! engine's.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,16 +17,16 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::stream::Stream;
-use crate::error::{Error, Result};
-use crate::frame::{self, Header, HEADER_LEN, REPLY_LEN};
-use crate::handshake;
-use crate::shared::Shared;
+use crate::error::{Error, Operation, Result};
+use crate::frame::{HEADER_LEN, REPLY_LEN};
+use crate::proto::{Decoded, Decoder, Encoder, Failure, Outgoing, LARGE_MESSAGE};
+use crate::shared::{encode_failure, Shared, Sticky};
 use crate::shutdown::Shutdown;
-use crate::sys::aio;
-use crate::{Name, PeerIdentity};
+use crate::sys::{aio, Cancel};
+use crate::{Name, PeerIdentity, ReuniteError};
 
 /// How much room a read asks for at least. Small messages arrive whole with one read.
-const RECV_BUF: usize = 8 * 1024;
+const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
 
 pub(crate) type AsyncShared = Shared<aio::Stream>;
 
@@ -30,10 +34,10 @@ pub(crate) type AsyncShared = Shared<aio::Stream>;
 /// [`pipette::Connection`](crate::Connection), with the same wire bytes.
 ///
 /// Receive with [`recv`](Connection::recv) or as a [`futures_core::Stream`] of
-/// `Result<Bytes>` (which ends when the peer closes); send with [`send`](Connection::send),
-/// or [`feed`](Connection::feed) + [`flush`](Connection::flush), or as a
-/// [`futures_sink::Sink<Bytes>`]. Received messages are `Bytes` cut from the receive buffer
-/// without a copy.
+/// `Result<Bytes>` (which ends when the peer closes, or after a fatal error); send with
+/// [`send`](Connection::send), or [`feed`](Connection::feed) + [`flush`](Connection::flush),
+/// or as a [`futures_sink::Sink<Bytes>`]. Received messages are [`Bytes`] cut from the receive
+/// buffer without a copy.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -58,24 +62,24 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: AsyncShared, our_limit: u32, reply_pending: bool) -> Connection {
+    pub(crate) fn new(shared: AsyncShared, our_limit: u32) -> Connection {
         let shared = Arc::new(shared);
         Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
-                buf: BytesMut::with_capacity(RECV_BUF),
-                limit: our_limit,
-                reply_pending,
-                failed: None,
-                peer_ended: false,
+                buf: BytesMut::new(),
+                decoder: Decoder::new(our_limit),
+                sticky: Sticky::default(),
                 large: None,
-                expect_large: false,
+                timeout: None,
+                terminated: false,
             },
             send: SendHalf {
+                encoder: Encoder::new(shared.raw),
                 shared,
+                sticky: Sticky::default(),
                 queue: VecDeque::new(),
-                failed: None,
-                end_queued: false,
+                timeout: None,
             },
         }
     }
@@ -83,7 +87,12 @@ impl Connection {
     /// Receives one whole message.
     ///
     /// Returns [`Error::Closed`] once the peer has closed the connection and every message it
-    /// sent has been received.
+    /// sent has been received. Waits up to the read timeout
+    /// ([`set_read_timeout`](Connection::set_read_timeout)), forever by default.
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Connection::recv`](crate::Connection::recv).
     ///
     /// # Cancel safety
     ///
@@ -93,7 +102,39 @@ impl Connection {
         self.recv.recv().await
     }
 
+    /// Receives one message into `buf`, replacing its contents and reusing its allocation;
+    /// returns the message length.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv`](Connection::recv) (`buf` is left unchanged).
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.recv.recv_into(buf).await
+    }
+
+    /// Receives one message that must be valid UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv), and [`Error::NotUtf8`] (which keeps the bytes; the
+    /// connection stays usable).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv`](Connection::recv).
+    pub async fn recv_string(&mut self) -> Result<String> {
+        self.recv.recv_string().await
+    }
+
     /// Receives one message, failing with [`Error::TimedOut`] after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv).
     ///
     /// # Cancel safety
     ///
@@ -102,55 +143,70 @@ impl Connection {
         self.recv.recv_timeout(timeout).await
     }
 
+    /// Receives one message if it can be done without waiting: `Ok(None)` when no whole
+    /// message has arrived yet (what has arrived of one is kept).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv), except that it never times out.
+    pub fn try_recv(&mut self) -> Result<Option<Bytes>> {
+        self.recv.try_recv()
+    }
+
     /// Sends one message: one vectored write of header and payload when the socket has
     /// room. A message larger than the peer accepts fails with [`Error::MessageTooLarge`]
-    /// before anything is written.
+    /// before anything is written. Waits up to the write timeout
+    /// ([`set_write_timeout`](Connection::set_write_timeout)), forever by default.
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Connection::send`](crate::Connection::send).
     ///
     /// # Cancel safety
     ///
     /// **Not cancel safe.** Dropped before anything was written, it sent nothing and the
     /// connection is unchanged. Dropped after part of the message was written (a large
     /// message, a slow reader), the connection can no longer send: its sending direction is
-    /// closed, the peer sees a truncated message (a protocol error), and later sends fail,
-    /// exactly as after a blocking [`send_timeout`](crate::Connection::send_timeout) that
-    /// expires part-way (in raw mode the bytes written so far simply stay written). Giving
-    /// up never costs a copy of the message. The cancel-safe way to
-    /// send is [`feed`](Connection::feed) (synchronous, takes an owned `Bytes`) followed by
-    /// [`flush`](Connection::flush), which never cut a message.
+    /// closed, the peer sees a truncated message (a protocol error), and later sends fail
+    /// with [`Error::Broken`], exactly as after a blocking
+    /// [`send_timeout`](crate::Connection::send_timeout) that expires part-way (in raw mode
+    /// the bytes written so far simply stay written). Giving up never costs a copy of the
+    /// message. The cancel-safe way to send is [`feed`](Connection::feed) (synchronous, takes
+    /// an owned [`Bytes`]) followed by [`flush`](Connection::flush), which never cut a
+    /// message.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.wait_for_limit(msg.len()).await?;
-        match self.send.send(msg).await {
-            // A server that refused us may already have closed the connection; its reply,
-            // which says why, is waiting to be read: report that rather than "closed".
-            Err(Error::Closed) if self.recv.reply_pending => {
-                match self.recv.finish_handshake().await {
-                    Err(refusal) => Err(refusal),
-                    Ok(()) => Err(Error::Closed),
-                }
-            }
-            other => other,
-        }
+        self.send.send(msg).await
+    }
+
+    /// Sends a UTF-8 string as one message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send`](Connection::send).
+    pub async fn send_str(&mut self, msg: &str) -> Result<()> {
+        self.send.send(msg.as_bytes()).await
     }
 
     /// Sends one message, failing with [`Error::TimedOut`] after `timeout`.
     ///
     /// If the timeout expires before anything was written, nothing was sent and the
     /// connection stays usable. If it expires part-way through a large message, the
-    /// connection cannot carry further messages: its sending side is closed (the peer sees a
-    /// truncated message) and later sends fail, as with the blocking
+    /// connection cannot carry further messages, as with the blocking
     /// [`send_timeout`](crate::Connection::send_timeout).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe, as [`send`](Connection::send).
     pub async fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        match ::tokio::time::timeout(timeout, self.send(msg)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::TimedOut {
-                op: "send",
-                after: timeout,
-            }),
-        }
+        self.send.send_timeout(msg, timeout).await
     }
 
     /// Queues one message without waiting; [`flush`](Connection::flush) writes it. Checks the
@@ -158,12 +214,20 @@ impl Connection {
     ///
     /// A client that has not yet received the server's handshake reply knows only the
     /// protocol's minimum limit (4096 bytes); `feed` of a larger message then fails with
-    /// `MessageTooLarge` (use `send`, which waits for the reply, or `recv` first).
+    /// `MessageTooLarge` (use `send`, which reads the reply first, or `recv` first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`], [`Error::Shutdown`], [`Error::Broken`].
     pub fn feed(&mut self, msg: Bytes) -> Result<()> {
         self.send.feed(msg)
     }
 
     /// Writes every queued message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
     ///
     /// # Cancel safety
     ///
@@ -173,9 +237,32 @@ impl Connection {
         self.send.flush().await
     }
 
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.send.shared.peer()
+    /// Sets the timeout that [`recv`](Connection::recv) and its variants use; `None` waits
+    /// forever.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.recv.set_read_timeout(timeout)
+    }
+
+    /// Sets the timeout that [`send`](Connection::send) and [`flush`](Connection::flush)
+    /// use; `None` waits forever.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.send.set_write_timeout(timeout)
+    }
+
+    /// The current read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.recv.timeout
+    }
+
+    /// The current write timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.send.timeout
+    }
+
+    /// Who is on the other end, if the platform could tell (see
+    /// [`pipette::Connection::peer`](crate::Connection::peer)).
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.send.shared.peer.as_ref()
     }
 
     /// The endpoint name this connection was made through.
@@ -188,10 +275,22 @@ impl Connection {
         self.send.shared.raw
     }
 
+    /// The largest message this side accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.recv.decoder.limit() as usize
+    }
+
     /// The largest message the peer accepts, as far as known (see
     /// [`pipette::Connection::peer_max_message_size`](crate::Connection::peer_max_message_size)).
     pub fn peer_max_message_size(&self) -> usize {
-        self.send.shared.peer_limit() as usize
+        self.send.peer_max_message_size()
+    }
+
+    /// Whether a whole message (or the peer's end, or a failure) is already buffered, so
+    /// that [`recv`](Connection::recv) returns without waiting (see
+    /// [`pipette::Connection::is_message_buffered`](crate::Connection::is_message_buffered)).
+    pub fn is_message_buffered(&self) -> bool {
+        self.recv.is_message_buffered()
     }
 
     /// The handle whose `shutdown()` ends every operation of this connection.
@@ -199,27 +298,28 @@ impl Connection {
         self.send.shared.shutdown.clone()
     }
 
-    /// Splits into owned halves for two tasks. A client first waits for the server's
-    /// handshake reply.
-    ///
-    /// # Cancel safety
-    ///
-    /// Consumes the connection: dropping the future drops the connection.
-    pub async fn split(mut self) -> Result<(SendHalf, RecvHalf)> {
-        self.recv.finish_handshake().await?;
-        Ok((self.send, self.recv))
+    /// Splits into owned halves for two tasks. Never waits and cannot fail: a client's
+    /// handshake reply is read by whichever half needs it first (see
+    /// [`pipette::Connection::split`](crate::Connection::split)).
+    pub fn split(self) -> (SendHalf, RecvHalf) {
+        (self.send, self.recv)
     }
 
     /// Turns the connection into a raw byte stream (`AsyncRead + AsyncWrite`) after the
     /// handshake; bytes already received are read first.
     ///
+    /// # Errors
+    ///
+    /// A client's handshake errors, [`Error::InvalidConfig`] in the middle of a message, and
+    /// errors writing what was queued.
+    ///
     /// # Cancel safety
     ///
     /// Consumes the connection: dropping the future drops the connection.
     pub async fn into_stream(mut self) -> Result<Stream> {
-        self.recv.finish_handshake().await?;
-        if self.recv.large.is_some() {
-            return Err(Error::Protocol(
+        poll_fn(|cx| self.recv.poll_reply(cx)).await?;
+        if !self.recv.decoder.at_boundary() {
+            return Err(Error::InvalidConfig(
                 "cannot turn a connection into a stream in the middle of a message; receive the rest of it first".into(),
             ));
         }
@@ -230,24 +330,16 @@ impl Connection {
     /// Closes in an orderly way: a client first checks the server's handshake reply, queued
     /// messages are written, then the sending direction is closed.
     ///
+    /// # Errors
+    ///
+    /// A client's handshake errors, and errors writing what was queued.
+    ///
     /// # Cancel safety
     ///
     /// Consumes the connection: dropping the future drops the connection.
     pub async fn close(mut self) -> Result<()> {
-        self.recv.finish_handshake().await?;
+        poll_fn(|cx| self.recv.poll_reply(cx)).await?;
         self.send.close().await
-    }
-
-    /// A client may send up to the protocol minimum before the server's reply is in; a larger
-    /// message waits for the reply (and its real limit).
-    async fn wait_for_limit(&mut self, len: usize) -> Result<()> {
-        if !self.send.shared.raw
-            && len > frame::MIN_MESSAGE_LIMIT as usize
-            && !self.send.shared.peer_limit_known()
-        {
-            self.recv.finish_handshake().await?;
-        }
-        Ok(())
     }
 }
 
@@ -264,21 +356,14 @@ impl fmt::Debug for Connection {
 pub struct RecvHalf {
     shared: Arc<AsyncShared>,
     buf: BytesMut,
-    limit: u32,
-    reply_pending: bool,
-    failed: Option<String>,
-    /// The peer sent the end-of-stream header: every later `recv` reports `Closed`.
-    peer_ended: bool,
-    /// A large message being received straight into its own buffer: (payload so far,
-    /// its length).
-    large: Option<(BytesMut, usize)>,
-    /// The previous message was large: read the next header alone, so that a large payload
-    /// lands in its own buffer rather than being read into `buf` and copied out.
-    expect_large: bool,
+    decoder: Decoder,
+    sticky: Sticky,
+    /// The payload of a large message being received straight into its own buffer.
+    large: Option<BytesMut>,
+    timeout: Option<Duration>,
+    /// The `Stream` of messages has ended (the peer closed, or a fatal error was yielded).
+    terminated: bool,
 }
-
-/// Messages at least this long are read into a buffer of their own (see `RecvHalf::large`).
-const LARGE: usize = RECV_BUF;
 
 /// An empty buffer for a payload of `len` bytes whose start is not 1 to 31 bytes past a
 /// page boundary: the kernel's copy into such a destination runs far slower on common x86
@@ -294,186 +379,306 @@ fn payload_buffer(len: usize) -> BytesMut {
     b
 }
 
-/// Reads what the socket has into `buf`, waiting for readiness first.
+/// Reads what the socket has into `buf`, waiting for readiness first. `Ok(0)`: end of stream.
 fn poll_read_into<B: BufMut>(
     shared: &AsyncShared,
     cx: &mut Context<'_>,
     buf: &mut B,
-) -> Poll<Result<()>> {
+) -> Poll<io::Result<usize>> {
     loop {
-        if let Err(e) = ready!(shared.stream.poll_read_ready(cx)) {
-            return Poll::Ready(Err(shared.error(e, "recv", None)));
-        }
+        ready!(shared.stream.poll_read_ready(cx))?;
         match shared.stream.try_read_buf(buf) {
-            Ok(0) => return Poll::Ready(Err(shared.eof())),
-            Ok(_) => return Poll::Ready(Ok(())),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(shared.error(e, "recv", None))),
+            other => return Poll::Ready(other),
         }
+    }
+}
+
+/// Runs `f` with `timeout` when one is set; an expired timeout is `TimedOut { op }`.
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    op: Operation,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match timeout {
+        None => f.await,
+        Some(t) => match ::tokio::time::timeout(t, f).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::TimedOut { op, after: t }),
+        },
     }
 }
 
 impl RecvHalf {
     /// Receives one whole message. See [`Connection::recv`].
     ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn recv(&mut self) -> Result<Bytes> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+        let t = self.timeout;
+        bounded(t, Operation::Recv, poll_fn(|cx| self.poll_recv(cx))).await
+    }
+
+    /// Receives one message into `buf`. See [`Connection::recv_into`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        let msg = self.recv().await?;
+        buf.clear();
+        buf.extend_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    /// Receives one UTF-8 message. See [`Connection::recv_string`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv_string`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn recv_string(&mut self) -> Result<String> {
+        let msg = self.recv().await?;
+        String::from_utf8(msg.into()).map_err(Error::NotUtf8)
     }
 
     /// Receives one message with a timeout. See [`Connection::recv_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Bytes> {
-        match ::tokio::time::timeout(timeout, self.recv()).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::TimedOut {
-                op: "recv",
-                after: timeout,
-            }),
+        bounded(
+            Some(timeout),
+            Operation::Recv,
+            poll_fn(|cx| self.poll_recv(cx)),
+        )
+        .await
+    }
+
+    /// Receives one message without waiting. See [`Connection::try_recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv`].
+    pub fn try_recv(&mut self) -> Result<Option<Bytes>> {
+        let waker = futures_task_noop();
+        let mut cx = Context::from_waker(&waker);
+        match self.poll_recv(&mut cx) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
         }
+    }
+
+    /// See [`Connection::is_message_buffered`].
+    pub fn is_message_buffered(&self) -> bool {
+        self.decoder.ready(&self.buf) || (self.shared.raw && !self.buf.is_empty())
+    }
+
+    /// Sets the read timeout. See [`Connection::set_read_timeout`].
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.shared.peer()
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.shared.peer.as_ref()
     }
 
-    async fn finish_handshake(&mut self) -> Result<()> {
-        poll_fn(|cx| self.poll_reply(cx)).await
+    /// The largest message this side accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.decoder.limit() as usize
     }
 
-    /// Reads and checks the server's handshake reply, if still pending.
+    /// Puts the two halves of one connection back together.
+    ///
+    /// # Errors
+    ///
+    /// The two halves, unchanged, when they come from different connections.
+    #[allow(clippy::result_large_err)] // rare, and the halves are given back whole
+    pub fn reunite(
+        self,
+        send: SendHalf,
+    ) -> std::result::Result<Connection, ReuniteError<SendHalf, RecvHalf>> {
+        if Arc::ptr_eq(&self.shared, &send.shared) {
+            Ok(Connection { recv: self, send })
+        } else {
+            Err(ReuniteError { send, recv: self })
+        }
+    }
+
+    /// Reads and checks the server's handshake reply, if this half is the first to need it:
+    /// into the receive buffer, so that the first messages usually come with it.
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        while self.reply_pending {
-            if self.buf.len() >= REPLY_LEN {
-                let mut bytes = [0u8; REPLY_LEN];
-                self.buf.copy_to_slice(&mut bytes);
-                return Poll::Ready(
-                    match handshake::interpret_reply(&self.shared.name, &bytes) {
-                        Ok(limit) => {
-                            self.shared.set_peer_limit(limit);
-                            self.reply_pending = false;
-                            Ok(())
-                        }
-                        Err(e) => {
-                            self.failed = Some(e.to_string());
-                            Err(e)
-                        }
-                    },
-                );
-            }
-            let had = self.buf.len();
-            match ready!(self.poll_fill(cx)) {
-                Ok(()) => {}
-                Err(Error::Closed) => {
-                    return Poll::Ready(Err(handshake::reply_cut_short(&self.shared.name, had)))
+        if self.shared.reply.limit().is_some() || self.shared.raw {
+            return Poll::Ready(Ok(()));
+        }
+        self.sticky.check()?;
+        let shared = self.shared.clone();
+        loop {
+            {
+                let mut reader = shared.reply.lock();
+                if let Some(result) = shared.reply.settle(&reader) {
+                    return Poll::Ready(match result {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(self.sticky.set(shared.reply_failure(&e))),
+                    });
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                let n = reader.feed(&self.buf);
+                self.buf.advance(n);
+                if reader.result().is_some() {
+                    continue;
+                }
+                // Read under the lock (never waiting), so that the send half, which may read
+                // the reply too, sees every byte in order.
+                self.buf.reserve(RECV_BUF);
+                match shared.stream.try_read_buf(&mut self.buf) {
+                    Ok(0) => {
+                        reader.end_of_stream();
+                        continue;
+                    }
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        return Poll::Ready(Err(
+                            match shared.error(e, Operation::Handshake, None) {
+                                Error::Closed => {
+                                    reader.end_of_stream();
+                                    continue;
+                                }
+                                other => other,
+                            },
+                        ))
+                    }
+                }
+            }
+            if let Err(e) = ready!(shared.stream.poll_read_ready(cx)) {
+                return Poll::Ready(Err(shared.error(e, Operation::Handshake, None)));
             }
         }
-        Poll::Ready(Ok(()))
     }
 
-    /// The one receive path, behind `recv` and the `Stream` impls.
+    /// The one receive path, behind `recv`, `try_recv` and the `Stream` impls.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
         self.shared.check_shutdown()?;
-        if let Some(why) = &self.failed {
-            return Poll::Ready(Err(Error::Protocol(format!(
-                "the connection was closed after an earlier error: {why}"
-            ))));
+        self.sticky.check()?;
+        if self.shared.raw {
+            return self.poll_raw(cx);
         }
         ready!(self.poll_reply(cx))?;
-        if self.peer_ended {
-            return Poll::Ready(Err(Error::Closed));
-        }
         loop {
-            if let Some((payload, len)) = &mut self.large {
-                if payload.len() == *len {
-                    let msg = std::mem::take(payload).freeze();
-                    self.large = None;
-                    return Poll::Ready(Ok(msg));
-                }
-                let want = *len - payload.len();
-                if let Err(e) = ready!(poll_read_into(&self.shared, cx, &mut payload.limit(want))) {
-                    return Poll::Ready(Err(self.mid_message(e)));
-                }
-                continue;
-            }
-            if self.shared.raw {
-                if !self.buf.is_empty() {
-                    return Poll::Ready(Ok(self.buf.split().freeze()));
-                }
-            } else if self.buf.len() >= HEADER_LEN {
-                let mut h = [0u8; HEADER_LEN];
-                h.copy_from_slice(&self.buf[..HEADER_LEN]);
-                let len = match Header::decode(&h, self.limit) {
-                    Ok(h) if h.end => {
-                        self.buf.advance(HEADER_LEN);
-                        self.peer_ended = true;
-                        return Poll::Ready(Err(Error::Closed));
+            if let Some(payload) = &mut self.large {
+                let missing = self
+                    .decoder
+                    .large_in_progress()
+                    .map_or(0, |(len, received)| len - received);
+                if missing > 0 {
+                    match ready!(poll_read_into(
+                        &self.shared,
+                        cx,
+                        &mut payload.limit(missing)
+                    )) {
+                        Ok(0) => return Poll::Ready(Err(self.end_of_stream())),
+                        Ok(n) => {
+                            self.decoder.payload_received(n);
+                        }
+                        Err(e) => {
+                            return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None)))
+                        }
                     }
-                    Ok(h) => h.len as usize,
-                    Err(e) => return Poll::Ready(Err(self.fail(e))),
-                };
-                self.expect_large = len >= LARGE;
-                if self.buf.len() >= HEADER_LEN + len {
+                    continue;
+                }
+                let msg = self.large.take().unwrap_or_default().freeze();
+                return Poll::Ready(Ok(msg));
+            }
+            match self.decoder.decode(&self.buf) {
+                Decoded::Message { len } => {
                     self.buf.advance(HEADER_LEN);
                     return Poll::Ready(Ok(self.buf.split_to(len).freeze()));
                 }
-                if len >= LARGE {
+                Decoded::NeedMore { at_most, capacity } => {
+                    if self.buf.capacity() < capacity
+                        || self.buf.capacity() - self.buf.len() < RECV_BUF / 2
+                    {
+                        self.buf.reserve(capacity.max(RECV_BUF));
+                    }
+                    let read = match at_most {
+                        Some(n) => poll_read_into(&self.shared, cx, &mut (&mut self.buf).limit(n)),
+                        None => poll_read_into(&self.shared, cx, &mut self.buf),
+                    };
+                    match ready!(read) {
+                        Ok(0) => return Poll::Ready(Err(self.end_of_stream())),
+                        Ok(_) => {}
+                        Err(e) => {
+                            return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None)))
+                        }
+                    }
+                }
+                Decoded::LargeMessage { len } => {
                     // Its own buffer, sized once; only what already arrived is copied.
                     self.buf.advance(HEADER_LEN);
                     let mut payload = payload_buffer(len);
-                    payload.extend_from_slice(&self.buf.split());
-                    self.large = Some((payload, len));
-                    continue;
+                    let take = len.min(self.buf.len());
+                    payload.extend_from_slice(&self.buf.split_to(take));
+                    self.decoder.payload_received(take);
+                    self.large = Some(payload);
                 }
-                self.buf.reserve(HEADER_LEN + len - self.buf.len());
-            }
-            if let Err(e) = ready!(self.poll_fill(cx)) {
-                return Poll::Ready(Err(self.mid_message(e)));
+                Decoded::End { consume } => {
+                    self.buf.advance(consume);
+                    return Poll::Ready(Err(Error::Closed));
+                }
+                Decoded::Failed(f) => return Poll::Ready(Err(self.fail(&f))),
             }
         }
     }
 
-    /// Reads what the socket has into the buffer (only the next header, after a large
-    /// message, see `expect_large`).
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.buf.capacity() - self.buf.len() < RECV_BUF / 2 {
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
+        if self.buf.is_empty() {
             self.buf.reserve(RECV_BUF);
+            match ready!(poll_read_into(&self.shared, cx, &mut self.buf)) {
+                Ok(0) => return Poll::Ready(Err(self.shared.eof())),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None))),
+            }
         }
-        if self.expect_large && !self.shared.raw && self.buf.len() < HEADER_LEN {
-            let want = HEADER_LEN - self.buf.len();
-            return poll_read_into(&self.shared, cx, &mut (&mut self.buf).limit(want));
-        }
-        poll_read_into(&self.shared, cx, &mut self.buf)
+        Poll::Ready(Ok(self.buf.split().freeze()))
     }
 
-    /// End of stream inside a message is a protocol error.
-    fn mid_message(&mut self, e: Error) -> Error {
-        let got = self.buf.len() + self.large.as_ref().map_or(0, |(p, _)| p.len());
-        if matches!(e, Error::Closed) && got > 0 && !self.shared.raw {
-            let msg = format!(
-                "the peer closed the connection in the middle of a message ({got} bytes of it received)"
-            );
-            self.failed = Some(msg.clone());
-            return Error::Protocol(msg);
+    /// The stream ended: the peer's orderly close at a message boundary, else a failure.
+    fn end_of_stream(&mut self) -> Error {
+        let buffered = self.buf.len();
+        match self.decoder.end_of_stream(buffered) {
+            Ok(()) => self.shared.eof(),
+            Err(_) if self.shared.shutdown.is_shutdown() => Error::Shutdown,
+            Err(f) => {
+                let e = self.shared.recv_failure(&f);
+                self.sticky.set(e)
+            }
         }
-        e
     }
 
-    fn fail(&mut self, e: frame::DecodeError) -> Error {
-        use crate::sys::Cancel;
+    /// The peer sent something invalid: close the connection and say what it was.
+    fn fail(&mut self, f: &Failure) -> Error {
         self.shared.stream.cancel();
         self.shared.stream.finish();
-        let err = Error::from_bad_header(e);
-        self.failed = Some(err.to_string());
-        err
+        let e = self.shared.recv_failure(f);
+        self.sticky.set(e)
     }
 }
 
@@ -486,172 +691,285 @@ impl fmt::Debug for RecvHalf {
     }
 }
 
-/// A message on its way out: header and payload, and how much of both is written.
-struct Outgoing {
-    header: [u8; HEADER_LEN],
-    header_len: usize,
-    payload: Bytes,
-    written: usize,
-}
-
-impl Outgoing {
-    fn total(&self) -> usize {
-        self.header_len + self.payload.len()
-    }
-}
-
 /// The sending half of an async [`Connection`].
 pub struct SendHalf {
     shared: Arc<AsyncShared>,
-    queue: VecDeque<Outgoing>,
-    failed: Option<&'static str>,
-    /// `close` queued the end-of-stream header (transports without half-close).
-    end_queued: bool,
+    encoder: Encoder,
+    sticky: Sticky,
+    /// Messages fed and not yet flushed.
+    queue: VecDeque<(Outgoing, Bytes)>,
+    timeout: Option<Duration>,
 }
 
-/// The two slices still to write of a message whose first `written` bytes are out.
-fn remaining<'a>(header: &'a [u8], payload: &'a [u8], written: usize) -> [IoSlice<'a>; 2] {
-    let h = written.min(header.len());
-    let p = written.saturating_sub(header.len());
-    [IoSlice::new(&header[h..]), IoSlice::new(&payload[p..])]
+/// The two slices still to write of a message.
+fn io_slices<'a>(out: &'a Outgoing, payload: &'a [u8]) -> [IoSlice<'a>; 2] {
+    let (h, p) = out.remaining(payload);
+    [IoSlice::new(h), IoSlice::new(p)]
 }
 
 impl SendHalf {
-    /// Sends one message. See [`Connection::send`] (a send half has no handshake reply to
-    /// wait for: a client's connection reads it before it splits).
+    /// Sends one message. See [`Connection::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe (see [`Connection::send`]); use `feed` + `flush`.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.flush().await?;
-        let header = self.check(msg.len())?;
-        let header: &[u8] = if self.shared.raw { &[] } else { &header };
-        let total = header.len() + msg.len();
-        let mut written = 0;
-        loop {
-            match self
-                .shared
-                .stream
-                .try_write_vectored(&remaining(header, msg, written))
-            {
-                Ok(n) => {
-                    written += n;
-                    if written == total {
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if written > 0 {
-                        // Part of the message is out: write the rest straight from `msg`.
-                        return self.send_rest(header, msg, written).await;
-                    }
-                    // Nothing written yet: dropping the future here sends nothing.
-                    poll_fn(|cx| self.shared.stream.poll_write_ready(cx))
-                        .await
-                        .map_err(|e| self.shared.error(e, "send", None))?;
-                }
-                Err(e) => return Err(self.shared.error(e, "send", None)),
-            }
-        }
+        let t = self.timeout;
+        bounded(t, Operation::Send, self.send_inner(msg)).await
     }
 
-    /// Finishes a message of which `written` bytes (of `header` then `msg`) are out, straight
-    /// from `msg`: no copy. If this future is dropped before the end (a cancel or a timeout)
-    /// or the write fails, half a frame is on the wire and the stream cannot be framed any
-    /// more: a guard poisons the sending side and ends our sending direction, so the peer
-    /// sees a truncated message (a protocol error) at once, as after a blocking send that
-    /// timed out part-way. Giving up costs nothing proportional to the message (this path
-    /// once queued a copy of the rest, which cost milliseconds for a large message at a
-    /// shutdown that was going to discard it anyway).
-    async fn send_rest(&mut self, header: &[u8], msg: &[u8], written: usize) -> Result<()> {
-        struct Rest<'a> {
-            shared: &'a AsyncShared,
-            failed: &'a mut Option<&'static str>,
-            written: usize,
-            done: bool,
-        }
-        impl Drop for Rest<'_> {
-            fn drop(&mut self) {
-                // Raw mode has no frames to break: the bytes written so far stay written.
-                if !self.done && !self.shared.raw {
-                    *self.failed =
-                        Some("an earlier send was cancelled or failed part-way through a message");
-                    let _ = self.shared.stream.shutdown_write();
-                }
-            }
-        }
-        let total = header.len() + msg.len();
-        let mut rest = Rest {
-            shared: &self.shared,
-            failed: &mut self.failed,
-            written,
-            done: false,
-        };
-        loop {
-            rest.shared.check_shutdown()?;
-            if let Err(e) = poll_fn(|cx| rest.shared.stream.poll_write_ready(cx)).await {
-                return Err(rest.shared.error(e, "send", None));
-            }
-            match rest
-                .shared
-                .stream
-                .try_write_vectored(&remaining(header, msg, rest.written))
-            {
-                Ok(n) => {
-                    rest.written += n;
-                    if rest.written == total {
-                        rest.done = true;
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(rest.shared.error(e, "send", None)),
-            }
-        }
+    /// Sends a UTF-8 string as one message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe (see [`Connection::send`]).
+    pub async fn send_str(&mut self, msg: &str) -> Result<()> {
+        self.send(msg.as_bytes()).await
+    }
+
+    /// Sends one message with a timeout. See [`Connection::send_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe (see [`Connection::send`]).
+    pub async fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        bounded(Some(timeout), Operation::Send, self.send_inner(msg)).await
     }
 
     /// Queues a message for [`flush`](SendHalf::flush). See [`Connection::feed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::feed`].
     pub fn feed(&mut self, msg: Bytes) -> Result<()> {
-        let header = self.check(msg.len())?;
-        self.queue.push_back(Outgoing {
-            header,
-            header_len: if self.shared.raw { 0 } else { HEADER_LEN },
-            payload: msg,
-            written: 0,
-        });
+        self.shared.check_shutdown()?;
+        self.sticky.check()?;
+        let out = self
+            .encoder
+            .message(msg.len(), self.shared.reply.limit_or_minimum())
+            .map_err(encode_failure)?;
+        self.queue.push_back((out, msg));
         Ok(())
     }
 
     /// Writes every queued message. See [`Connection::flush`].
     ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn flush(&mut self) -> Result<()> {
-        poll_fn(|cx| self.poll_flush(cx)).await
+        let t = self.timeout;
+        bounded(t, Operation::Send, poll_fn(|cx| self.poll_flush(cx))).await
     }
 
     /// Writes queued messages, then closes the sending direction.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
     pub async fn close(mut self) -> Result<()> {
-        poll_fn(|cx| self.poll_end(cx)).await
+        let t = self.timeout;
+        bounded(t, Operation::Close, poll_fn(|cx| self.poll_end(cx))).await
+    }
+
+    /// Sets the write timeout. See [`Connection::set_write_timeout`].
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// Who is on the other end.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.shared.peer.as_ref()
+    }
+
+    /// The largest message the peer accepts, as far as known.
+    pub fn peer_max_message_size(&self) -> usize {
+        if self.shared.raw {
+            return usize::MAX;
+        }
+        self.shared.reply.limit_or_minimum() as usize
+    }
+
+    /// Puts the two halves of one connection back together. See [`RecvHalf::reunite`].
+    ///
+    /// # Errors
+    ///
+    /// The two halves, unchanged, when they come from different connections.
+    #[allow(clippy::result_large_err)] // rare, and the halves are given back whole
+    pub fn reunite(
+        self,
+        recv: RecvHalf,
+    ) -> std::result::Result<Connection, ReuniteError<SendHalf, RecvHalf>> {
+        recv.reunite(self)
+    }
+
+    async fn send_inner(&mut self, msg: &[u8]) -> Result<()> {
+        self.shared.check_shutdown()?;
+        self.sticky.check()?;
+        poll_fn(|cx| self.poll_flush(cx)).await?;
+        let limit = self.peer_limit_for(msg.len()).await?;
+        let out = self
+            .encoder
+            .message(msg.len(), limit)
+            .map_err(encode_failure)?;
+        match self.write_all(out, msg).await {
+            // A server that refused us may already have closed the connection; its reply,
+            // which says why, is waiting to be read: report that rather than "closed".
+            Err(Error::Closed) if self.shared.reply.limit().is_none() && !self.shared.raw => {
+                match self.peer_limit_for(usize::MAX).await {
+                    Err(refusal) => Err(refusal),
+                    Ok(_) => Err(Error::Closed),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A client's server limit, reading the handshake reply here if the receiving half has
+    /// not (exactly its bytes, under the slot's lock: nothing of the messages behind it is
+    /// taken from the stream).
+    async fn peer_limit_for(&mut self, len: usize) -> Result<u32> {
+        if !self.encoder.needs_peer_limit(len) {
+            return Ok(self.shared.reply.limit_or_minimum());
+        }
+        let shared = self.shared.clone();
+        loop {
+            if let Some(limit) = shared.reply.limit() {
+                return Ok(limit);
+            }
+            {
+                let mut reader = shared.reply.lock();
+                if let Some(result) = shared.reply.settle(&reader) {
+                    return result.map_err(|e| self.sticky.set(shared.reply_failure(&e)));
+                }
+                let mut tmp = [0u8; REPLY_LEN];
+                let want = reader.missing();
+                match shared.stream.try_read(&mut tmp[..want]) {
+                    Ok(0) => {
+                        reader.end_of_stream();
+                        continue;
+                    }
+                    Ok(n) => {
+                        reader.feed(&tmp[..n]);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => match shared.error(e, Operation::Handshake, None) {
+                        Error::Closed => {
+                            reader.end_of_stream();
+                            continue;
+                        }
+                        other => return Err(other),
+                    },
+                }
+            }
+            // Readiness for any number of waiters: the receive half may be waiting too.
+            shared.check_shutdown()?;
+            shared
+                .stream
+                .readable()
+                .await
+                .map_err(|e| shared.error(e, Operation::Handshake, None))?;
+        }
+    }
+
+    /// Writes one message straight from `payload`, without copying it. If this future is
+    /// dropped part-way (a cancel or a timeout), or the write fails part-way, a guard cuts
+    /// the message (see `proto::Encoder::cut`): the sending side is poisoned and our direction
+    /// ended, so the peer sees a truncated message at once. Giving up costs nothing
+    /// proportional to the message.
+    async fn write_all(&mut self, out: Outgoing, payload: &[u8]) -> Result<()> {
+        struct Guard<'a> {
+            half: &'a mut SendHalf,
+            out: Outgoing,
+        }
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                if self.out.started() && !self.out.is_done() && self.half.encoder.cut() {
+                    let _ = self.half.shared.stream.shutdown_write();
+                    self.half.sticky.set(Error::protocol(
+                        "an earlier send was cancelled or failed part-way through a message",
+                    ));
+                }
+            }
+        }
+        let mut g = Guard { half: self, out };
+        loop {
+            let shared = &g.half.shared;
+            match shared
+                .stream
+                .try_write_vectored(&io_slices(&g.out, payload))
+            {
+                Ok(n) => {
+                    if g.out.advance(n) {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    shared.check_shutdown()?;
+                    poll_fn(|cx| shared.stream.poll_write_ready(cx))
+                        .await
+                        .map_err(|e| shared.error(e, Operation::Send, None))?;
+                }
+                Err(e) => return Err(shared.error(e, Operation::Send, None)),
+            }
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while let Some((out, payload)) = self.queue.front_mut() {
+            self.shared.check_shutdown()?;
+            self.sticky.check()?;
+            if let Err(e) = ready!(self.shared.stream.poll_write_ready(cx)) {
+                return Poll::Ready(Err(self.shared.error(e, Operation::Send, None)));
+            }
+            match self
+                .shared
+                .stream
+                .try_write_vectored(&io_slices(out, payload))
+            {
+                Ok(n) => {
+                    if out.advance(n) {
+                        self.queue.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    let err = self.shared.error(e, Operation::Send, None);
+                    if out.started() && self.encoder.cut() {
+                        let _ = self.shared.stream.shutdown_write();
+                        return Poll::Ready(Err(self.sticky.set(err)));
+                    }
+                    return Poll::Ready(Err(err));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Writes queued messages, then ends the sending direction. Where the transport has no
     /// half-close (Windows pipes), a framed connection says so in-band with the end-of-stream
     /// header and keeps the pipe open, so that the receiving half goes on working as on Unix.
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if !crate::sys::HALF_CLOSE && !self.shared.raw && (self.end_queued || self.failed.is_none())
-        {
-            if !self.end_queued {
-                self.queue.push_back(Outgoing {
-                    header: Header::end_of_stream().encode(),
-                    header_len: HEADER_LEN,
-                    payload: Bytes::new(),
-                    written: 0,
-                });
-                self.end_queued = true;
-                self.failed = Some("its sending direction was closed");
+        if !crate::sys::HALF_CLOSE && !self.sticky.is_set() {
+            if let Ok(Some(end)) = self.encoder.end() {
+                self.queue.push_back((end, Bytes::new()));
             }
             return match ready!(self.poll_flush(cx)) {
                 // The peer is gone already: there is nobody left to tell.
@@ -663,62 +981,8 @@ impl SendHalf {
         match self.shared.stream.shutdown_write() {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(self.shared.error(e, "close", None))),
+            Err(e) => Poll::Ready(Err(self.shared.error(e, Operation::Close, None))),
         }
-    }
-
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.shared.peer()
-    }
-
-    /// Checks the state and the size; returns the header to send.
-    fn check(&self, len: usize) -> Result<[u8; HEADER_LEN]> {
-        self.shared.check_shutdown()?;
-        if let Some(why) = self.failed {
-            return Err(Error::Protocol(format!(
-                "this connection can no longer send: {why}"
-            )));
-        }
-        if self.shared.raw {
-            return Ok([0; HEADER_LEN]);
-        }
-        let limit = self.shared.peer_limit();
-        if len > limit as usize {
-            return Err(Error::MessageTooLarge {
-                len: len as u64,
-                max: limit.into(),
-            });
-        }
-        Ok(Header::new(len as u32).encode())
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        while let Some(out) = self.queue.front_mut() {
-            self.shared.check_shutdown()?;
-            if let Err(e) = ready!(self.shared.stream.poll_write_ready(cx)) {
-                return Poll::Ready(Err(self.shared.error(e, "send", None)));
-            }
-            let res = self.shared.stream.try_write_vectored(&remaining(
-                &out.header[..out.header_len],
-                &out.payload,
-                out.written,
-            ));
-            match res {
-                Ok(n) => {
-                    out.written += n;
-                    if out.written == out.total() {
-                        self.queue.pop_front();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    self.failed = Some("an earlier send failed part-way through a message");
-                    return Poll::Ready(Err(self.shared.error(e, "send", None)));
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -731,16 +995,38 @@ impl fmt::Debug for SendHalf {
     }
 }
 
+/// A waker that does nothing, for `try_recv`'s single poll.
+fn futures_task_noop() -> std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    std::task::Waker::from(Arc::new(Noop))
+}
+
 // ---- futures traits ----
 
-/// A stream of received messages; ends (`None`) when the peer closes the connection.
+/// A stream of received messages; ends (`None`) when the peer closes the connection, and
+/// after yielding an error that ends the connection (every error but a timeout).
 impl futures_core::Stream for RecvHalf {
     type Item = Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        if self.terminated {
+            return Poll::Ready(None);
+        }
         match ready!(self.poll_recv(cx)) {
-            Err(Error::Closed) => Poll::Ready(None),
-            other => Poll::Ready(Some(other)),
+            Ok(msg) => Poll::Ready(Some(Ok(msg))),
+            Err(Error::Closed) => {
+                self.terminated = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                if !matches!(e, Error::TimedOut { .. } | Error::NotUtf8(_)) {
+                    self.terminated = true;
+                }
+                Poll::Ready(Some(Err(e)))
+            }
         }
     }
 }
@@ -783,9 +1069,7 @@ impl futures_sink::Sink<Bytes> for Connection {
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         // A client learns the server's limit from its reply; read it before accepting items
         // so that `start_send` checks against the real limit.
-        if !self.send.shared.raw && !self.send.shared.peer_limit_known() {
-            ready!(self.recv.poll_reply(cx))?;
-        }
+        ready!(self.recv.poll_reply(cx))?;
         Pin::new(&mut self.send).poll_ready(cx)
     }
 
@@ -799,5 +1083,53 @@ impl futures_sink::Sink<Bytes> for Connection {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         futures_sink::Sink::<Bytes>::poll_close(Pin::new(&mut self.send), cx)
+    }
+}
+
+#[cfg(unix)]
+mod fd {
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+    use super::{Connection, RecvHalf, SendHalf};
+
+    /// The connection's socket, for inspection (a shutdown never closes it). Its readiness
+    /// belongs to tokio's reactor; see
+    /// [`pipette::Connection::is_message_buffered`](crate::Connection::is_message_buffered).
+    impl AsFd for Connection {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.send.shared.stream.as_fd()
+        }
+    }
+
+    impl AsRawFd for Connection {
+        fn as_raw_fd(&self) -> RawFd {
+            self.as_fd().as_raw_fd()
+        }
+    }
+
+    /// See `AsFd for Connection`.
+    impl AsFd for RecvHalf {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.shared.stream.as_fd()
+        }
+    }
+
+    impl AsRawFd for RecvHalf {
+        fn as_raw_fd(&self) -> RawFd {
+            self.as_fd().as_raw_fd()
+        }
+    }
+
+    /// See `AsFd for Connection`.
+    impl AsFd for SendHalf {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.shared.stream.as_fd()
+        }
+    }
+
+    impl AsRawFd for SendHalf {
+        fn as_raw_fd(&self) -> RawFd {
+            self.as_fd().as_raw_fd()
+        }
     }
 }

@@ -41,13 +41,17 @@
 //!
 //! Every async method states its cancel safety. `recv`, `accept` and `flush` are cancel
 //! safe; `send` is not (use `feed` + `flush`).
+//!
+//! Options are passed the same way as in the blocking API: `Server::bind_with(name,
+//! &ServerOptions)` and `Client::connect_with(name, &ClientOptions)`.
 
 mod client;
 mod connection;
 mod server;
 mod stream;
 
+pub use bytes::Bytes;
 pub use client::Client;
 pub use connection::{Connection, RecvHalf, SendHalf};
-pub use server::Server;
+pub use server::{Incoming, Server};
 pub use stream::Stream;

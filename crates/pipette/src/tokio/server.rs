@@ -1,24 +1,24 @@
 //! The async server.
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::tokio::sync::Mutex;
 use ::tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{AsyncShared, Connection};
-use crate::error::{Error, Result};
-use crate::frame::{self, HELLO_LEN};
-use crate::handshake::{Admission, Policy};
+use super::connection::Connection;
+use crate::error::{Error, Operation, Result};
+use crate::handshake::{self, Policy};
+use crate::proto::HelloReader;
 use crate::shutdown::{Registration, Shutdown};
 use crate::sys::{aio, Cancel};
 use crate::{IntoName, Name, ServerOptions};
-
-const SERVER_SHUT_DOWN: &str = "the server was shut down";
 
 /// Lets a [`Shutdown`] handle wake tasks that wait on something other than a socket.
 #[derive(Debug)]
@@ -33,17 +33,34 @@ impl Cancel for TokenCancel {
 /// An async server; the async twin of [`pipette::Server`](crate::Server), with the same
 /// options, checks and wire bytes.
 ///
+/// A server that keeps serving: every error from `accept` but [`Error::Shutdown`] concerns one
+/// connection attempt or a passing condition (such as running out of descriptors), so the
+/// loop goes on; only the shutdown ends it.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> pipette::Result<()> {
+/// use std::time::Duration;
+/// use pipette::Error;
 /// use pipette::tokio::Server;
 ///
 /// let name = format!("doc-async-server-{}", std::process::id());
 /// let server = Server::bind(&name)?;
 /// let stop = server.shutdown_handle();
 /// let task = tokio::spawn(async move {
-///     while let Ok(mut conn) = server.accept().await {   // Err(Shutdown) ends the loop
+///     loop {
+///         let mut conn = match server.accept().await {
+///             Ok(conn) => conn,
+///             Err(Error::Shutdown) => break,
+///             Err(e) => {
+///                 // For example out of descriptors: say so, pause, and go on.
+///                 eprintln!("accept: {e}");
+///                 tokio::time::sleep(Duration::from_millis(100)).await;
+///                 continue;
+///             }
+///         };
 ///         tokio::spawn(async move {
+///             // A client that leaves ends only its own connection.
 ///             while let Ok(msg) = conn.recv().await {
 ///                 if conn.send(&msg).await.is_err() { break; }
 ///             }
@@ -69,23 +86,41 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `name` with the default [`ServerOptions`]. Must be called within a tokio runtime.
+    /// Binds `name` with the default [`ServerOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Server::bind_with`](crate::Server::bind_with).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind(name: impl IntoName) -> Result<Server> {
         Server::bind_with(name, &ServerOptions::new())
     }
 
-    /// Binds `name` with `options`, exactly as [`ServerOptions::bind`] does for the blocking
-    /// server. Must be called within a tokio runtime.
+    /// Binds `name` with `options`, exactly as the blocking
+    /// [`Server::bind_with`](crate::Server::bind_with) does.
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Server::bind_with`](crate::Server::bind_with); on Windows also
+    /// [`Error::InvalidConfig`] for `message_pipe`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind_with(name: impl IntoName, options: &ServerOptions) -> Result<Server> {
         let (policy, listen, shutdown) = options.prepare(name)?;
         let listener = Arc::new(aio::Listener::bind(&policy.name, &listen)?);
         let token = CancellationToken::new();
-        let shut = |()| Error::Shutdown("the shutdown handle was triggered while binding");
         let registrations = [
-            shutdown.register(listener.clone()).map_err(shut)?,
+            shutdown
+                .register(listener.clone())
+                .map_err(|()| Error::Shutdown)?,
             shutdown
                 .register(Arc::new(TokenCancel(token.clone())))
-                .map_err(shut)?,
+                .map_err(|()| Error::Shutdown)?,
         ];
         tracing::debug!(name = %policy.name, path = %policy.name.path().display(), "listening (async)");
         Ok(Server {
@@ -99,7 +134,12 @@ impl Server {
         })
     }
 
-    /// Waits for the next admitted connection; see [`pipette::Server::accept`](crate::Server::accept).
+    /// Waits for the next admitted connection; see
+    /// [`pipette::Server::accept`](crate::Server::accept).
+    ///
+    /// # Errors
+    ///
+    /// As the blocking [`Server::accept`](crate::Server::accept).
     ///
     /// # Cancel safety
     ///
@@ -121,9 +161,9 @@ impl Server {
                     }
                 }
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, prefix, have)) => {
+                    Ok((stream, hello)) => {
                         // Usually the hello is already there: finish at once, without a task.
-                        match self.try_handshake_now(stream, prefix, have) {
+                        match self.try_handshake_now(stream, hello) {
                             Ok(conn) => return Ok(conn),
                             Err(Some(waiting)) => {
                                 let (policy, shutdown, t) = (self.policy.clone(), self.shutdown.clone(), self.handshake_timeout);
@@ -134,13 +174,17 @@ impl Server {
                     }
                     Err(_) if self.shutdown.is_shutdown() => return Err(self.stopped()),
                     Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
-                    Err(e) => return Err(Error::Io(e)),
+                    Err(e) => return Err(Error::io("accept failed", e)),
                 },
             }
         }
     }
 
     /// Like [`accept`](Server::accept), failing with [`Error::TimedOut`] after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Server::accept), and [`Error::TimedOut`].
     ///
     /// # Cancel safety
     ///
@@ -149,9 +193,34 @@ impl Server {
         match ::tokio::time::timeout(timeout, self.accept()).await {
             Ok(r) => r,
             Err(_) => Err(Error::TimedOut {
-                op: "accept",
+                op: Operation::Accept,
                 after: timeout,
             }),
+        }
+    }
+
+    /// The accepted connections as a [`futures_core::Stream`], which ends (`None`) when the
+    /// server is shut down; other errors are yielded and the stream goes on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pipette::Result<()> {
+    /// use futures::StreamExt;
+    /// use pipette::tokio::Server;
+    ///
+    /// let name = format!("doc-async-incoming-{}", std::process::id());
+    /// let server = Server::bind(&name)?;
+    /// server.shutdown_handle().shutdown();
+    /// let mut incoming = server.incoming();
+    /// assert!(incoming.next().await.is_none(), "ended by the shutdown");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            server: self,
+            pending: None,
+            done: false,
         }
     }
 
@@ -165,12 +234,17 @@ impl Server {
         &self.policy.name
     }
 
+    /// The largest message this server accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.policy.limit as usize
+    }
+
     /// The error `accept` reports once the server is shut down, after making sure that the
     /// endpoint is released (see the blocking server's `stopped`).
     fn stopped(&self) -> Error {
         self.listener.cancel();
         self.listener.finish();
-        Error::Shutdown(SERVER_SHUT_DOWN)
+        Error::Shutdown
     }
 
     /// Finishes the handshake if the hello has already arrived; hands the stream (and what
@@ -179,39 +253,31 @@ impl Server {
     fn try_handshake_now(
         &self,
         stream: aio::Stream,
-        mut prefix: [u8; HELLO_LEN],
-        mut have: usize,
+        mut hello: HelloReader,
     ) -> std::result::Result<Connection, Option<Box<Waiting>>> {
-        let need = self.policy.prefix_len();
-        while have < need && frame::could_be_hello(&prefix[..have]) {
-            match stream.read_now(&mut prefix[have..need]) {
+        while !hello.is_done() {
+            match stream.read_now(hello.spare()) {
                 Ok(0) => return Err(None),
                 Ok(n) => {
-                    have += n;
-                    if !frame::could_be_hello(&prefix[..have]) {
-                        break;
-                    }
+                    hello.filled(n);
                 }
+                // Boxed: rare, and the Windows stream is large.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Boxed: rare, and the Windows stream is large.
-                    return Err(Some(Box::new(Waiting {
-                        stream,
-                        prefix,
-                        have,
-                    })));
+                    return Err(Some(Box::new(Waiting { stream, hello })))
                 }
                 Err(_) => return Err(None),
             }
         }
-        finish(stream, &prefix[..have], &self.policy, &self.shutdown).ok_or(None)
+        handshake::admit(&self.policy, &self.shutdown, stream, hello.bytes())
+            .map(|shared| Connection::new(shared, self.policy.limit))
+            .ok_or(None)
     }
 }
 
 /// A new connection whose hello is still on its way.
 pub(crate) struct Waiting {
     stream: aio::Stream,
-    prefix: [u8; HELLO_LEN],
-    have: usize,
+    hello: HelloReader,
 }
 
 /// Waits (bounded) for the rest of a peer's hello, then admits or refuses it.
@@ -221,22 +287,14 @@ async fn handshake(
     shutdown: Shutdown,
     timeout: Duration,
 ) -> Option<Connection> {
-    let need = policy.prefix_len();
-    let Waiting {
-        stream,
-        mut prefix,
-        mut have,
-    } = waiting;
+    let Waiting { stream, mut hello } = waiting;
     let read = async {
-        while have < need {
+        while !hello.is_done() {
             poll_fn(|cx| stream.poll_read_ready(cx)).await?;
-            match stream.try_read(&mut prefix[have..need]) {
+            match stream.try_read(hello.spare()) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
-                    have += n;
-                    if !frame::could_be_hello(&prefix[..have]) {
-                        break;
-                    }
+                    hello.filled(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -247,8 +305,8 @@ async fn handshake(
     match ::tokio::time::timeout(timeout, read).await {
         Err(_) => {
             tracing::warn!(
-                received = have,
-                expected = need,
+                received = hello.bytes().len(),
+                missing = hello.missing(),
                 "dropping a connection that did not complete the handshake in time"
             );
             None
@@ -257,52 +315,9 @@ async fn handshake(
             tracing::debug!(error = %e, "a peer left during the handshake");
             None
         }
-        Ok(Ok(())) => finish(stream, &prefix[..have], &policy, &shutdown),
+        Ok(Ok(())) => handshake::admit(&policy, &shutdown, stream, hello.bytes())
+            .map(|shared| Connection::new(shared, policy.limit)),
     }
-}
-
-/// Judges the peer, answers it, and builds the connection.
-fn finish(
-    stream: aio::Stream,
-    prefix: &[u8],
-    policy: &Policy,
-    shutdown: &Shutdown,
-) -> Option<Connection> {
-    let peer = stream.peer().unwrap_or_default();
-    let (reply, peer_limit) = match policy.admit(&peer, prefix) {
-        Admission::Refuse { reply } => {
-            if let Some(r) = reply {
-                let _ = stream.write_now(&r);
-            }
-            return None;
-        }
-        Admission::Accept { reply, peer_limit } => (reply, peer_limit),
-    };
-    let stream = Arc::new(stream);
-    let Ok(registration) = shutdown.register(stream.clone()) else {
-        if let Some(r) = policy.shutting_down() {
-            let _ = stream.write_now(&r);
-        }
-        return None;
-    };
-    if let Some(reply) = reply {
-        // A fresh socket's send buffer is empty: the 16 bytes go out at once.
-        match stream.write_now(&reply) {
-            Ok(n) if n == reply.len() => {}
-            _ => return None,
-        }
-    }
-    tracing::debug!(name = %policy.name, pid = ?peer.pid(), uid = ?peer.uid(), "accepted a connection (async)");
-    let shared = AsyncShared::new(
-        stream,
-        shutdown.clone(),
-        registration,
-        policy.name.clone(),
-        policy.raw,
-        Some(peer),
-        Some(peer_limit),
-    );
-    Some(Connection::new(shared, policy.limit, false))
 }
 
 impl fmt::Debug for Server {
@@ -311,6 +326,49 @@ impl fmt::Debug for Server {
             .field("name", &self.policy.name)
             .field("access", &self.policy.access)
             .field("raw", &self.policy.raw)
+            .finish()
+    }
+}
+
+type AcceptFuture<'a> = Pin<Box<dyn Future<Output = Result<Connection>> + Send + 'a>>;
+
+/// A server's connections as a stream; see [`Server::incoming`].
+pub struct Incoming<'a> {
+    server: &'a Server,
+    pending: Option<AcceptFuture<'a>>,
+    done: bool,
+}
+
+impl futures_core::Stream for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Connection>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let server = self.server;
+        let fut = self
+            .pending
+            .get_or_insert_with(|| Box::pin(server.accept()));
+        let r = std::task::ready!(fut.as_mut().poll(cx));
+        self.pending = None;
+        match r {
+            Err(Error::Shutdown) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            other => Poll::Ready(Some(other)),
+        }
+    }
+}
+
+impl fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("server", &self.server.policy.name)
             .finish()
     }
 }

@@ -27,9 +27,9 @@ impl Stream {
         Stream { shared, leftover }
     }
 
-    /// Who is on the other end.
-    pub fn peer(&self) -> &PeerIdentity {
-        self.shared.peer()
+    /// Who is on the other end, if the platform could tell.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.shared.peer.as_ref()
     }
 
     /// The connection's shutdown handle.

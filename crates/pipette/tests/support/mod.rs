@@ -222,7 +222,7 @@ pub fn role_echo(args: Vec<String>) {
     if let Some(max) = args.get(1) {
         opts = opts.max_message_size(max.parse().unwrap());
     }
-    let server = opts.bind(args[0].as_str()).expect("bind");
+    let server = pipette::Server::bind_with(args[0].as_str(), &opts).expect("bind");
     stop_on_stdin_close(server.shutdown_handle());
     tell("ready");
     for conn in server.incoming() {
@@ -508,13 +508,17 @@ pub fn error_kind(e: &pipette::Error) -> &'static str {
         E::NotFound { .. } => "NotFound",
         E::AddrInUse { .. } => "AddrInUse",
         E::UntrustedServer { .. } => "UntrustedServer",
+        E::Refused { .. } => "Refused",
+        E::InvalidConfig(_) => "InvalidConfig",
+        E::Broken(_) => "Broken",
+        E::NotUtf8(_) => "NotUtf8",
         E::PermissionDenied(_) => "PermissionDenied",
         E::TimedOut { .. } => "TimedOut",
-        E::Shutdown(_) => "Shutdown",
+        E::Shutdown => "Shutdown",
         E::Closed => "Closed",
         E::MessageTooLarge { .. } => "MessageTooLarge",
-        E::Protocol(_) => "Protocol",
-        E::Io(_) => "Io",
+        E::Protocol { .. } => "Protocol",
+        E::Io { .. } => "Io",
         _ => "Other",
     }
 }
@@ -526,10 +530,11 @@ pub fn error_kind(e: &pipette::Error) -> &'static str {
 pub fn role_guarded(args: Vec<String>) {
     let handshake = Duration::from_millis(args[1].parse().unwrap());
     let write = Duration::from_millis(args[2].parse().unwrap());
-    let server = pipette::ServerOptions::new()
-        .handshake_timeout(handshake)
-        .bind(args[0].as_str())
-        .expect("bind");
+    let server = pipette::Server::bind_with(
+        args[0].as_str(),
+        &pipette::ServerOptions::new().handshake_timeout(handshake),
+    )
+    .expect("bind");
     stop_on_stdin_close(server.shutdown_handle());
     tell("ready");
     for conn in server.incoming() {
@@ -554,7 +559,7 @@ pub fn role_guarded(args: Vec<String>) {
             };
             eprintln!(
                 "guarded server: connection from pid {:?} ended: {e}",
-                conn.peer().pid()
+                conn.peer().and_then(|p| p.pid())
             );
             tell(&format!("end {} {e}", error_kind(&e)));
         });
@@ -731,4 +736,17 @@ fn thread_sleeping(tid: i64) -> bool {
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .is_some_and(|state| state == "S" || state == "D")
+}
+
+/// An error with its chain of sources, as one line (pipette's `Display` texts never repeat
+/// their source).
+pub fn full(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

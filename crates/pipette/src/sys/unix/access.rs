@@ -1,7 +1,10 @@
-//! The access policy on Unix: socket modes and peer checks.
+//! The access policy on Unix: socket modes, and the credentials both sides' decisions are
+//! made from (the decisions themselves are the protocol engine's: `proto::admit_peer` and
+//! `proto::trusts`).
 
 use std::io;
 
+use crate::proto::{Credentials, TrustPolicy};
 use crate::{Access, PeerIdentity, Trust};
 
 /// The mode of the socket file for a policy.
@@ -23,66 +26,33 @@ fn egid() -> u32 {
     unsafe { libc::getegid() }
 }
 
-/// The server's user, read once when it binds: the user that owns its socket file. Access
-/// decisions compare peers with it, not with whatever the process's effective ids are
-/// later (a server that drops privileges after binding keeps the socket of the user it
-/// bound as), and a connection costs no `geteuid`/`getegid`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Owner {
-    uid: u32,
-    gid: u32,
-}
-
-impl Owner {
-    /// The calling process's effective user and group.
-    pub(crate) fn current() -> Owner {
-        Owner {
-            uid: euid(),
-            gid: egid(),
-        }
+/// This process's identity: effective user and group, and (when `with_groups`) its
+/// supplementary groups. Read afresh each time: a server captures it when it binds (and
+/// compares its peers with the user that owns its socket, whatever the process does later).
+pub(crate) fn credentials(with_groups: bool) -> Credentials {
+    Credentials {
+        uid: Some(euid()),
+        gid: Some(egid()),
+        groups: if with_groups {
+            own_groups()
+        } else {
+            Vec::new()
+        },
+        ..Credentials::default()
     }
 }
 
-/// Whether `peer` may connect under `access` to a server bound by `owner`. A peer whose
-/// identity is unknown is refused unless everyone is admitted.
-pub(crate) fn admits(access: Access, owner: &Owner, peer: &PeerIdentity) -> bool {
-    let Some(uid) = peer.uid else {
-        return access == Access::Everyone;
+/// A client's trust policy with `Trust::User` resolved to a uid.
+pub(crate) fn trust_policy(trust: &Trust) -> io::Result<TrustPolicy> {
+    let user_uid = match trust {
+        Trust::User(user) => Some(resolve_user(user)?),
+        _ => None,
     };
-    match access {
-        Access::Everyone => true,
-        Access::CurrentUser => uid == owner.uid,
-        Access::Group => {
-            uid == owner.uid || peer.gid == Some(owner.gid) || user_in_group(uid, owner.gid)
-        }
-    }
-}
-
-/// Whether user `uid` has `gid` among its supplementary groups (from the user database).
-fn user_in_group(uid: u32, gid: u32) -> bool {
-    let Some((name, primary)) = passwd_by_uid(uid) else {
-        return false;
-    };
-    if primary == gid {
-        return true;
-    }
-    // getgrouplist says how many groups there are when the buffer is too small: grow it
-    // (a user may belong to more than any fixed number of groups).
-    let mut groups = vec![0 as libc::gid_t; 64];
-    loop {
-        let mut n = groups.len() as libc::c_int;
-        // SAFETY: `name` is NUL-terminated and alive; `groups` has room for `n` entries and
-        // getgrouplist writes at most that many, updating `n`.
-        let rc = unsafe { libc::getgrouplist(name.as_ptr(), primary, groups.as_mut_ptr(), &mut n) };
-        if rc >= 0 {
-            return groups[..n.max(0) as usize].contains(&gid);
-        }
-        let want = (n.max(0) as usize).max(groups.len() * 2);
-        if want > 1 << 16 {
-            return false;
-        }
-        groups.resize(want, 0);
-    }
+    Ok(TrustPolicy {
+        trust: trust.clone(),
+        user_uid,
+        user_sid: None,
+    })
 }
 
 /// The name and primary group of user `uid`, from the user database.
@@ -143,9 +113,9 @@ fn resolve_user(user: &str) -> io::Result<u32> {
     Ok(pwd.pw_uid)
 }
 
-/// This process's effective group and supplementary groups.
+/// This process's supplementary groups.
 fn own_groups() -> Vec<u32> {
-    let mut groups = vec![egid()];
+    let mut groups = Vec::new();
     // SAFETY: a size query: no buffer is written with a count of 0.
     let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
     if n > 0 {
@@ -157,26 +127,6 @@ fn own_groups() -> Vec<u32> {
         }
     }
     groups
-}
-
-/// Whether this process trusts the server `server` (its `SO_PEERCRED`) under `trust`: the
-/// client's side of the access policy (see [`Trust`]). Errors: a `Trust::User` that names
-/// no user.
-pub(crate) fn trusts(trust: &Trust, server: &PeerIdentity) -> io::Result<bool> {
-    if *trust == Trust::Everyone {
-        return Ok(true);
-    }
-    let Some(uid) = server.uid else {
-        return Ok(false);
-    };
-    if uid == euid() || uid == 0 {
-        return Ok(true);
-    }
-    Ok(match trust {
-        Trust::Group => server.gid.is_some_and(|gid| own_groups().contains(&gid)),
-        Trust::User(user) => uid == resolve_user(user)?,
-        _ => false,
-    })
 }
 
 /// A user for messages: `uid 65534 (nobody)`.

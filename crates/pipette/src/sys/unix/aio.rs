@@ -13,9 +13,9 @@ use bytes::BufMut;
 
 use super::endpoint::Claim;
 use super::listener::{accept_nonblocking, cancel_listening, claim_and_bind};
-use super::stream::{peer_cred, recv_now, send_now, shutdown};
+use super::stream::{peer_cred, peer_groups, recv_now, send_now, shutdown};
 use crate::error::Result;
-use crate::frame::HELLO_LEN;
+use crate::proto::HelloReader;
 use crate::sys::{Cancel, ListenOptions};
 use crate::{Name, PeerIdentity};
 
@@ -38,6 +38,12 @@ impl Stream {
         self.inner.try_read_buf(buf)
     }
 
+    /// Waits until the stream is readable; unlike `poll_read_ready`, any number of tasks may
+    /// wait at once (the two halves of a connection may both wait for the reply).
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        self.inner.readable().await
+    }
+
     pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_write_ready(cx)
     }
@@ -49,15 +55,27 @@ impl Stream {
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         shutdown(self.inner.as_raw_fd(), libc::SHUT_WR)
     }
+}
 
-    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+impl crate::sys::Handshake for Stream {
+    fn peer(&self) -> io::Result<PeerIdentity> {
         peer_cred(self.inner.as_raw_fd())
+    }
+
+    fn peer_groups(&self) -> Option<Vec<u32>> {
+        peer_groups(self.inner.as_raw_fd())
+    }
+
+    /// A direct `send(MSG_DONTWAIT | MSG_NOSIGNAL)`: for the 16-byte handshake on a fresh
+    /// socket, whose send buffer is empty.
+    fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        send_now(self.inner.as_raw_fd(), buf)
     }
 }
 
-impl crate::shared::PeerOf for Stream {
-    fn peer_identity(&self) -> io::Result<PeerIdentity> {
-        self.peer()
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
     }
 }
 
@@ -93,6 +111,7 @@ pub(crate) struct Listener {
     fd: AsyncFd<OwnedFd>,
     claim: Mutex<Claim>,
     cancelled: AtomicBool,
+    raw: bool,
 }
 
 impl Listener {
@@ -108,19 +127,20 @@ impl Listener {
             fd,
             claim: Mutex::new(claim),
             cancelled: AtomicBool::new(false),
+            raw: opts.raw,
         })
     }
 
-    /// The next connection, as soon as the kernel has one, with the bytes of its hello read
-    /// so far (none here: the caller reads them; the Windows listener reads them itself).
+    /// The next connection, as soon as the kernel has one, with a reader for its hello
+    /// (nothing read yet here: the caller reads it; the Windows listener reads it itself).
     /// Cancel safe: nothing is taken from the kernel's queue unless it is returned.
-    pub(crate) async fn accept(&self) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, HelloReader)> {
         let fd = poll_fn(|cx| self.poll_accept(cx)).await?;
         let std = std::os::unix::net::UnixStream::from(fd);
         let stream = Stream {
             inner: ::tokio::net::UnixStream::from_std(std)?,
         };
-        Ok((stream, [0; HELLO_LEN], 0))
+        Ok((stream, HelloReader::new(self.raw)))
     }
 
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<OwnedFd>> {
@@ -167,11 +187,5 @@ impl Stream {
     /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         recv_now(self.inner.as_raw_fd(), buf)
-    }
-
-    /// Writes right now with a direct `send(MSG_DONTWAIT | MSG_NOSIGNAL)`; for the 16-byte
-    /// handshake on a fresh socket, whose send buffer is empty.
-    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
-        send_now(self.inner.as_raw_fd(), buf)
     }
 }

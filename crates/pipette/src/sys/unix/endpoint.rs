@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::access::{describe_owner, euid, is_own_user};
 use super::stream::{sockaddr, socket, Stream};
 use crate::error::{Error, Result};
-use crate::sys::{Holder, Probe};
+use crate::sys::{Handshake, Holder, Probe};
 
 /// `sun_path` is 108 bytes on Linux, one of which is the terminating NUL.
 const MAX_PATH: usize = 107;
@@ -75,13 +75,13 @@ pub(super) fn ensure_private_dir(dir: &Path) -> Result<()> {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::Io(io::Error::new(
-                e.kind(),
+            return Err(Error::io(
                 format!(
                     "cannot create the endpoint directory {}: its parent does not exist (is XDG_RUNTIME_DIR set to a real directory?)",
                     dir.display()
                 ),
-            )))
+                e,
+            ))
         }
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             return Err(Error::PermissionDenied(format!(
@@ -90,10 +90,10 @@ pub(super) fn ensure_private_dir(dir: &Path) -> Result<()> {
             )))
         }
         Err(e) => {
-            return Err(Error::Io(io::Error::new(
-                e.kind(),
-                format!("cannot create the endpoint directory {}: {e}", dir.display()),
-            )))
+            return Err(Error::io(
+                format!("cannot create the endpoint directory {}", dir.display()),
+                e,
+            ))
         }
     }
     let meta = std::fs::symlink_metadata(dir)?;
@@ -265,13 +265,13 @@ impl Claim {
         };
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::AlreadyExists,
+            return Err(Error::io(
                 format!(
                     "{} exists and is not a socket; pipette will not remove it. Move it away or pick another name",
                     self.path.display()
                 ),
-            )));
+                io::ErrorKind::AlreadyExists.into(),
+            ));
         }
         match probe(&self.path)? {
             Probe::Live(holder) => Err(holder.in_use(name)),
@@ -316,10 +316,10 @@ impl Claim {
                 )),
                 // Issue #6: on a full (ENOSPC) or read-only (EROFS) file system, say which
                 // socket could not be created instead of a bare OS error.
-                _ => Error::Io(io::Error::new(
-                    e.kind(),
-                    format!("cannot create the socket {}: {e}", self.path.display()),
-                )),
+                _ => Error::io(
+                    format!("cannot create the socket {}", self.path.display()),
+                    e,
+                ),
             });
         }
         let meta = std::fs::symlink_metadata(&self.path)?;
@@ -369,16 +369,13 @@ fn open_error(e: io::Error, path: &Path) -> Error {
             "cannot open {}: {e}. Check the directory's owner and permissions",
             path.display()
         )),
-        Some(libc::ENOENT) => Error::Io(io::Error::new(
-            io::ErrorKind::NotFound,
+        Some(libc::ENOENT) => Error::io(
             format!(
                 "cannot create {}: the directory does not exist; create it first",
                 path.display()
             ),
-        )),
-        _ => Error::Io(io::Error::new(
-            e.kind(),
-            format!("cannot open {}: {e}", path.display()),
-        )),
+            e,
+        ),
+        _ => Error::io(format!("cannot open {}", path.display()), e),
     }
 }

@@ -8,7 +8,7 @@
 //! wait in the kernel's accept queue).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use super::access::socket_mode;
 use super::endpoint::{check_shared_dir, ensure_private_dir, Claim};
 use super::stream::Stream;
 use crate::error::Result;
-use crate::frame::HELLO_LEN;
+use crate::proto::HelloReader;
 use crate::sys::{Cancel, ListenOptions};
 use crate::Name;
 
@@ -36,8 +36,7 @@ pub(crate) struct Listener {
 #[derive(Debug)]
 struct Pending {
     stream: Stream,
-    prefix: [u8; HELLO_LEN],
-    have: usize,
+    hello: HelloReader,
     deadline: Instant,
 }
 
@@ -48,21 +47,17 @@ enum Progress {
 }
 
 impl Pending {
-    fn progress(&mut self, need: usize, ok: fn(&[u8]) -> bool, now: Instant) -> Progress {
-        while self.have < need {
-            match self
-                .stream
-                .read_nonblocking(&mut self.prefix[self.have..need])
-            {
+    /// Reads what has arrived of the hello (exactly what the protocol engine's reader asks
+    /// for: nothing past the hello is taken from the stream).
+    fn progress(&mut self, now: Instant) -> Progress {
+        while !self.hello.is_done() {
+            match self.stream.read_now(self.hello.spare()) {
                 Ok(0) => {
                     tracing::debug!("a peer closed its connection before completing the handshake");
                     return Progress::Gone;
                 }
                 Ok(n) => {
-                    self.have += n;
-                    if !ok(&self.prefix[..self.have]) {
-                        return Progress::Ready;
-                    }
+                    self.hello.filled(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -72,12 +67,12 @@ impl Pending {
                 }
             }
         }
-        if self.have == need {
+        if self.hello.is_done() {
             Progress::Ready
         } else if now >= self.deadline {
             tracing::warn!(
-                received = self.have,
-                expected = need,
+                received = self.hello.bytes().len(),
+                missing = self.hello.missing(),
                 "dropping a connection that did not complete the handshake in time"
             );
             Progress::Gone
@@ -125,8 +120,7 @@ impl Listener {
                     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                     Ok(Some(Pending {
                         stream: Stream::from_fd(fd),
-                        prefix: [0; HELLO_LEN],
-                        have: 0,
+                        hello: HelloReader::new(self.opts.raw),
                         deadline: now + self.opts.handshake_timeout,
                     }))
                 }
@@ -140,12 +134,10 @@ impl Listener {
         }
     }
 
-    pub(crate) fn accept(
-        &self,
-        timeout: Option<Duration>,
-    ) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+    /// The next connection whose hello has arrived (or whose first bytes cannot be one),
+    /// with what arrived of it.
+    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
         let deadline = timeout.map(|d| Instant::now() + d);
-        let need = self.opts.prefix_len;
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut pollfds: Vec<libc::pollfd> = Vec::new();
         loop {
@@ -158,10 +150,10 @@ impl Listener {
             // usual case) costs one accept and one read, not a scan of the whole backlog.
             let mut i = 0;
             while i < queue.len() {
-                match queue[i].progress(need, self.opts.prefix_ok, now) {
+                match queue[i].progress(now) {
                     Progress::Ready => {
                         let p = queue.swap_remove(i);
-                        return Ok((p.stream, p.prefix, p.have));
+                        return Ok((p.stream, p.hello));
                     }
                     Progress::Gone => {
                         queue.swap_remove(i);
@@ -173,8 +165,8 @@ impl Listener {
                 let Some(mut p) = self.accept_one(now)? else {
                     break;
                 };
-                match p.progress(need, self.opts.prefix_ok, now) {
-                    Progress::Ready => return Ok((p.stream, p.prefix, p.have)),
+                match p.progress(now) {
+                    Progress::Ready => return Ok((p.stream, p.hello)),
                     Progress::Gone => {}
                     Progress::Waiting => queue.push(p),
                 }
@@ -205,7 +197,7 @@ impl Listener {
                 });
             }
             pollfds.extend(queue.iter().map(|p| libc::pollfd {
-                fd: p.stream.raw_fd(),
+                fd: p.stream.as_fd().as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             }));
@@ -230,15 +222,13 @@ impl Listener {
 pub(super) fn claim_and_bind(name: &Name, opts: &ListenOptions) -> Result<(OwnedFd, Claim)> {
     let path = name.path();
     if opts.private_dir && opts.access != crate::Access::CurrentUser {
-        return Err(crate::Error::InvalidName {
-            name: name.as_str().to_owned(),
-            reason: format!(
-                "a plain name lives in your private directory {}, which other users cannot reach, so access {:?} would admit nobody; bind an absolute path in a directory they can reach instead, such as /tmp/{}.sock",
-                path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
-                opts.access.as_str(),
-                name.as_str()
-            ),
-        });
+        return Err(crate::Error::InvalidConfig(format!(
+            "{:?} is a plain name, which lives in your private directory {}, which other users cannot reach, so access {:?} would admit nobody; bind an absolute path in a directory they can reach instead, such as /tmp/{}.sock",
+            name.as_str(),
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            opts.access.as_str(),
+            name.as_str()
+        )));
     }
     if opts.private_dir {
         if let Some(dir) = path.parent() {

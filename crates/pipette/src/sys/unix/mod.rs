@@ -23,7 +23,12 @@ mod endpoint;
 mod listener;
 mod stream;
 
-pub(crate) use access::{admits, describe_server, trusts, Owner};
+pub(crate) use access::{credentials, describe_server, trust_policy};
+
+/// Whether the operating system enforces the server's access policy before pipette sees a
+/// peer (Windows: the pipe's DACL). On Unix the socket file's mode does for other users, but
+/// not for root, so pipette's own check decides.
+pub(crate) const ACCESS_ENFORCED_BY_OS: bool = false;
 
 /// Who "the system" is in a client's trust policy (see `Trust`).
 pub(crate) const SYSTEM_USERS: &str = "the system (root)";

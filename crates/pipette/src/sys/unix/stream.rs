@@ -132,9 +132,34 @@ impl Stream {
         Ok(n)
     }
 
-    /// Reads without blocking (for the handshake queue).
-    pub(super) fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads what is there right now (`WouldBlock` when nothing is), whatever the socket's
+    /// blocking mode.
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         recv_now(self.fd.as_raw_fd(), buf)
+    }
+
+    /// `read_now`, appending at most `max` bytes to `buf`.
+    pub(crate) fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
+        let n = loop {
+            // SAFETY: `spare` is valid for writes of `spare.len()` bytes; recv(2) only writes.
+            match unsafe {
+                syscall!(recv(
+                    self.fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT
+                ))
+            } {
+                Ok(n) => break n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        // SAFETY: the kernel initialised the first `n <= max` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
     }
 
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -195,19 +220,25 @@ impl Stream {
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         shutdown(self.fd.as_raw_fd(), libc::SHUT_WR)
     }
+}
 
-    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+impl crate::sys::Handshake for Stream {
+    fn peer(&self) -> io::Result<PeerIdentity> {
         peer_cred(self.fd.as_raw_fd())
     }
 
-    pub(super) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    fn peer_groups(&self) -> Option<Vec<u32>> {
+        peer_groups(self.fd.as_raw_fd())
+    }
+
+    fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        send_now(self.fd.as_raw_fd(), buf)
     }
 }
 
-impl crate::shared::PeerOf for Stream {
-    fn peer_identity(&self) -> io::Result<PeerIdentity> {
-        self.peer()
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -244,7 +275,6 @@ pub(super) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(MSG_DONTWAIT | MSG_NOSIGNAL)`: for the 16-byte handshake on a fresh socket, whose
 /// send buffer is empty; restarted on `EINTR`.
-#[cfg(feature = "tokio")]
 pub(super) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
@@ -292,4 +322,34 @@ pub(super) fn peer_cred(fd: RawFd) -> io::Result<PeerIdentity> {
         sid: None,
         group_sid: None,
     })
+}
+
+/// The peer's supplementary groups (`SO_PEERGROUPS`, Linux 4.13 and later), as its process
+/// had them when it connected; `None` where the kernel cannot tell.
+pub(super) fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is valid for writes of `len` bytes, and `len` is updated in place.
+        let res = unsafe {
+            syscall!(getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len
+            ))
+        };
+        match res {
+            Ok(_) => {
+                groups.truncate(len as usize / size_of::<libc::gid_t>());
+                return Some(groups);
+            }
+            // Too small: `len` says how much is needed.
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && (len as usize) < 1 << 20 => {
+                groups.resize((len as usize).div_ceil(size_of::<libc::gid_t>()), 0);
+            }
+            Err(_) => return None,
+        }
+    }
 }

@@ -21,9 +21,9 @@ use windows_sys::Win32::Security::Authorization::{
 };
 use windows_sys::Win32::Security::RevertToSelf;
 use windows_sys::Win32::Security::{
-    CheckTokenMembership, GetTokenInformation, LookupAccountNameW, LookupAccountSidW,
-    TokenPrimaryGroup, TokenUser, GROUP_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
-    PSECURITY_DESCRIPTOR, PSID, SID_NAME_USE, TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
+    GetTokenInformation, LookupAccountNameW, LookupAccountSidW, TokenGroups, TokenPrimaryGroup,
+    TokenUser, GROUP_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+    SID_NAME_USE, TOKEN_GROUPS, TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
 use windows_sys::Win32::System::Threading::{
@@ -31,38 +31,44 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::wide;
+use crate::proto::{Credentials, TrustPolicy};
 use crate::{Access, PeerIdentity, Trust};
 
 /// Access mask for users other than the owner: `FILE_GENERIC_READ | FILE_GENERIC_WRITE`
 /// without `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE` on a pipe).
 const PEER_RIGHTS: &str = "0x12019b";
 
-/// The server's user. On Windows the process's user does not change, so there is nothing
-/// to capture: `admits` reads the user's SID once per process.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Owner;
-
-impl Owner {
-    /// The calling process's user.
-    pub(crate) fn current() -> Owner {
-        Owner
-    }
+/// This process's identity: its user SID, primary group SID and the SIDs of its token's
+/// groups, read once (a process's token does not change user). `with_groups` is for the
+/// Unix side's benefit: the groups are always there.
+pub(crate) fn credentials(_with_groups: bool) -> Credentials {
+    static ME: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+    ME.get_or_init(|| {
+        let (sid, group_sid) = match current_user_sids() {
+            Ok((u, g)) => (Some(u), Some(g)),
+            Err(_) => (None, None),
+        };
+        Credentials {
+            sid,
+            group_sid,
+            group_sids: token_group_sids().unwrap_or_default(),
+            ..Credentials::default()
+        }
+    })
+    .clone()
 }
 
-/// Whether `peer` may connect under `access`.
-///
-/// On Windows the DACL of the pipe is the gate: a peer that the policy does not admit cannot
-/// open the pipe at all. On top of that, with `CurrentUser` a peer whose user SID is known
-/// (read from its impersonation token, see `stream.rs`) must be the server's user. A peer
-/// whose SID is unknown passes, as do all peers under `Group` and `Everyone`: group
-/// membership is what the DACL checks, against the peer's full token.
-pub(crate) fn admits(access: Access, _owner: &Owner, peer: &PeerIdentity) -> bool {
-    match (&peer.sid, access) {
-        (Some(sid), Access::CurrentUser) => {
-            own_user_sid().is_some_and(|user| user.eq_ignore_ascii_case(sid))
-        }
-        _ => true,
-    }
+/// A client's trust policy with `Trust::User` resolved to a SID.
+pub(crate) fn trust_policy(trust: &Trust) -> io::Result<TrustPolicy> {
+    let user_sid = match trust {
+        Trust::User(account) => Some(resolve_account(account)?),
+        _ => None,
+    };
+    Ok(TrustPolicy {
+        trust: trust.clone(),
+        user_uid: None,
+        user_sid,
+    })
 }
 
 /// The SDDL string of the security descriptor for `access`. The owner and group are set
@@ -233,10 +239,6 @@ pub(super) fn own_user_sid() -> Option<&'static str> {
         .as_deref()
 }
 
-/// LocalSystem and the Administrators group: owners every policy trusts (they could read
-/// everything anyway). An elevated process's pipes are owned by Administrators by default.
-const SYSTEM_SIDS: [&str; 2] = ["S-1-5-18", "S-1-5-32-544"];
-
 /// The owner and group SIDs of the kernel object `handle` (a pipe end opened with
 /// `READ_CONTROL`, which `FILE_GENERIC_READ` includes), as strings.
 pub(super) fn object_owner_and_group(handle: HANDLE) -> io::Result<(String, Option<String>)> {
@@ -276,53 +278,6 @@ pub(super) fn object_owner_and_group(handle: HANDLE) -> io::Result<(String, Opti
     // point into it were converted.
     unsafe { LocalFree(sd) };
     result
-}
-
-/// Whether this process trusts the server `server` under `trust`: the client's side of the
-/// access policy (see `Trust`). `server.sid` is the pipe's owner, `server.group_sid` its
-/// group (`stream::peer_of`). Errors: a `Trust::User` that names no account.
-pub(crate) fn trusts(trust: &Trust, server: &PeerIdentity) -> io::Result<bool> {
-    if *trust == Trust::Everyone {
-        return Ok(true);
-    }
-    let Some(owner) = server.sid.as_deref() else {
-        return Ok(false);
-    };
-    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    if own_user_sid().is_some_and(|me| same(me, owner))
-        || SYSTEM_SIDS.iter().any(|s| same(s, owner))
-    {
-        return Ok(true);
-    }
-    Ok(match trust {
-        Trust::Group => server
-            .group_sid
-            .as_deref()
-            .is_some_and(|g| token_has_group(g).unwrap_or(false)),
-        Trust::User(user) => same(&resolve_account(user)?, owner),
-        _ => false,
-    })
-}
-
-/// Whether this process's token has the group `sid` (enabled).
-fn token_has_group(sid: &str) -> io::Result<bool> {
-    let w = wide(sid.as_ref());
-    let mut psid: PSID = std::ptr::null_mut();
-    // SAFETY: `w` is NUL-terminated; `psid` receives a LocalAlloc'ed SID freed below.
-    if unsafe { ConvertStringSidToSidW(w.as_ptr(), &mut psid) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut member = 0;
-    // SAFETY: a null token means the calling thread's (or process's) token; `psid` is a valid
-    // SID; `member` is valid for writes.
-    let ok = unsafe { CheckTokenMembership(std::ptr::null_mut(), psid, &mut member) };
-    let err = io::Error::last_os_error();
-    // SAFETY: allocated by ConvertStringSidToSidW; freed once.
-    unsafe { LocalFree(psid) };
-    if ok == 0 {
-        return Err(err);
-    }
-    Ok(member != 0)
 }
 
 /// The SID (string form) of an account given as a SID or a name (`DOMAIN\user`, `user`).
@@ -425,4 +380,32 @@ pub(crate) fn is_own_user(server: &PeerIdentity) -> bool {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         _ => false,
     }
+}
+
+/// The SIDs of the groups in this process's token, as strings.
+fn token_group_sids() -> io::Result<Vec<String>> {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of the current process needs no closing; `token` receives a
+    // handle that we close below.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let result = (|| {
+        let buf = token_info(token, TokenGroups)?;
+        // SAFETY: the buffer holds a TOKEN_GROUPS (u64-aligned, and at least its size, as
+        // GetTokenInformation succeeded) followed by its `GroupCount` entries, whose SIDs point
+        // into the same buffer.
+        let groups = unsafe { &*buf.as_ptr().cast::<TOKEN_GROUPS>() };
+        let count = groups.GroupCount as usize;
+        // SAFETY: `Groups` is the first of `count` SID_AND_ATTRIBUTES entries laid out in the
+        // buffer (a variable-length array in C).
+        let entries = unsafe { std::slice::from_raw_parts(groups.Groups.as_ptr(), count) };
+        Ok(entries
+            .iter()
+            .filter_map(|g| sid_string(g.Sid).ok())
+            .collect())
+    })();
+    // SAFETY: `token` is a handle we own, closed once.
+    unsafe { CloseHandle(token) };
+    result
 }

@@ -28,7 +28,7 @@ use std::io::{self, IoSlice};
 use std::os::windows::io::{AsRawHandle, IntoRawHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll, Waker};
 
 use ::tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
@@ -41,7 +41,7 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::stream::{is_end_of_pipe, peer_of};
 use super::{os_error, Event};
 use crate::error::Result;
-use crate::frame::HELLO_LEN;
+use crate::proto::HelloReader;
 use crate::sys::{Cancel, ConnectOptions, ListenOptions};
 use crate::{Name, PeerIdentity};
 
@@ -58,11 +58,17 @@ enum Pipe {
 /// Calls the same method on either kind of pipe.
 macro_rules! on_pipe {
     ($pipe:expr, $p:ident => $e:expr) => {
-        match $pipe {
+        match AsRef::<Pipe>::as_ref($pipe) {
             Pipe::Server($p) => $e,
             Pipe::Client($p) => $e,
         }
     };
+}
+
+impl AsRef<Pipe> for Pipe {
+    fn as_ref(&self) -> &Pipe {
+        self
+    }
 }
 
 impl Pipe {
@@ -78,7 +84,7 @@ const WRITE: usize = 1;
 #[derive(Debug)]
 pub(crate) struct Stream {
     /// `None` once closed (`cancel` or `shutdown_write`), for good.
-    pipe: RwLock<Option<Pipe>>,
+    pipe: RwLock<Option<Arc<Pipe>>>,
     server: bool,
     write_shut: AtomicBool,
     /// The tasks parked in `poll_read_ready` / `poll_write_ready` (one each, like tokio).
@@ -93,13 +99,13 @@ impl Stream {
     fn new(pipe: Pipe) -> Stream {
         Stream {
             server: matches!(pipe, Pipe::Server(_)),
-            pipe: RwLock::new(Some(pipe)),
+            pipe: RwLock::new(Some(Arc::new(pipe))),
             write_shut: AtomicBool::new(false),
             wakers: Mutex::new([None, None]),
         }
     }
 
-    fn pipe(&self) -> RwLockReadGuard<'_, Option<Pipe>> {
+    fn pipe(&self) -> RwLockReadGuard<'_, Option<Arc<Pipe>>> {
         // Nothing panics while the lock is held.
         self.pipe.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -183,6 +189,61 @@ impl Stream {
         self.try_read(buf)
     }
 
+    /// Closes the pipe for good (see the module comment); `abort`: cancel its I/O first.
+    fn close(&self, abort: bool) {
+        let pipe = {
+            let mut guard = self.pipe.write().unwrap_or_else(|e| e.into_inner());
+            if abort {
+                if let Some(p) = guard.as_ref() {
+                    // SAFETY: the handle is open (we hold the lock that keeps it so); a
+                    // null OVERLAPPED cancels every operation on it, which mio collects
+                    // (as ERROR_OPERATION_ABORTED) like its own cancellations.
+                    unsafe { CancelIoEx(p.raw(), std::ptr::null()) };
+                }
+            }
+            guard.take()
+        };
+        // After taking the write lock: see `poll_ready`.
+        let wakers = std::mem::take(&mut *self.lock_wakers());
+        drop(pipe);
+        for w in wakers.into_iter().flatten() {
+            w.wake();
+        }
+    }
+
+    /// Pipes have no half-close: closes our end as the blocking backend does (the peer
+    /// reads everything we wrote, then end-of-stream; our later reads see end-of-stream and
+    /// writes fail with `BrokenPipe`). Writes still in flight are not cancelled.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        self.write_shut.store(true, Ordering::SeqCst);
+        self.close(false);
+        Ok(())
+    }
+
+    /// Waits until the pipe is readable; unlike `poll_read_ready`, any number of tasks may
+    /// wait at once (the two halves of a connection may both wait for the reply). A cancel
+    /// aborts the pipe's read, which wakes every waiter.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        let pipe = match self.pipe().as_ref() {
+            None => return Ok(()),
+            Some(p) => p.clone(),
+        };
+        on_pipe!(&pipe, p => p.readable().await)
+    }
+}
+
+impl crate::sys::Handshake for Stream {
+    fn peer(&self) -> io::Result<PeerIdentity> {
+        match self.pipe().as_ref() {
+            None => Err(closed_error()),
+            Some(pipe) => peer_of(pipe.raw(), self.server),
+        }
+    }
+
+    fn peer_groups(&self) -> Option<Vec<u32>> {
+        None
+    }
+
     /// Writes `buf` right now, bypassing tokio, for the handshake on a fresh connection
     /// (tokio's `try_write` says `WouldBlock` until the reactor has seen the pipe's first
     /// event). A direct overlapped `WriteFile` whose event handle has its low bit set, which
@@ -191,7 +252,7 @@ impl Stream {
     /// connection, so the bytes are not reordered with later writes, and 16 bytes fit in the
     /// empty pipe buffer at once; should it not finish within `WRITE_NOW_WAIT_MS` it is
     /// cancelled (and waited for) and this fails with `WouldBlock`.
-    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+    fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
         let guard = self.pipe();
         let Some(pipe) = guard.as_ref() else {
             return Err(closed_error());
@@ -249,50 +310,6 @@ impl Stream {
             e
         })
     }
-
-    /// Closes the pipe for good (see the module comment); `abort`: cancel its I/O first.
-    fn close(&self, abort: bool) {
-        let pipe = {
-            let mut guard = self.pipe.write().unwrap_or_else(|e| e.into_inner());
-            if abort {
-                if let Some(p) = guard.as_ref() {
-                    // SAFETY: the handle is open (we hold the lock that keeps it so); a
-                    // null OVERLAPPED cancels every operation on it, which mio collects
-                    // (as ERROR_OPERATION_ABORTED) like its own cancellations.
-                    unsafe { CancelIoEx(p.raw(), std::ptr::null()) };
-                }
-            }
-            guard.take()
-        };
-        // After taking the write lock: see `poll_ready`.
-        let wakers = std::mem::take(&mut *self.lock_wakers());
-        drop(pipe);
-        for w in wakers.into_iter().flatten() {
-            w.wake();
-        }
-    }
-
-    /// Pipes have no half-close: closes our end as the blocking backend does (the peer
-    /// reads everything we wrote, then end-of-stream; our later reads see end-of-stream and
-    /// writes fail with `BrokenPipe`). Writes still in flight are not cancelled.
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        self.write_shut.store(true, Ordering::SeqCst);
-        self.close(false);
-        Ok(())
-    }
-
-    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
-        match self.pipe().as_ref() {
-            None => Err(closed_error()),
-            Some(pipe) => peer_of(pipe.raw(), self.server),
-        }
-    }
-}
-
-impl crate::shared::PeerOf for Stream {
-    fn peer_identity(&self) -> io::Result<PeerIdentity> {
-        self.peer()
-    }
 }
 
 impl Cancel for Stream {
@@ -320,7 +337,7 @@ pub(crate) async fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<St
 /// rather than making byte pipes silently.
 fn message_pipe_unsupported() -> io::Error {
     io::Error::new(
-        io::ErrorKind::Unsupported,
+        io::ErrorKind::InvalidInput,
         "message pipes (`message_pipe(true)`) are not supported by pipette::tokio yet: \
          use the blocking API to talk to a message-mode peer",
     )
@@ -341,7 +358,9 @@ impl Listener {
     /// within a tokio runtime.
     pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         if opts.message_pipe {
-            return Err(crate::Error::Io(message_pipe_unsupported()));
+            return Err(crate::Error::InvalidConfig(
+                message_pipe_unsupported().to_string(),
+            ));
         }
         Ok(Listener {
             inner: super::listener::Listener::bind(name, opts)?,
@@ -349,14 +368,14 @@ impl Listener {
     }
 
     /// The next connection whose hello is in (or whose first bytes cannot be one), with
-    /// those bytes and their count. Cancel safe.
-    pub(crate) async fn accept(&self) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
-        let (handle, prefix, have) = poll_fn(|cx| self.inner.poll_accept_raw(cx)).await?;
+    /// what arrived of it. Cancel safe.
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, HelloReader)> {
+        let (handle, hello) = poll_fn(|cx| self.inner.poll_accept_raw(cx)).await?;
         // SAFETY: `handle` is a connected server end of a pipe created with
         // FILE_FLAG_OVERLAPPED, with no operation pending on it (the pump collected its
         // reads), whose ownership passes to tokio here.
         let server = unsafe { NamedPipeServer::from_raw_handle(handle.into_raw_handle())? };
-        Ok((Stream::new(Pipe::Server(server)), prefix, have))
+        Ok((Stream::new(Pipe::Server(server)), hello))
     }
 }
 

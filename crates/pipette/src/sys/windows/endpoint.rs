@@ -25,7 +25,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 use super::access::{describe_owner, is_own_user};
 use super::stream::Stream;
 use super::wide;
-use crate::sys::{Holder, Probe};
+use crate::sys::{Handshake, Holder, Probe};
 
 /// Where pipes live.
 const PIPE_ROOT: &str = r"\\.\pipe\";

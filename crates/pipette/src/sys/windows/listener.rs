@@ -51,7 +51,7 @@ use super::endpoint::probe;
 use super::stream::Stream;
 use super::{wide, Event};
 use crate::error::{Error, Result};
-use crate::frame::HELLO_LEN;
+use crate::proto::HelloReader;
 use crate::sys::{Cancel, Holder, ListenOptions, Probe};
 use crate::Name;
 
@@ -114,8 +114,8 @@ impl Shared {
 
 #[derive(Debug, Default)]
 struct Queue {
-    /// Connections whose prefix is complete (or bad): handle, prefix, its length.
-    items: VecDeque<(OwnedHandle, [u8; HELLO_LEN], usize)>,
+    /// Connections whose hello is in (or whose first bytes cannot be one), with it.
+    items: VecDeque<(OwnedHandle, HelloReader)>,
     /// The pump could not create any instance: the last error, for `accept`.
     error: Option<(io::ErrorKind, String)>,
     /// The task of an async `accept` waiting for a connection (the async server lets one
@@ -142,8 +142,8 @@ enum Phase {
 ///
 /// # The overlapped-I/O invariant
 ///
-/// While `pending` is true, the kernel owns `ov` and `prefix[have..]` and may write to them
-/// at any moment. The instance is boxed, so neither moves; nothing reads `prefix` or reuses
+/// While `pending` is true, the kernel owns `ov` and the hello reader's spare bytes and may
+/// write to them at any moment. The instance is boxed, so neither moves; nothing reads `hello` or reuses
 /// `ov` until the operation's result has been collected; and `Drop` cancels a pending
 /// operation and waits for it (`GetOverlappedResult(.., TRUE)`) before the memory and the
 /// handle go away. An instance is handed over (`into_parts`) only when nothing is pending.
@@ -157,8 +157,8 @@ struct Instance {
     connected_now: bool,
     /// The client came and went before we noticed; drop this instance.
     broken: bool,
-    prefix: [u8; HELLO_LEN],
-    have: usize,
+    /// The protocol engine's view of the client's first bytes: how many more to read.
+    hello: HelloReader,
     deadline: Option<Instant>,
 }
 
@@ -175,12 +175,13 @@ enum Progress {
 
 impl Instance {
     /// A new instance of the pipe, already listening for a client; a message-type pipe read
-    /// in message mode when `message`, else a byte pipe.
+    /// in message mode when `message`, else a byte pipe (`raw`: no hello to read).
     fn new(
         path: &[u16],
         sd: &SecurityDescriptor,
         first: bool,
         message: bool,
+        raw: bool,
     ) -> io::Result<Box<Instance>> {
         let attrs = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
@@ -223,8 +224,7 @@ impl Instance {
             pending: false,
             connected_now: false,
             broken: false,
-            prefix: [0; HELLO_LEN],
-            have: 0,
+            hello: HelloReader::new(raw),
             deadline: None,
         });
         inst.start_connect();
@@ -283,11 +283,11 @@ impl Instance {
         }
     }
 
-    fn start_read(&mut self, need: usize) {
+    fn start_read(&mut self) {
         let ov = self.fresh_overlapped();
-        let buf = self.prefix[self.have..need].as_mut_ptr();
-        let len = (need - self.have) as u32;
-        // SAFETY: `buf` points into this boxed instance's `prefix`, valid for `len` bytes,
+        let spare = self.hello.spare();
+        let (buf, len) = (spare.as_mut_ptr(), spare.len() as u32);
+        // SAFETY: `buf` points into this boxed instance's hello reader, valid for `len` bytes,
         // and nothing touches it until the read is collected or cancelled-and-waited-for.
         let ok = unsafe { ReadFile(self.raw(), buf, len, std::ptr::null_mut(), ov) };
         if let Some(err) = self.started(ok) {
@@ -297,13 +297,7 @@ impl Instance {
     }
 
     /// Advances as far as possible without blocking.
-    fn progress(
-        &mut self,
-        need: usize,
-        ok: fn(&[u8]) -> bool,
-        handshake: Duration,
-        now: Instant,
-    ) -> Progress {
+    fn progress(&mut self, handshake: Duration, now: Instant) -> Progress {
         loop {
             if self.broken {
                 return Progress::Gone;
@@ -349,22 +343,19 @@ impl Instance {
                         );
                         return Progress::Gone;
                     }
-                    self.have += n as usize;
-                    if !ok(&self.prefix[..self.have]) {
-                        return Progress::Ready;
-                    }
+                    self.hello.filled(n as usize);
                 }
             }
-            if self.have >= need {
+            if self.hello.is_done() {
                 return Progress::Ready;
             }
-            self.start_read(need);
+            self.start_read();
         }
         match self.deadline {
             Some(d) if now >= d => {
                 tracing::warn!(
-                    received = self.have,
-                    expected = need,
+                    received = self.hello.bytes().len(),
+                    missing = self.hello.missing(),
                     "dropping a connection that did not complete the handshake in time"
                 );
                 Progress::Gone
@@ -373,10 +364,11 @@ impl Instance {
         }
     }
 
-    /// Takes the connected handle and the prefix; only when nothing is pending.
-    fn take_parts(&mut self) -> (Option<OwnedHandle>, [u8; HELLO_LEN], usize) {
+    /// Takes the connected handle and what arrived of the hello; only when nothing is
+    /// pending.
+    fn take_parts(&mut self) -> (Option<OwnedHandle>, HelloReader) {
         debug_assert!(!self.pending);
-        (self.handle.take(), self.prefix, self.have)
+        (self.handle.take(), self.hello.clone())
     }
 }
 
@@ -405,7 +397,7 @@ impl Listener {
         let claim = claim_for_bind(name)?;
         let sd = SecurityDescriptor::for_access(opts.access)?;
         let wpath = wide(path.as_os_str());
-        let first = Instance::new(&wpath, &sd, true, opts.message_pipe)
+        let first = Instance::new(&wpath, &sd, true, opts.message_pipe, opts.raw)
             .map_err(|e| first_instance_error(name, e))?;
         let shared = Arc::new(Shared {
             cancel: Event::new()?,
@@ -441,17 +433,14 @@ impl Listener {
         )
     }
 
-    pub(crate) fn accept(
-        &self,
-        timeout: Option<Duration>,
-    ) -> io::Result<(Stream, [u8; HELLO_LEN], usize)> {
+    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut queue = self.shared.lock();
         loop {
             if let Some(r) = self.take_ready(&mut queue) {
                 drop(queue);
-                let (handle, prefix, have) = r?;
-                return Ok((Stream::from_server(handle, self.message)?, prefix, have));
+                let (handle, hello) = r?;
+                return Ok((Stream::from_server(handle, self.message)?, hello));
             }
             queue = match deadline {
                 None => self
@@ -480,7 +469,7 @@ impl Listener {
     pub(super) fn poll_accept_raw(
         &self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(OwnedHandle, [u8; HELLO_LEN], usize)>> {
+    ) -> Poll<io::Result<(OwnedHandle, HelloReader)>> {
         let mut queue = self.shared.lock();
         if let Some(r) = self.take_ready(&mut queue) {
             return Poll::Ready(r);
@@ -495,10 +484,7 @@ impl Listener {
     /// What `accept` returns now, if anything: a ready connection (the pump is told it may
     /// refill), the pump's error, or the listener's shutdown.
     #[allow(clippy::type_complexity)]
-    fn take_ready(
-        &self,
-        queue: &mut Queue,
-    ) -> Option<io::Result<(OwnedHandle, [u8; HELLO_LEN], usize)>> {
+    fn take_ready(&self, queue: &mut Queue) -> Option<io::Result<(OwnedHandle, HelloReader)>> {
         if self.shared.cancelled.load(Ordering::SeqCst) {
             return Some(Err(Self::aborted()));
         }
@@ -587,7 +573,13 @@ impl Pump {
             && self.instances.len() < MAX_INSTANCES
             && self.instances.len() + queued < MAX_INSTANCES + MAX_QUEUED
         {
-            match Instance::new(&self.path, &self.sd, false, self.opts.message_pipe) {
+            match Instance::new(
+                &self.path,
+                &self.sd,
+                false,
+                self.opts.message_pipe,
+                self.opts.raw,
+            ) {
                 Ok(i) => self.instances.push(i),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create another pipe instance");
@@ -604,25 +596,19 @@ impl Pump {
     }
 
     fn run(mut self) {
-        let need = self.opts.prefix_len.min(HELLO_LEN);
         let mut handles: Vec<HANDLE> = Vec::with_capacity(MAX_INSTANCES + 2);
         while !self.shared.cancelled.load(Ordering::SeqCst) {
             self.shared.wake.reset();
             let now = Instant::now();
             let mut i = 0;
             while i < self.instances.len() {
-                match self.instances[i].progress(
-                    need,
-                    self.opts.prefix_ok,
-                    self.opts.handshake_timeout,
-                    now,
-                ) {
+                match self.instances[i].progress(self.opts.handshake_timeout, now) {
                     Progress::Ready => {
                         let mut inst = self.instances.swap_remove(i);
-                        let (handle, prefix, have) = inst.take_parts();
+                        let (handle, hello) = inst.take_parts();
                         if let Some(handle) = handle {
                             let mut queue = self.shared.lock();
-                            queue.items.push_back((handle, prefix, have));
+                            queue.items.push_back((handle, hello));
                             self.shared.notify(&mut queue, false);
                         }
                     }
@@ -698,7 +684,10 @@ pub(super) fn claim_for_bind(name: &Name) -> Result<Claim> {
 pub(super) fn first_instance_error(name: &Name, e: io::Error) -> Error {
     match e.raw_os_error().map(|c| c as u32) {
         Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(name),
-        _ => Error::Io(e),
+        _ => Error::io(
+            format!("cannot create the pipe {}", name.path().display()),
+            e,
+        ),
     }
 }
 

@@ -18,7 +18,11 @@ mod endpoint;
 mod listener;
 mod stream;
 
-pub(crate) use access::{admits, describe_server, trusts, Owner};
+pub(crate) use access::{credentials, describe_server, trust_policy};
+
+/// Whether the operating system enforces the server's access policy before pipette sees a
+/// peer: the pipe's DACL does (see `access.rs`).
+pub(crate) const ACCESS_ENFORCED_BY_OS: bool = true;
 
 /// Who "the system" is in a client's trust policy (see `Trust`).
 pub(crate) const SYSTEM_USERS: &str = "the system (LocalSystem, Administrators)";

@@ -19,8 +19,8 @@ use windows_sys::Win32::Storage::FileSystem::{
     OPEN_EXISTING, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
-    GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, SetNamedPipeHandleState,
-    PIPE_READMODE_MESSAGE,
+    GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, PeekNamedPipe,
+    SetNamedPipeHandleState, PIPE_READMODE_MESSAGE,
 };
 use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
@@ -503,11 +503,58 @@ impl Stream {
     /// client's from the client's identification token (the client connects with
     /// `SECURITY_IDENTIFICATION`), a client reads the pipe's owner and group (who created
     /// the pipe: the server's user).
-    pub(crate) fn peer(&self) -> io::Result<PeerIdentity> {
+    fn peer_now(&self) -> io::Result<PeerIdentity> {
         let Some(h) = self.in_use() else {
             return Err(Stream::cancelled_error());
         };
         peer_of(h.raw, self.server)
+    }
+
+    /// How many bytes can be read without waiting (`PeekNamedPipe`); `None` once the pipe
+    /// has ended.
+    fn available(&self) -> io::Result<Option<usize>> {
+        let Some(h) = self.in_use() else {
+            return Ok(None);
+        };
+        let mut avail = 0u32;
+        // SAFETY: `h.raw` is an open pipe handle for the call; null buffer of length 0 only
+        // asks for the count, written to `avail`.
+        let ok = unsafe {
+            PeekNamedPipe(
+                h.raw,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+                &mut avail,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            let e = io::Error::last_os_error();
+            return if is_end_of_pipe(&e) { Ok(None) } else { Err(e) };
+        }
+        Ok(Some(avail as usize))
+    }
+
+    /// Reads what is there right now (`WouldBlock` when nothing is; 0 at the end).
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.available()? {
+            None => Ok(0),
+            Some(0) => Err(io::ErrorKind::WouldBlock.into()),
+            Some(n) => {
+                let n = n.min(buf.len());
+                self.read(&mut buf[..n])
+            }
+        }
+    }
+
+    /// `read_now`, appending at most `max` bytes to `buf`.
+    pub(crate) fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        match self.available()? {
+            None => Ok(0),
+            Some(0) => Err(io::ErrorKind::WouldBlock.into()),
+            Some(n) => self.read_append(buf, n.min(max)),
+        }
     }
 }
 
@@ -550,9 +597,19 @@ pub(super) fn peer_of(handle: HANDLE, server: bool) -> io::Result<PeerIdentity> 
     })
 }
 
-impl crate::shared::PeerOf for Stream {
-    fn peer_identity(&self) -> io::Result<PeerIdentity> {
-        self.peer()
+impl crate::sys::Handshake for Stream {
+    fn peer(&self) -> io::Result<PeerIdentity> {
+        self.peer_now()
+    }
+
+    fn peer_groups(&self) -> Option<Vec<u32>> {
+        None
+    }
+
+    /// The 16-byte hello or reply on a fresh pipe: its buffer is empty, so the write
+    /// completes at once.
+    fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
     }
 }
 

@@ -1,0 +1,300 @@
+//! How to bind and how to connect: one shape for the blocking and the async API.
+//!
+//! Both APIs take the same options the same way: `Server::bind_with(name, &ServerOptions)`
+//! and `Client::connect_with(name, &ClientOptions)`, blocking (`pipette::Server`,
+//! `pipette::Client`) or async (`pipette::tokio::Server`, `pipette::tokio::Client`).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::handshake::{ClientSide, Policy};
+use crate::shared::message_limit;
+use crate::shutdown::Shutdown;
+use crate::sys::{self, ConnectOptions, ListenOptions};
+use crate::{Access, IntoName, Trust};
+
+/// The default largest message: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// How long a new connection may take to send its hello before it is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to bind a server: limits, access policy, mode. Used by
+/// [`Server::bind_with`](crate::Server::bind_with) and, identically, by the async
+/// `pipette::tokio::Server::bind_with`.
+///
+/// ```
+/// use pipette::{Access, Server, ServerOptions};
+///
+/// let name = format!("doc-options-{}", std::process::id());
+/// let options = ServerOptions::new()
+///     .max_message_size(1 << 20)
+///     .access(Access::CurrentUser);
+/// let server = Server::bind_with(&name, &options)?;
+/// assert_eq!(server.name().as_str(), name);
+/// # Ok::<(), pipette::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "options do nothing until passed to bind_with"]
+pub struct ServerOptions {
+    max_message_size: usize,
+    access: Access,
+    raw: bool,
+    message_pipe: bool,
+    handshake_timeout: Duration,
+    shutdown: Option<Shutdown>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions::new()
+    }
+}
+
+impl ServerOptions {
+    /// The defaults: framed mode, 16 MiB messages, [`Access::CurrentUser`].
+    pub fn new() -> ServerOptions {
+        ServerOptions {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            access: Access::CurrentUser,
+            raw: false,
+            message_pipe: false,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown: None,
+        }
+    }
+
+    /// The largest message payload this server accepts (default 16 MiB). At least 4096
+    /// (the protocol minimum; less fails binding with [`Error::InvalidConfig`]); values
+    /// above `u32::MAX` are capped to it. A client sending more gets
+    /// [`Error::MessageTooLarge`] before anything is written.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Which users may connect (default [`Access::CurrentUser`]). Clients of other users
+    /// must also trust this server ([`ClientOptions::trust`]).
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Raw mode: no handshake and no framing; every connection is a plain byte stream, for
+    /// foreign peers such as `socat`, `nc -U` or Python's `socket`. Default off.
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// Windows: create message-type named pipes (`PIPE_TYPE_MESSAGE |
+    /// PIPE_READMODE_MESSAGE`) instead of byte pipes, for peers that exchange pipe messages,
+    /// such as .NET's `NamedPipeClientStream` with `PipeTransmissionMode.Message`. Default
+    /// off. **Unix: accepted and has no effect** (sockets have no message boundaries), so the
+    /// same code builds everywhere.
+    ///
+    /// Meant for [`raw`](ServerOptions::raw) mode: there each `send` is one pipe message and
+    /// each `recv` returns exactly one whole pipe message, however large (the message
+    /// boundaries are the peer's). An empty message cannot be sent (nothing is written), and
+    /// an empty message from the peer reads as end-of-stream. A receive timeout that expires
+    /// while a message is still arriving splits it (the rest comes with the next `recv`).
+    ///
+    /// In framed mode it is allowed and changes nothing visible: the pipette protocol runs
+    /// unchanged on top (each write is one pipe message). Clients must then not mix it up the
+    /// other way: a message-mode client cannot open a byte-type pipe, while a byte-mode
+    /// client can read a message pipe as a byte stream.
+    ///
+    /// The blocking API only, for now: on Windows, `pipette::tokio` refuses it at bind
+    /// with [`Error::InvalidConfig`].
+    ///
+    /// ```
+    /// use pipette::{Server, ServerOptions};
+    ///
+    /// let name = format!("doc-message-pipe-{}", std::process::id());
+    /// let server = Server::bind_with(&name, &ServerOptions::new().raw(true).message_pipe(true))?;
+    /// # drop(server);
+    /// # Ok::<(), pipette::Error>(())
+    /// ```
+    pub fn message_pipe(mut self, on: bool) -> Self {
+        self.message_pipe = on;
+        self
+    }
+
+    /// How long a new connection may take to send its hello (default 5 s). A slow or silent
+    /// peer never delays others; it only holds one slot until this expires.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Ties the server (and every connection it accepts) to an existing shutdown handle, for
+    /// example one shared with other servers and clients of the same program.
+    pub fn shutdown(mut self, handle: &Shutdown) -> Self {
+        self.shutdown = Some(handle.clone());
+        self
+    }
+
+    /// Everything binding needs, checked: shared by the blocking and the async server.
+    pub(crate) fn prepare(&self, name: impl IntoName) -> Result<(Policy, ListenOptions, Shutdown)> {
+        let name = name.into_name()?;
+        let limit = message_limit(self.max_message_size)?;
+        let shutdown = self.shutdown.clone().unwrap_or_default();
+        if shutdown.is_shutdown() {
+            return Err(Error::Shutdown);
+        }
+        let listen = ListenOptions {
+            access: self.access,
+            raw: self.raw,
+            handshake_timeout: self.handshake_timeout,
+            private_dir: name.is_plain(),
+            message_pipe: self.message_pipe,
+        };
+        let policy = Policy {
+            name,
+            access: self.access,
+            raw: self.raw,
+            limit,
+            owner: sys::credentials(self.access == Access::Group),
+        };
+        Ok((policy, listen, shutdown))
+    }
+}
+
+/// How to connect: mode, limits, which servers to trust, how long to wait for one, shutdown
+/// handle. Used by [`Client::connect_with`](crate::Client::connect_with) and, identically,
+/// by the async `pipette::tokio::Client::connect_with`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pipette::{ClientOptions, Shutdown, Trust};
+///
+/// let stop = Shutdown::new();
+/// let options = ClientOptions::new()
+///     .max_message_size(1 << 20)
+///     .wait(Duration::from_secs(5))
+///     .trust(Trust::CurrentUser)
+///     .shutdown(&stop);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "options do nothing until passed to connect_with"]
+pub struct ClientOptions {
+    max_message_size: usize,
+    raw: bool,
+    message_pipe: bool,
+    trust: Trust,
+    wait: Option<Duration>,
+    shutdown: Option<Shutdown>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions::new()
+    }
+}
+
+impl ClientOptions {
+    /// The defaults: framed mode, 16 MiB messages, only servers of the same user (or the
+    /// system) trusted, no waiting for a server to appear, a fresh shutdown handle per
+    /// connection.
+    pub fn new() -> ClientOptions {
+        ClientOptions {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            raw: false,
+            message_pipe: false,
+            trust: Trust::CurrentUser,
+            wait: None,
+            shutdown: None,
+        }
+    }
+
+    /// The largest message this client accepts from the server (default 16 MiB, at least
+    /// 4096). The server learns it in the handshake and will not send more.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Raw mode: no handshake and no framing, for servers that are not pipette (`socat`, a
+    /// Python `socket` server, …).
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// Which servers this client talks to (default [`Trust::CurrentUser`]: servers of its
+    /// own user, or of the system). Checked right after connecting, before anything is sent;
+    /// a server outside the policy fails the connection with
+    /// [`Error::UntrustedServer`]. Applies in raw mode too.
+    ///
+    /// ```
+    /// use pipette::{ClientOptions, Trust};
+    ///
+    /// // A server bound with `Access::Group` by another member of one of my groups.
+    /// let options = ClientOptions::new().trust(Trust::Group);
+    /// # let _ = options;
+    /// ```
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// How long to wait for a server: while the endpoint does not exist yet, is left over
+    /// from a dead server, or is busy (default: do not wait; a missing server fails at once
+    /// with [`Error::NotFound`]). The wait backs off from 1 ms to 20 ms between attempts (it
+    /// never spins a core) and is cancelled by the shutdown handle.
+    pub fn wait(mut self, timeout: Duration) -> Self {
+        self.wait = Some(timeout);
+        self
+    }
+
+    /// Windows: open the pipe in message read mode (`SetNamedPipeHandleState` with
+    /// `PIPE_READMODE_MESSAGE`), to talk to a server whose pipe is message-type, such as a
+    /// .NET `NamedPipeServerStream` with `PipeTransmissionMode.Message` or a pipette server
+    /// with [`ServerOptions::message_pipe`]. Default off. Connecting this way to a byte-type
+    /// pipe fails (Windows refuses message read mode there). **Unix: accepted and has no
+    /// effect.**
+    ///
+    /// Meant for [`raw`](ClientOptions::raw) mode: each `send` is one pipe message and each
+    /// `recv` returns exactly one whole pipe message, however large. An empty message cannot
+    /// be sent, and an empty message from the peer reads as end-of-stream. A receive timeout
+    /// that expires while a message is still arriving splits it (the rest comes with the
+    /// next `recv`). In framed mode the pipette protocol runs unchanged on top.
+    ///
+    /// The blocking API only, for now: on Windows, `pipette::tokio` refuses it at connect
+    /// with [`Error::InvalidConfig`].
+    pub fn message_pipe(mut self, on: bool) -> Self {
+        self.message_pipe = on;
+        self
+    }
+
+    /// Uses `handle` as the connection's shutdown handle: its `shutdown()` cancels a waiting
+    /// connect and every operation of the connection.
+    pub fn shutdown(mut self, handle: &Shutdown) -> Self {
+        self.shutdown = Some(handle.clone());
+        self
+    }
+
+    /// Everything connecting needs, checked: shared by the blocking and the async client.
+    pub(crate) fn prepare(
+        &self,
+        name: impl IntoName,
+    ) -> Result<(ClientSide, ConnectOptions, Shutdown, Option<Duration>)> {
+        let name = name.into_name()?;
+        let side = ClientSide {
+            name,
+            raw: self.raw,
+            limit: message_limit(self.max_message_size)?,
+            trust: self.trust.clone(),
+        };
+        let connect = ConnectOptions {
+            message_pipe: self.message_pipe,
+        };
+        Ok((
+            side,
+            connect,
+            self.shutdown.clone().unwrap_or_default(),
+            self.wait,
+        ))
+    }
+}
