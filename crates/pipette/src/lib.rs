@@ -86,7 +86,7 @@ pub use options::{
     ClientOptions, ServerOptions, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
 };
 pub use peer::PeerIdentity;
-pub use probe::{endpoints, probe, EndpointInfo, Liveness};
+pub use probe::{endpoints, probe, remove_stale, EndpointInfo, Liveness};
 pub use proto::wire as frame;
 pub use server::{Incoming, Server};
 pub use shutdown::Shutdown;

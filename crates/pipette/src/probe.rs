@@ -53,7 +53,19 @@ pub fn probe(name: impl IntoName) -> Result<Liveness> {
     })
 }
 
-/// The current user's plain-name endpoints, live and stale, sorted by name.
+/// The current user's endpoints, live and stale: its plain names, sorted, then (on Unix) the
+/// explicit paths it serves or served (noted in a per-user registry when bound; the name is
+/// then the path).
+///
+/// ```
+/// use pipette::{endpoints, Liveness, Server};
+///
+/// let name = format!("doc-endpoints-{}", std::process::id());
+/// let server = Server::bind(&name)?;
+/// let mine = endpoints()?;
+/// assert!(mine.iter().any(|e| e.name == name && matches!(e.liveness, Liveness::Live { .. })));
+/// # Ok::<(), pipette::Error>(())
+/// ```
 pub fn endpoints() -> Result<Vec<EndpointInfo>> {
     let mut out = Vec::new();
     for (name, path) in sys::list_endpoints()? {
@@ -69,4 +81,26 @@ pub fn endpoints() -> Result<Vec<EndpointInfo>> {
         });
     }
     Ok(out)
+}
+
+/// Removes what a dead server left at `name` (on Unix its socket file, lock file and registry
+/// entry), exactly as the next server to bind it would, without binding; returns whether
+/// something was there. A live server's endpoint is never touched ([`Error::AddrInUse`]), nor
+/// is a file that is not a socket. On Windows there is never anything to remove (a pipe
+/// disappears with its server).
+///
+/// # Errors
+///
+/// [`Error::InvalidName`], [`Error::AddrInUse`], [`Error::PermissionDenied`], [`Error::Io`].
+///
+/// [`Error::InvalidName`]: crate::Error::InvalidName
+/// [`Error::AddrInUse`]: crate::Error::AddrInUse
+/// [`Error::PermissionDenied`]: crate::Error::PermissionDenied
+/// [`Error::Io`]: crate::Error::Io
+pub fn remove_stale(name: impl IntoName) -> Result<bool> {
+    let name = name.into_name()?;
+    if matches!(sys::probe(name.path())?, sys::Probe::Absent) {
+        return Ok(false);
+    }
+    sys::remove_stale(name.as_str(), name.path())
 }

@@ -54,6 +54,11 @@ fn main() {
                 "a_foreign_live_socket_is_not_removed",
                 unix::a_foreign_live_socket_is_not_removed,
             ),
+            #[cfg(unix)]
+            (
+                "explicit_endpoints_are_listed_and_a_dead_ones_leftovers_removed",
+                unix::explicit_endpoints_are_listed_and_a_dead_ones_leftovers_removed,
+            ),
         ],
         &[
             ("echo", support::role_echo),
@@ -306,6 +311,37 @@ mod unix {
         let err = Server::bind(path.to_str().unwrap()).unwrap_err();
         assert!(matches!(err, Error::AddrInUse { .. }), "{err:?}");
         assert!(path.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The endpoints this user serves at absolute paths are listed too (a per-user registry),
+    /// and `remove_stale` cleans up after a server that was killed, but never touches a live
+    /// one.
+    pub fn explicit_endpoints_are_listed_and_a_dead_ones_leftovers_removed() {
+        let dir = scratch("listed");
+        let path = dir.join("app.sock");
+        let p = path.to_str().unwrap().to_owned();
+        let state = |p: &str| {
+            pipette::endpoints()
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == p)
+                .map(|e| e.liveness)
+        };
+        let mut server = spawn("echo", &[&p]);
+        server.expect("ready");
+        assert!(matches!(state(&p), Some(pipette::Liveness::Live { .. })));
+        assert!(matches!(
+            pipette::remove_stale(p.as_str()),
+            Err(Error::AddrInUse { .. })
+        ));
+        server.kill();
+        assert_eq!(state(&p), Some(pipette::Liveness::Stale));
+        assert!(pipette::remove_stale(p.as_str()).unwrap());
+        assert!(!path.exists(), "the dead server's socket is gone");
+        assert!(!dir.join("app.sock.lock").exists(), "and its lock file");
+        assert_eq!(state(&p), None, "and its listing");
+        assert!(!pipette::remove_stale(p.as_str()).unwrap(), "nothing left");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

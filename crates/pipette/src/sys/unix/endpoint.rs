@@ -174,7 +174,8 @@ pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
     }
 }
 
-/// This user's plain-name endpoints: (name, socket path).
+/// This user's endpoints: (name, socket path): the plain names, then the explicit paths it
+/// serves (from its registry; the name is then the path).
 pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
     let dir = runtime_dir();
     let mut out = Vec::new();
@@ -192,6 +193,13 @@ pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
         out.push((name.to_owned(), entry.path()));
     }
     out.sort();
+    // Then the explicit endpoints this user serves (by path).
+    let mut explicit: Vec<(String, PathBuf)> = registered_endpoints()
+        .into_iter()
+        .map(|p| (p.display().to_string(), p))
+        .collect();
+    explicit.sort();
+    out.extend(explicit);
     Ok(out)
 }
 
@@ -203,6 +211,8 @@ pub(super) struct Claim {
     lock: Option<OwnedFd>,
     /// (device, inode) of the socket file we created, to remove only that file.
     socket_id: Option<(u64, u64)>,
+    /// This user's registry entry for an explicit path (see `register`), removed on release.
+    registered: Option<PathBuf>,
 }
 
 impl Claim {
@@ -250,6 +260,7 @@ impl Claim {
                     lock_path,
                     lock: Some(fd),
                     socket_id: None,
+                    registered: None,
                 });
             }
         }
@@ -349,8 +360,82 @@ impl Claim {
         }
         // We still hold the lock, so the lock file at this path is ours to remove.
         let _ = std::fs::remove_file(&self.lock_path);
+        if let Some(entry) = self.registered.take() {
+            let _ = std::fs::remove_file(entry);
+        }
         drop(lock);
     }
+
+    /// Notes an explicit endpoint in this user's registry (`<runtime dir>/registry/`), so
+    /// that `endpoints()` (and `pipette ls`) can list it; best effort: a registry that cannot
+    /// be written only means the endpoint is not listed.
+    pub(super) fn register(&mut self) {
+        let dir = registry_dir();
+        let made = ensure_private_dir(&runtime_dir()).and_then(|()| ensure_private_dir(&dir));
+        if let Err(e) = made {
+            tracing::debug!(error = %e, "cannot use the endpoint registry");
+            return;
+        }
+        let entry = dir.join(registry_file(&self.path));
+        match std::fs::write(&entry, self.path.as_os_str().as_bytes()) {
+            Ok(()) => self.registered = Some(entry),
+            Err(e) => tracing::debug!(error = %e, "cannot write the endpoint registry"),
+        }
+    }
+}
+
+/// Where this user's explicit endpoints are noted.
+fn registry_dir() -> PathBuf {
+    runtime_dir().join("registry")
+}
+
+/// The registry file of an explicit endpoint: a hash of its path (FNV-1a, 64 bits).
+fn registry_file(path: &Path) -> String {
+    let h = path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{h:016x}.path")
+}
+
+/// The explicit endpoints in this user's registry. An entry whose socket file is gone is
+/// left over from a server that died: it is removed.
+fn registered_endpoints() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(registry_dir()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
+        if path.is_absolute() && std::fs::symlink_metadata(&path).is_ok() {
+            out.push(path);
+        } else {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    out
+}
+
+/// Removes a dead server's leftovers at `path` (socket and lock file, and its registry
+/// entry), exactly as a new server would before binding, without binding. `Ok(false)` when
+/// there was nothing to remove; `AddrInUse` when a server is live there.
+pub(crate) fn remove_stale(name: &str, path: &Path) -> Result<bool> {
+    let existed = std::fs::symlink_metadata(path).is_ok();
+    let claim = Claim::acquire(name, path)?;
+    claim.clear_leftover(name)?;
+    if let Ok(bytes) = std::fs::read(registry_dir().join(registry_file(path))) {
+        if bytes == path.as_os_str().as_bytes() {
+            let _ = std::fs::remove_file(registry_dir().join(registry_file(path)));
+        }
+    }
+    drop(claim);
+    Ok(existed)
 }
 
 impl Drop for Claim {

@@ -243,6 +243,9 @@ pub(super) fn claim_and_bind(name: &Name, opts: &ListenOptions) -> Result<(Owned
     let mut claim = Claim::acquire(name.as_str(), path)?;
     claim.clear_leftover(name.as_str())?;
     let fd = claim.bind(name.as_str(), socket_mode(opts.access))?;
+    if !opts.private_dir {
+        claim.register();
+    }
     Ok((fd, claim))
 }
 

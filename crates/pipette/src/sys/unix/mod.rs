@@ -32,7 +32,7 @@ pub(crate) const ACCESS_ENFORCED_BY_OS: bool = false;
 
 /// Who "the system" is in a client's trust policy (see `Trust`).
 pub(crate) const SYSTEM_USERS: &str = "the system (root)";
-pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe};
+pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe, remove_stale};
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;
 
