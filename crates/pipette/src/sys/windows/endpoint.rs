@@ -158,6 +158,11 @@ pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Pipes vanish with their last handle: there are never leftovers to remove.
+pub(crate) fn remove_stale(_name: &str, _path: &Path) -> crate::Result<bool> {
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,9 +187,4 @@ mod tests {
             .unwrap_err()
             .contains("256"));
     }
-}
-
-/// Pipes vanish with their last handle: there are never leftovers to remove.
-pub(crate) fn remove_stale(_name: &str, _path: &Path) -> crate::Result<bool> {
-    Ok(false)
 }
