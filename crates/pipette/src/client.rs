@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::connection::Connection;
 use crate::error::{Error, Operation, Result};
 use crate::handshake;
+use crate::sys::SysStream;
 use crate::{sys, ClientOptions, IntoName, Name};
 
 /// Longest pause between two attempts while waiting for a server to appear.

@@ -15,7 +15,7 @@ use crate::proto::{Decoded, Decoder, Encoder, LARGE_MESSAGE};
 use crate::shared::{encode_failure, Shared, Sticky, TimeoutCache};
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
-use crate::sys::Cancel;
+use crate::sys::{Cancel, SysStream};
 use crate::{sys, Name, PeerIdentity, ReuniteError};
 
 /// Size of the receive buffer: a header and a payload just under [`LARGE_MESSAGE`] fit, so a

@@ -57,7 +57,9 @@
 //! [`ClientOptions::raw`]) is a plain byte stream for foreign peers such as `socat`.
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod access;
 mod client;

@@ -8,7 +8,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Operation, Result};
 use crate::handshake::{self, Policy};
 use crate::shutdown::{Registration, Shutdown};
-use crate::sys::{self, Cancel};
+use crate::sys::{self, Cancel, SysListener};
 use crate::{IntoName, Name, ServerOptions};
 
 /// A bound name that accepts connections.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shared::Shared;
+use crate::sys::SysStream;
 use crate::{PeerIdentity, Shutdown};
 
 /// A connection as a plain byte stream: `Read + Write`, no message boundaries.

@@ -1,86 +1,22 @@
 //! The platform layer: everything that differs between operating systems lives below here.
 //!
-//! The rest of the crate is platform-free and talks to the OS only through the contract below.
-//! Each backend (`unix/`, `windows/`) provides exactly these items, with the same
-//! meaning; all `unsafe` code of the crate is in the backends, each block with a `SAFETY`
-//! comment.
+//! The rest of the crate is platform-free and talks to the OS only through the contract
+//! below, written as traits so that the compiler checks every backend against it: a backend
+//! (`unix/` on Linux, `windows/`) provides a `Platform` type implementing [`Backend`], whose
+//! associated `Stream` and `Listener` implement [`SysStream`] and [`SysListener`] (and, with
+//! the `tokio` feature, `aio::Stream` implements [`AsyncStream`]). The free functions and
+//! type aliases at the end of this file are the only way the rest of the crate reaches a
+//! backend, and they go through the traits.
 //!
-//! # The contract
+//! What a backend does **not** do: interpret a byte. Hellos, replies and frames are the
+//! protocol engine's (`crate::proto`); a listener moves a connection's first bytes into the
+//! engine's `HelloReader` and hands the connection over when the reader is done.
 //!
-//! Names and endpoints:
-//! - `fn plain_endpoint(name: &str) -> Result<PathBuf, String>`: where a plain (already
-//!   validated) name lives for the current user, or why it cannot (for example, too long).
-//! - `fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>>`: `Some` when `s` is
-//!   the platform's explicit form (Unix: an absolute path), with the reason if it is unusable.
-//! - `fn probe(path: &Path) -> io::Result<Probe>`: is a server answering there, its pid, and
-//!   who runs it when that is another user (`Holder`).
-//! - `fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>>`: this user's plain-name
-//!   endpoints.
+//! All `unsafe` code of the crate is in the backends, each block with a `SAFETY` comment.
 //!
-//! Access policy, both ways:
-//! - `Owner::current()`: the server's user, captured at bind; `fn admits(access: Access,
-//!   owner: &Owner, peer: &PeerIdentity) -> bool`: may this peer connect.
-//! - `fn trusts(trust: &Trust, server: &PeerIdentity) -> io::Result<bool>`: may this client
-//!   talk to the server it reached (`server` is `Stream::peer` of a client stream: Unix
-//!   `SO_PEERCRED`; Windows the pipe's owner and group); `InvalidInput` for a `Trust::User`
-//!   that names nobody. `describe_server(&PeerIdentity) -> String` says who runs a server,
-//!   and `SYSTEM_USERS` who "the system" is, for messages.
-//!
-//! `Listener` (one bound endpoint):
-//! - `Listener::bind(&Name, &ListenOptions) -> crate::Result<Listener>`: claim the endpoint
-//!   safely (never take a live server's name, recover a dead one's), with the access policy
-//!   applied from the first instant. A backend whose plain names other users cannot reach
-//!   (Unix: the private per-user directory) refuses a wider access policy for them with
-//!   `InvalidName`, saying what to do instead.
-//! - `Listener::accept(&self, timeout) -> io::Result<(Stream, [u8; HELLO_LEN], usize)>`: the
-//!   next connection whose first `ListenOptions::prefix_len` bytes have arrived (or whose
-//!   first bytes fail `ListenOptions::prefix_ok`); the bytes and their count are returned. A peer that is slow to send them never delays other peers: it is dropped after
-//!   `ListenOptions::handshake_timeout`. Fails with `ErrorKind::TimedOut` when `timeout`
-//!   expires.
-//! - `Cancel for Listener`: `cancel` wakes every blocked `accept` promptly and makes later ones
-//!   fail; once `finish` returns (Unix: already once `cancel` does) the endpoint is released
-//!   (a new server may bind the name at once). A listener's `accept` reports its shutdown only
-//!   once the endpoint is released, or the caller calls `cancel` + `finish` itself first.
-//!
-//! `Stream` (one connected byte stream):
-//! - `Stream::connect(path, &ConnectOptions) -> io::Result<Stream>`: `NotFound` when nothing
-//!   is there, `ConnectionRefused` when a dead endpoint is there, `WouldBlock` when the server
-//!   is alive but its queue is full (try again later).
-//! - `read`, `read_append` (into a `Vec`'s spare capacity), `write`, `write2` (header and
-//!   payload in one system call): blocking, restarted on `EINTR`; a timeout set with
-//!   `set_read_timeout`/`set_write_timeout` ends them with `WouldBlock` or `TimedOut`. These
-//!   are byte-stream operations on every stream, message pipes included (a read may return
-//!   part of a message; the rest follows).
-//! - `read_message(&self, buf, chunk)`: raw mode's receive. On a message pipe
-//!   (`message_pipe`, Windows only) it appends exactly one whole message to `buf`, however
-//!   large; otherwise it is `read_append(buf, chunk)`.
-//! - `Cancel for Stream`: `cancel` wakes every blocked read and write on the stream promptly,
-//!   for good (reads then see end-of-stream, writes fail); `finish` returns once the stream's
-//!   OS handle is closed (Windows: the woken threads let go of it first), so that the peer
-//!   sees the end and the name is free. It costs nothing per message: it acts on the stream
-//!   itself rather than on something each call would have to poll.
-//! - `shutdown_write`: orderly end of our sending direction.
-//! - `HALF_CLOSE: bool`: whether `shutdown_write` leaves our reading direction open. Where it
-//!   does not (Windows pipes), framed connections end their sending direction with an
-//!   end-of-stream header instead (`frame::FLAG_END`), so that `close` of a send half means
-//!   the same everywhere.
-//! - `peer(&self) -> io::Result<PeerIdentity>`: the peer's process and user.
-//!
-//! With the `tokio` feature, `aio` (async I/O on tokio's reactor):
-//! - `aio::Listener::bind(&Name, &ListenOptions)`: the same claim as `Listener::bind`;
-//!   `accept(&self).await -> io::Result<(aio::Stream, [u8; HELLO_LEN], usize)>` (cancel safe;
-//!   the bytes of the hello read so far: none on Unix, whose caller reads them, the whole
-//!   hello on Windows, whose pump reads it); `Cancel` as above. Its accept loop must notice
-//!   the cancel itself, whatever readiness the reactor reports (a shut-down Linux listener
-//!   stays readable while `accept4` says `EAGAIN`).
-//! - `aio::connect(path, &ConnectOptions).await -> io::Result<aio::Stream>`, errors as for
-//!   `Stream::connect`; Windows refuses `message_pipe` there (and at `aio::Listener::bind`)
-//!   with `Unsupported`: message pipes are blocking-only for now.
-//! - `aio::Stream`: `poll_read_ready`, `try_read`, `try_read_buf`, `poll_write_ready`,
-//!   `try_write_vectored` (readiness first, then a non-blocking attempt, like tokio's own
-//!   sockets, all on `&self` so that the stream can be shared with a `Shutdown` registry),
-//!   `shutdown_write`, `peer`, and `Cancel` (wakes every waiting task, for good, at no
-//!   per-message cost).
+//! Another OS gets one clear `compile_error!` below (mio's `shell` backend is the model).
+//! The Unix backend is Linux code for now (`accept4`, `SO_PEERCRED`, `SO_PEERGROUPS`); macOS
+//! and the BSDs are the subject of issue #13.
 //!
 //! # Where Windows differs (`windows/`)
 //!
@@ -91,9 +27,10 @@
 //!   `Access` (unlike Unix, where they live in a private directory).
 //! - A pipe disappears with its last handle: probes never find `Stale`, and
 //!   `list_endpoints` lists this user's `pipette-<SID>-*` pipes.
-//! - Peers are identified by pid and user SID (no uid/gid). `admits` checks the SID for
-//!   `CurrentUser` and otherwise relies on the DACL, which has already refused everyone the
-//!   policy does not admit (it sees the peer's groups, pipette does not).
+//! - Peers are identified by pid and user SID (no uid/gid). The DACL has already refused
+//!   everyone the policy does not admit (it sees the peer's groups, pipette does not):
+//!   `ACCESS_ENFORCED_BY_OS` is true, and the engine's `admit_peer` only compares the SID
+//!   for `CurrentUser`. A client reads its server's identity from the pipe's owner and group.
 //! - `ListenOptions::message_pipe` / `ConnectOptions::message_pipe` make message-type pipes
 //!   (`PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE`): each `write` is one pipe message, and
 //!   `read_message` returns one whole message (continuing after `ERROR_MORE_DATA`). Unix
@@ -112,18 +49,204 @@
 //!   mio's cancelled operations (so an async connection's pipe instance may outlive
 //!   `Shutdown::shutdown` by that long).
 
-#[cfg(unix)]
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::proto::{Credentials, HelloReader, TrustPolicy};
+use crate::{Name, PeerIdentity, Trust};
+
+#[cfg(target_os = "linux")]
 mod unix;
-#[cfg(unix)]
-pub(crate) use unix::*;
+#[cfg(target_os = "linux")]
+use unix as imp;
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(crate) use windows::*;
+use windows as imp;
 
-#[cfg(not(any(unix, windows)))]
-compile_error!("pipette supports Unix (Linux) and Windows");
+#[cfg(not(any(target_os = "linux", windows)))]
+compile_error!(
+    "pipette supports Linux and Windows. macOS and the BSDs are not supported yet: their \
+     Unix sockets differ from Linux's in peer credentials, accept4, SIGPIPE and address \
+     length, and the port is in progress (https://example.invalid/pipette/issues/13)."
+);
+
+/// The per-platform entry points: names, endpoints, and the credentials that the protocol
+/// engine's admission decisions are made from.
+pub(crate) trait Backend {
+    /// A connected byte stream.
+    type Stream: SysStream;
+    /// A bound endpoint.
+    type Listener: SysListener<Stream = Self::Stream>;
+
+    /// Whether `shutdown_write` leaves our reading direction open. Where it does not
+    /// (Windows pipes), framed connections end their sending direction with the END header
+    /// instead (`frame::FLAG_END`), so that closing a send half means the same everywhere.
+    const HALF_CLOSE: bool;
+    /// Whether the operating system has already refused every peer the server's access
+    /// policy does not admit before pipette sees it (Windows: the pipe's DACL).
+    const ACCESS_ENFORCED_BY_OS: bool;
+    /// Who "the system" is in a client's trust policy, for messages.
+    const SYSTEM_USERS: &'static str;
+
+    /// Where a plain (already validated) name lives for the current user, or why it cannot
+    /// (for example, too long).
+    fn plain_endpoint(name: &str) -> Result<PathBuf, String>;
+    /// `Some` when `s` is the platform's explicit form (Unix: an absolute path; Windows:
+    /// `\\.\pipe\…`), with the reason if it is unusable.
+    fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>>;
+    /// Is a server answering there, its pid, and who runs it when that is another user.
+    fn probe(path: &Path) -> io::Result<Probe>;
+    /// This user's endpoints: (name, path).
+    fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>>;
+    /// Removes a dead server's leftovers at `path` without binding; `AddrInUse` when live.
+    fn remove_stale(name: &str, path: &Path) -> crate::Result<bool>;
+    /// This process's identity (with its supplementary groups, where `with_groups` and the
+    /// platform has them).
+    fn credentials(with_groups: bool) -> Credentials;
+    /// A client's trust policy with `Trust::User` resolved; `InvalidInput` when it names
+    /// nobody.
+    fn trust_policy(trust: &Trust) -> io::Result<TrustPolicy>;
+    /// Who runs a server, for messages.
+    fn describe_server(server: &PeerIdentity) -> String;
+}
+
+/// A connected, blocking byte stream. Every operation is on `&self`, so that the stream can
+/// be shared with a `Shutdown` registry; reads and writes may block, each bounded by the
+/// stream's timeout (which ends them with `WouldBlock` or `TimedOut`), and every blocked one
+/// is woken by `cancel`.
+pub(crate) trait SysStream: Handshake + Sized {
+    /// Connects: `NotFound` when nothing is there, `ConnectionRefused` when a dead endpoint
+    /// is there, `WouldBlock` when the server is alive but its queue is full (try again).
+    fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<Self>;
+    /// One read; 0 is end of stream. Restarted on `EINTR`.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// One read appended to `buf`'s spare capacity, at most `max` bytes.
+    fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+    /// What is there right now (`WouldBlock` when nothing is), whatever the timeout.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// `read_now`, appended to `buf`, at most `max` bytes.
+    fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+    /// Raw mode's receive: on a message pipe (Windows `message_pipe`) exactly one whole
+    /// message appended to `buf`; otherwise `read_append(buf, chunk)`.
+    fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize>;
+    /// One write; how many bytes went out.
+    fn write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// `a` then `b` in one system call where the platform can (header and payload).
+    fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize>;
+    /// The read timeout (`None`: forever).
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()>;
+    /// The write timeout (`None`: forever).
+    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()>;
+    /// Orderly end of our sending direction (see `Backend::HALF_CLOSE`).
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+/// A bound endpoint. `cancel` wakes every blocked `accept` and makes later ones fail; once
+/// `finish` returns the endpoint is released (a new server may bind the name at once).
+pub(crate) trait SysListener: Cancel + Sized {
+    /// What `accept` hands over.
+    type Stream;
+    /// Claims the endpoint safely (never a live server's name, a dead one's recovered), with
+    /// the access policy applied from the first instant.
+    fn bind(name: &Name, opts: &ListenOptions) -> crate::Result<Self>;
+    /// The next connection whose hello the engine's reader is done with (all of it, or bytes
+    /// that cannot be one), with the reader. A peer slow to send it never delays others: it
+    /// is dropped after `ListenOptions::handshake_timeout`. `TimedOut` when `timeout`
+    /// expires; `ConnectionAborted` once cancelled.
+    fn accept(&self, timeout: Option<Duration>) -> io::Result<(Self::Stream, HelloReader)>;
+}
+
+/// A connected stream on tokio's reactor: readiness first, then a non-blocking attempt, as
+/// tokio's own sockets do, all on `&self`. `cancel` wakes every waiting task, for good.
+#[cfg(feature = "tokio")]
+pub(crate) trait AsyncStream: Handshake + Sized {
+    /// Waits for read readiness (one waiting task per stream, as tokio's).
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
+    /// Waits for read readiness; any number of tasks may wait at once.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// A non-blocking read (`WouldBlock` when nothing is there; 0 at the end).
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// A non-blocking read into a `BufMut`.
+    fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize>;
+    /// What is there right now, bypassing the reactor's readiness where the platform can
+    /// (for the hello of a fresh connection).
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Waits for write readiness.
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
+    /// A non-blocking vectored write.
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
+    /// Orderly end of our sending direction (see `Backend::HALF_CLOSE`).
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+// ---- the one way the rest of the crate reaches a backend (through the traits) ----
+
+/// This platform's connected stream.
+pub(crate) type Stream = <imp::Platform as Backend>::Stream;
+/// This platform's listener.
+pub(crate) type Listener = <imp::Platform as Backend>::Listener;
+
+/// See [`Backend::HALF_CLOSE`].
+pub(crate) const HALF_CLOSE: bool = <imp::Platform as Backend>::HALF_CLOSE;
+/// See [`Backend::ACCESS_ENFORCED_BY_OS`].
+pub(crate) const ACCESS_ENFORCED_BY_OS: bool = <imp::Platform as Backend>::ACCESS_ENFORCED_BY_OS;
+/// See [`Backend::SYSTEM_USERS`].
+pub(crate) const SYSTEM_USERS: &str = <imp::Platform as Backend>::SYSTEM_USERS;
+
+/// See [`Backend::plain_endpoint`].
+pub(crate) fn plain_endpoint(name: &str) -> Result<PathBuf, String> {
+    <imp::Platform as Backend>::plain_endpoint(name)
+}
+
+/// See [`Backend::explicit_endpoint`].
+pub(crate) fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>> {
+    <imp::Platform as Backend>::explicit_endpoint(s)
+}
+
+/// See [`Backend::probe`].
+pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
+    <imp::Platform as Backend>::probe(path)
+}
+
+/// See [`Backend::list_endpoints`].
+pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
+    <imp::Platform as Backend>::list_endpoints()
+}
+
+/// See [`Backend::remove_stale`].
+pub(crate) fn remove_stale(name: &str, path: &Path) -> crate::Result<bool> {
+    <imp::Platform as Backend>::remove_stale(name, path)
+}
+
+/// See [`Backend::credentials`].
+pub(crate) fn credentials(with_groups: bool) -> Credentials {
+    <imp::Platform as Backend>::credentials(with_groups)
+}
+
+/// See [`Backend::trust_policy`].
+pub(crate) fn trust_policy(trust: &Trust) -> io::Result<TrustPolicy> {
+    <imp::Platform as Backend>::trust_policy(trust)
+}
+
+/// See [`Backend::describe_server`].
+pub(crate) fn describe_server(server: &PeerIdentity) -> String {
+    <imp::Platform as Backend>::describe_server(server)
+}
+
+/// The async side of the platform (feature `tokio`).
+#[cfg(feature = "tokio")]
+pub(crate) mod aio {
+    pub(crate) use super::imp::aio::{connect, Listener, Stream};
+
+    /// The contract, checked: the async stream implements `AsyncStream`.
+    const _: fn() = || {
+        fn check<S: super::AsyncStream>() {}
+        check::<Stream>();
+    };
+}
 
 /// What a probe of an endpoint found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use crate::frame::{HEADER_LEN, REPLY_LEN};
 use crate::proto::{Decoded, Decoder, Encoder, Failure, Outgoing, LARGE_MESSAGE};
 use crate::shared::{encode_failure, Shared, Sticky};
 use crate::shutdown::Shutdown;
-use crate::sys::{aio, Cancel};
+use crate::sys::{aio, AsyncStream, Cancel};
 use crate::{Name, PeerIdentity, ReuniteError};
 
 /// How much room a read asks for at least. Small messages arrive whole with one read.

@@ -17,7 +17,7 @@ use crate::error::{Error, Operation, Result};
 use crate::handshake::{self, Policy};
 use crate::proto::HelloReader;
 use crate::shutdown::{Registration, Shutdown};
-use crate::sys::{aio, Cancel};
+use crate::sys::{aio, AsyncStream, Cancel};
 use crate::{IntoName, Name, ServerOptions};
 
 /// Lets a [`Shutdown`] handle wake tasks that wait on something other than a socket.

@@ -10,6 +10,7 @@ use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use bytes::{Buf, BytesMut};
 
 use super::connection::AsyncShared;
+use crate::sys::AsyncStream;
 use crate::{PeerIdentity, Shutdown};
 
 /// An async connection as a plain byte stream: `AsyncRead + AsyncWrite`.

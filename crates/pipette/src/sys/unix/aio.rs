@@ -25,35 +25,42 @@ pub(crate) struct Stream {
     inner: ::tokio::net::UnixStream,
 }
 
-impl Stream {
-    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+impl crate::sys::AsyncStream for Stream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_read_ready(cx)
     }
 
-    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.try_read(buf)
     }
 
-    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         self.inner.try_read_buf(buf)
     }
 
     /// Waits until the stream is readable; unlike `poll_read_ready`, any number of tasks may
     /// wait at once (the two halves of a connection may both wait for the reply).
-    pub(crate) async fn readable(&self) -> io::Result<()> {
-        self.inner.readable().await
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        self.inner.readable()
     }
 
-    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_write_ready(cx)
     }
 
-    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.inner.try_write_vectored(bufs)
     }
 
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         shutdown(self.inner.as_raw_fd(), libc::SHUT_WR)
+    }
+
+    /// Reads what is there right now with a direct `recv(MSG_DONTWAIT)`, whatever tokio's
+    /// readiness cache says (it may not have seen a fresh socket's first event yet). Used
+    /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        recv_now(self.inner.as_raw_fd(), buf)
     }
 }
 
@@ -178,14 +185,5 @@ impl Cancel for Listener {
     /// As for the blocking listener (see `cancel_listening`).
     fn cancel(&self) {
         cancel_listening(&self.cancelled, &self.claim, self.fd.get_ref().as_raw_fd());
-    }
-}
-
-impl Stream {
-    /// Reads what is there right now with a direct `recv(MSG_DONTWAIT)`, whatever tokio's
-    /// readiness cache says (it may not have seen a fresh socket's first event yet). Used
-    /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
-    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv_now(self.inner.as_raw_fd(), buf)
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::access::{describe_owner, euid, is_own_user};
 use super::stream::{sockaddr, socket, Stream};
 use crate::error::{Error, Result};
-use crate::sys::{Handshake, Holder, Probe};
+use crate::sys::{Handshake, Holder, Probe, SysStream};
 
 /// `sun_path` is 108 bytes on Linux, one of which is the terminating NUL.
 const MAX_PATH: usize = 107;
@@ -233,9 +233,8 @@ impl Claim {
             // SAFETY: `fd` is fresh and owned by nobody else.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             // SAFETY: flock has no memory preconditions.
-            if let Err(e) =
-                unsafe { syscall!(flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) }
-            {
+            let locked = unsafe { syscall!(flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) };
+            if let Err(e) = locked {
                 if e.kind() == io::ErrorKind::WouldBlock {
                     let holder = match probe(path) {
                         Ok(Probe::Live(holder)) => holder,

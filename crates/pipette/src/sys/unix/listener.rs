@@ -18,7 +18,7 @@ use super::endpoint::{check_shared_dir, ensure_private_dir, Claim};
 use super::stream::Stream;
 use crate::error::Result;
 use crate::proto::HelloReader;
-use crate::sys::{Cancel, ListenOptions};
+use crate::sys::{Cancel, ListenOptions, SysStream};
 use crate::Name;
 
 /// Most connections kept waiting for their hello at once.
@@ -82,8 +82,10 @@ impl Pending {
     }
 }
 
-impl Listener {
-    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+impl crate::sys::SysListener for Listener {
+    type Stream = Stream;
+
+    fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         let (fd, claim) = claim_and_bind(name, opts)?;
         Ok(Listener {
             fd,
@@ -94,49 +96,9 @@ impl Listener {
         })
     }
 
-    fn aborted() -> io::Error {
-        io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "the listener was shut down",
-        )
-    }
-
-    /// Accepts one connection the kernel has queued; `None` when there is none. The socket
-    /// stays blocking (what a `Stream` wants): the handshake reads use `MSG_DONTWAIT`.
-    fn accept_one(&self, now: Instant) -> io::Result<Option<Pending>> {
-        loop {
-            // SAFETY: null address pointers are allowed (we do not need the peer address).
-            let res = unsafe {
-                syscall!(accept4(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC
-                ))
-            };
-            return match res {
-                Ok(fd) => {
-                    // SAFETY: accept4 returned a fresh descriptor that we now own.
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    Ok(Some(Pending {
-                        stream: Stream::from_fd(fd),
-                        hello: HelloReader::new(self.opts.raw),
-                        deadline: now + self.opts.handshake_timeout,
-                    }))
-                }
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(None),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
-                    _ if self.cancelled.load(Ordering::SeqCst) => Err(Self::aborted()),
-                    _ => Err(e),
-                },
-            };
-        }
-    }
-
     /// The next connection whose hello has arrived (or whose first bytes cannot be one),
     /// with what arrived of it.
-    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
+    fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut pollfds: Vec<libc::pollfd> = Vec::new();
@@ -213,6 +175,48 @@ impl Listener {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+impl Listener {
+    fn aborted() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the listener was shut down",
+        )
+    }
+
+    /// Accepts one connection the kernel has queued; `None` when there is none. The socket
+    /// stays blocking (what a `Stream` wants): the handshake reads use `MSG_DONTWAIT`.
+    fn accept_one(&self, now: Instant) -> io::Result<Option<Pending>> {
+        loop {
+            // SAFETY: null address pointers are allowed (we do not need the peer address).
+            let res = unsafe {
+                syscall!(accept4(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC
+                ))
+            };
+            return match res {
+                Ok(fd) => {
+                    // SAFETY: accept4 returned a fresh descriptor that we now own.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    Ok(Some(Pending {
+                        stream: Stream::from_fd(fd),
+                        hello: HelloReader::new(self.opts.raw),
+                        deadline: now + self.opts.handshake_timeout,
+                    }))
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(None),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                    _ if self.cancelled.load(Ordering::SeqCst) => Err(Self::aborted()),
+                    _ => Err(e),
+                },
+            };
         }
     }
 }

@@ -23,22 +23,61 @@ mod endpoint;
 mod listener;
 mod stream;
 
-pub(crate) use access::{credentials, describe_server, trust_policy};
+use std::io;
+use std::path::{Path, PathBuf};
 
-/// Whether the operating system enforces the server's access policy before pipette sees a
-/// peer (Windows: the pipe's DACL). On Unix the socket file's mode does for other users, but
-/// not for root, so pipette's own check decides.
-pub(crate) const ACCESS_ENFORCED_BY_OS: bool = false;
+use crate::proto::{Credentials, TrustPolicy};
+use crate::{PeerIdentity, Trust};
 
-/// Who "the system" is in a client's trust policy (see `Trust`).
-pub(crate) const SYSTEM_USERS: &str = "the system (root)";
-pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe, remove_stale};
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;
 
-/// Whether `shutdown_write` leaves the reading direction open (see `sys/mod.rs`).
-/// `shutdown(SHUT_WR)` ends only our sending direction.
-pub(crate) const HALF_CLOSE: bool = true;
+/// The Unix (Linux) backend; see `sys/mod.rs` for the contract.
+pub(crate) struct Platform;
+
+impl crate::sys::Backend for Platform {
+    type Stream = Stream;
+    type Listener = Listener;
+
+    /// `shutdown(SHUT_WR)` ends only our sending direction.
+    const HALF_CLOSE: bool = true;
+    /// The socket file's mode refuses other users, but not root, so pipette's own check of
+    /// every peer decides.
+    const ACCESS_ENFORCED_BY_OS: bool = false;
+    const SYSTEM_USERS: &'static str = "the system (root)";
+
+    fn plain_endpoint(name: &str) -> Result<PathBuf, String> {
+        endpoint::plain_endpoint(name)
+    }
+
+    fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>> {
+        endpoint::explicit_endpoint(s)
+    }
+
+    fn probe(path: &Path) -> io::Result<crate::sys::Probe> {
+        endpoint::probe(path)
+    }
+
+    fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
+        endpoint::list_endpoints()
+    }
+
+    fn remove_stale(name: &str, path: &Path) -> crate::Result<bool> {
+        endpoint::remove_stale(name, path)
+    }
+
+    fn credentials(with_groups: bool) -> Credentials {
+        access::credentials(with_groups)
+    }
+
+    fn trust_policy(trust: &Trust) -> io::Result<TrustPolicy> {
+        access::trust_policy(trust)
+    }
+
+    fn describe_server(server: &PeerIdentity) -> String {
+        access::describe_server(server)
+    }
+}
 
 /// Turns a `Duration` into a `timeval`, saturating; `None` (no timeout) is all zeros, and a
 /// zero duration becomes one microsecond so that it does not mean "no timeout".

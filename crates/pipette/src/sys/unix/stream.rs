@@ -72,22 +72,39 @@ pub(super) fn connect_nonblocking(path: &Path) -> io::Result<OwnedFd> {
 }
 
 impl Stream {
+    fn set_timeout(&self, opt: libc::c_int, d: Option<Duration>) -> io::Result<()> {
+        let tv = timeval(d);
+        // SAFETY: `tv` is a valid timeval and its exact size is passed.
+        unsafe {
+            syscall!(setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t
+            ))?
+        };
+        Ok(())
+    }
+
     pub(super) fn from_fd(fd: OwnedFd) -> Stream {
         Stream { fd }
     }
+}
 
+impl crate::sys::SysStream for Stream {
     /// Connects to the socket at `path` without waiting on a full accept queue.
     ///
     /// Errors: `NotFound` (no socket there), `ConnectionRefused` (a socket nobody listens
     /// on), `WouldBlock` (the server's accept queue is full), `PermissionDenied`, others.
     /// `ConnectOptions` only matter on Windows.
-    pub(crate) fn connect(path: &Path, _opts: &ConnectOptions) -> io::Result<Stream> {
+    fn connect(path: &Path, _opts: &ConnectOptions) -> io::Result<Stream> {
         let fd = connect_nonblocking(path)?;
         set_nonblocking(fd.as_raw_fd(), false)?;
         Ok(Stream { fd })
     }
 
-    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             match unsafe {
@@ -105,12 +122,12 @@ impl Stream {
     }
 
     /// Raw mode's receive: sockets have no message boundaries, so this is `read_append`.
-    pub(crate) fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+    fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
         self.read_append(buf, chunk)
     }
 
     /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).
-    pub(crate) fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         buf.reserve(max);
         let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
         let n = loop {
@@ -134,12 +151,12 @@ impl Stream {
 
     /// Reads what is there right now (`WouldBlock` when nothing is), whatever the socket's
     /// blocking mode.
-    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         recv_now(self.fd.as_raw_fd(), buf)
     }
 
     /// `read_now`, appending at most `max` bytes to `buf`.
-    pub(crate) fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         buf.reserve(max);
         let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
         let n = loop {
@@ -162,13 +179,13 @@ impl Stream {
         Ok(n)
     }
 
-    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
         self.write2(buf, &[])
     }
 
     /// Writes `a` then `b` with one `sendmsg(2)`; returns how many bytes went out in total.
     /// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a `SIGPIPE`.
-    pub(crate) fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
         let mut iov = [
             libc::iovec {
                 iov_base: a.as_ptr() as *mut libc::c_void,
@@ -194,30 +211,15 @@ impl Stream {
         }
     }
 
-    fn set_timeout(&self, opt: libc::c_int, d: Option<Duration>) -> io::Result<()> {
-        let tv = timeval(d);
-        // SAFETY: `tv` is a valid timeval and its exact size is passed.
-        unsafe {
-            syscall!(setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t
-            ))?
-        };
-        Ok(())
-    }
-
-    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         self.set_timeout(libc::SO_RCVTIMEO, d)
     }
 
-    pub(crate) fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         self.set_timeout(libc::SO_SNDTIMEO, d)
     }
 
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         shutdown(self.fd.as_raw_fd(), libc::SHUT_WR)
     }
 }

@@ -137,11 +137,11 @@ impl Stream {
         r
     }
 
-    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_ready(cx, READ)
     }
 
-    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_ready(cx, WRITE)
     }
 
@@ -153,21 +153,21 @@ impl Stream {
         }
     }
 
-    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self.pipe().as_ref() {
             None => Ok(0),
             Some(pipe) => Self::read_result(on_pipe!(pipe, p => p.try_read(buf))),
         }
     }
 
-    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self.pipe().as_ref() {
             None => Ok(0),
             Some(pipe) => Self::read_result(on_pipe!(pipe, p => p.try_read_buf(buf))),
         }
     }
 
-    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self.pipe().as_ref() {
             None if self.write_shut.load(Ordering::SeqCst) => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -185,7 +185,7 @@ impl Stream {
     /// (mio keeps its own read in flight, into its own buffer), so on a fresh pipe it may
     /// say `WouldBlock` although the bytes have arrived; the caller then waits for
     /// readiness, which is correct, only slower.
-    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.try_read(buf)
     }
 
@@ -214,7 +214,7 @@ impl Stream {
     /// Pipes have no half-close: closes our end as the blocking backend does (the peer
     /// reads everything we wrote, then end-of-stream; our later reads see end-of-stream and
     /// writes fail with `BrokenPipe`). Writes still in flight are not cancelled.
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         self.write_shut.store(true, Ordering::SeqCst);
         self.close(false);
         Ok(())
@@ -223,12 +223,47 @@ impl Stream {
     /// Waits until the pipe is readable; unlike `poll_read_ready`, any number of tasks may
     /// wait at once (the two halves of a connection may both wait for the reply). A cancel
     /// aborts the pipe's read, which wakes every waiter.
-    pub(crate) async fn readable(&self) -> io::Result<()> {
+    async fn readable(&self) -> io::Result<()> {
         let pipe = match self.pipe().as_ref() {
             None => return Ok(()),
             Some(p) => p.clone(),
         };
         on_pipe!(&pipe, p => p.readable().await)
+    }
+}
+
+/// The contract (`sys/mod.rs`), by the inherent methods above.
+impl crate::sys::AsyncStream for Stream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Stream::poll_read_ready(self, cx)
+    }
+
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        Stream::readable(self)
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Stream::try_read(self, buf)
+    }
+
+    fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        Stream::try_read_buf(self, buf)
+    }
+
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Stream::read_now(self, buf)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Stream::poll_write_ready(self, cx)
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Stream::try_write_vectored(self, bufs)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        Stream::shutdown_write(self)
     }
 }
 
@@ -281,8 +316,8 @@ impl crate::sys::Handshake for Stream {
                 });
             }
         }
-        // SAFETY: the event is valid for as long as `event` lives.
         let mut timed_out = false;
+        // SAFETY: the event is valid for as long as `event` lives.
         if unsafe { WaitForSingleObject(event.raw(), WRITE_NOW_WAIT_MS) } != WAIT_OBJECT_0 {
             timed_out = true;
             // SAFETY: `ov` is the OVERLAPPED of our write on `h`; then wait until it has

@@ -22,10 +22,17 @@ use windows_sys::Win32::Storage::FileSystem::{
     FindClose, FindFirstFileW, FindNextFileW, WIN32_FIND_DATAW,
 };
 
+use std::os::windows::io::{FromRawHandle, OwnedHandle};
+
+use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_PIPE_BUSY};
+use windows_sys::Win32::System::Threading::CreateEventW;
+
 use super::access::{describe_owner, is_own_user};
 use super::stream::Stream;
-use super::wide;
-use crate::sys::{Handshake, Holder, Probe};
+use super::{wide, Event};
+use crate::error::{Error, Result};
+use crate::sys::{Handshake, Holder, Probe, SysStream};
+use crate::Name;
 
 /// Where pipes live.
 const PIPE_ROOT: &str = r"\\.\pipe\";
@@ -83,8 +90,8 @@ pub(crate) fn explicit_endpoint(s: &str) -> Option<Result<PathBuf, String>> {
 /// Asks whether a server answers at `path` (opens the pipe as a client and closes it; the
 /// server drops such a connection silently).
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
-    match Stream::connect(path, &crate::sys::ConnectOptions::default()) {
-        Ok(s) => Ok(Probe::Live(match s.peer() {
+    match <Stream as SysStream>::connect(path, &crate::sys::ConnectOptions::default()) {
+        Ok(s) => Ok(Probe::Live(match Handshake::peer(&s) {
             Ok(peer) => Holder {
                 pid: peer.pid,
                 other_user: (peer.sid.is_some() && !is_own_user(&peer))
@@ -161,6 +168,112 @@ pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
 /// Pipes vanish with their last handle: there are never leftovers to remove.
 pub(crate) fn remove_stale(_name: &str, _path: &Path) -> crate::Result<bool> {
     Ok(false)
+}
+
+/// The error for a name that a live server (pipette's or not) holds.
+fn in_use(name: &Name) -> Error {
+    holder(name.path()).in_use(name.as_str())
+}
+
+/// The first step of binding: takes the claim on `name` and makes sure no server (pipette's
+/// or not) answers there.
+pub(super) fn claim_for_bind(name: &Name) -> Result<Claim> {
+    let path = name.path();
+    // Servers racing for one name serialise on the claim: exactly one gets it.
+    let claim = match Claim::acquire(path)? {
+        Some(c) => c,
+        None => return Err(in_use(name)),
+    };
+    // Not a pipette server's name, but somebody else's pipe? Never take it over.
+    // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
+    match probe(path)? {
+        Probe::Live(holder) => Err(holder.in_use(name.as_str())),
+        Probe::Absent | Probe::Stale => Ok(claim),
+    }
+}
+
+/// What a failure to create the first instance (`FILE_FLAG_FIRST_PIPE_INSTANCE`) of
+/// `name`'s pipe means: somebody else serves it, or another error.
+pub(super) fn first_instance_error(name: &Name, e: io::Error) -> Error {
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(name),
+        _ => Error::io(
+            format!("cannot create the pipe {}", name.path().display()),
+            e,
+        ),
+    }
+}
+
+/// Who serves the pipe at `path`, as far as a probe can tell.
+fn holder(path: &Path) -> Holder {
+    match probe(path) {
+        Ok(Probe::Live(holder)) => holder,
+        _ => Holder::default(),
+    }
+}
+
+/// The claim on a pipe name: a named event `Local\pipette-claim-…` derived from the pipe
+/// path, which the server creates and keeps open for its whole life.
+///
+/// `CreateEventW` on an existing name opens it and reports `ERROR_ALREADY_EXISTS`, atomically,
+/// so of several servers racing for a name exactly one creates it; the others are refused with
+/// `AddrInUse`. The kernel deletes the event with its last handle, however its holder ends, so
+/// a crashed server leaves no claim behind (like `flock` on Unix). This is what makes binding
+/// exclusive under Wine, which ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows it is a
+/// second line of defence. `Local\` is the session's namespace; across sessions
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE` still refuses a second server.
+#[derive(Debug)]
+pub(super) struct Claim(#[allow(dead_code)] Event);
+
+impl Claim {
+    /// `Ok(None)` when another server holds the claim.
+    fn acquire(path: &Path) -> io::Result<Option<Claim>> {
+        let name = wide(claim_name(path).as_ref());
+        // SAFETY: `name` is NUL-terminated; null attributes are allowed. On success we own
+        // the returned handle (new or opened).
+        let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, name.as_ptr()) };
+        // SAFETY: no preconditions; read before any other call can overwrite it.
+        let err = unsafe { GetLastError() };
+        if h.is_null() {
+            return match err {
+                // Another user's claim that we may not open: the name is taken.
+                ERROR_ACCESS_DENIED => Ok(None),
+                _ => Err(super::os_error(err)),
+            };
+        }
+        // SAFETY: `h` is a valid event handle that nothing else owns.
+        let event = Event(unsafe { OwnedHandle::from_raw_handle(h) });
+        if err == ERROR_ALREADY_EXISTS {
+            return Ok(None);
+        }
+        Ok(Some(Claim(event)))
+    }
+}
+
+/// The claim's object name for a pipe path: case-folded (pipe names are case-insensitive),
+/// backslashes (not allowed in object names) replaced, and hashed when long.
+fn claim_name(path: &Path) -> String {
+    let key: String = path
+        .to_string_lossy()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect();
+    if key.len() <= 180 {
+        return format!("Local\\pipette-claim-{key}");
+    }
+    // FNV-1a, 64 bits, twice with different offsets: collisions are not a practical concern.
+    let fnv = |seed: u64| {
+        key.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "Local\\pipette-claim-{}-{:016x}{:016x}",
+        key.chars().take(100).collect::<String>(),
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x8422_2325_cbf2_9ce4)
+    )
 }
 
 #[cfg(test)]

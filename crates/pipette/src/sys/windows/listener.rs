@@ -20,7 +20,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
@@ -30,9 +29,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING,
-    ERROR_MORE_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
-    WAIT_FAILED,
+    GetLastError, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_MORE_DATA, ERROR_PIPE_CONNECTED,
+    HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -43,16 +41,16 @@ use windows_sys::Win32::System::Pipes::{
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_TYPE_MESSAGE, PIPE_UNLIMITED_INSTANCES,
     PIPE_WAIT,
 };
-use windows_sys::Win32::System::Threading::{CreateEventW, WaitForMultipleObjects};
+use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::access::SecurityDescriptor;
-use super::endpoint::probe;
+use super::endpoint::{claim_for_bind, first_instance_error, Claim};
 use super::stream::Stream;
 use super::{wide, Event};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proto::HelloReader;
-use crate::sys::{Cancel, Holder, ListenOptions, Probe};
+use crate::sys::{Cancel, ListenOptions};
 use crate::Name;
 
 /// How many instances wait for a new client at any time.
@@ -162,9 +160,12 @@ struct Instance {
     deadline: Option<Instant>,
 }
 
-// SAFETY: the raw pointer inside `ov` (its event handle) refers to `event`, which the
-// instance owns; the kernel's use of `ov` does not depend on which thread owns the instance,
-// and all access goes through the listener's mutex.
+// SAFETY: `Instance` is not `Send` only because of the raw pointers inside `ov` (its event
+// handle, which refers to `event`, owned by the instance) and the handle values. Handles may
+// be used from any thread, and the kernel's use of `ov` does not depend on which thread owns
+// the instance. An instance is created by `bind` (the first) or by the pump, and is moved to
+// the pump thread before any operation on it is collected; from then on only that thread
+// touches it (it is never shared: there is no lock around instances).
 unsafe impl Send for Instance {}
 
 enum Progress {
@@ -389,8 +390,20 @@ impl Drop for Instance {
     }
 }
 
+impl crate::sys::SysListener for Listener {
+    type Stream = Stream;
+
+    fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+        Listener::bind(name, opts)
+    }
+
+    fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
+        Listener::accept(self, timeout)
+    }
+}
+
 impl Listener {
-    pub(crate) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
+    pub(super) fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         // Plain names are global on Windows (see endpoint.rs), so every access policy works
         // with them: the DACL decides who may connect.
         let path = name.path();
@@ -433,7 +446,7 @@ impl Listener {
         )
     }
 
-    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
+    fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut queue = self.shared.lock();
         loop {
@@ -655,110 +668,4 @@ impl Pump {
         // Dropping the instances cancels their pending operations and waits for them.
         self.instances.clear();
     }
-}
-
-/// The error for a name that a live server (pipette's or not) holds.
-fn in_use(name: &Name) -> Error {
-    holder(name.path()).in_use(name.as_str())
-}
-
-/// The first step of binding: takes the claim on `name` and makes sure no server (pipette's
-/// or not) answers there.
-pub(super) fn claim_for_bind(name: &Name) -> Result<Claim> {
-    let path = name.path();
-    // Servers racing for one name serialise on the claim: exactly one gets it.
-    let claim = match Claim::acquire(path)? {
-        Some(c) => c,
-        None => return Err(in_use(name)),
-    };
-    // Not a pipette server's name, but somebody else's pipe? Never take it over.
-    // (FILE_FLAG_FIRST_PIPE_INSTANCE refuses a live name on Windows, but Wine ignores it.)
-    match probe(path)? {
-        Probe::Live(holder) => Err(holder.in_use(name.as_str())),
-        Probe::Absent | Probe::Stale => Ok(claim),
-    }
-}
-
-/// What a failure to create the first instance (`FILE_FLAG_FIRST_PIPE_INSTANCE`) of
-/// `name`'s pipe means: somebody else serves it, or another error.
-pub(super) fn first_instance_error(name: &Name, e: io::Error) -> Error {
-    match e.raw_os_error().map(|c| c as u32) {
-        Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(name),
-        _ => Error::io(
-            format!("cannot create the pipe {}", name.path().display()),
-            e,
-        ),
-    }
-}
-
-/// Who serves the pipe at `path`, as far as a probe can tell.
-fn holder(path: &Path) -> Holder {
-    match probe(path) {
-        Ok(Probe::Live(holder)) => holder,
-        _ => Holder::default(),
-    }
-}
-
-/// The claim on a pipe name: a named event `Local\pipette-claim-…` derived from the pipe
-/// path, which the server creates and keeps open for its whole life.
-///
-/// `CreateEventW` on an existing name opens it and reports `ERROR_ALREADY_EXISTS`, atomically,
-/// so of several servers racing for a name exactly one creates it; the others are refused with
-/// `AddrInUse`. The kernel deletes the event with its last handle, however its holder ends, so
-/// a crashed server leaves no claim behind (like `flock` on Unix). This is what makes binding
-/// exclusive under Wine, which ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows it is a
-/// second line of defence. `Local\` is the session's namespace; across sessions
-/// `FILE_FLAG_FIRST_PIPE_INSTANCE` still refuses a second server.
-#[derive(Debug)]
-pub(super) struct Claim(#[allow(dead_code)] Event);
-
-impl Claim {
-    /// `Ok(None)` when another server holds the claim.
-    fn acquire(path: &Path) -> io::Result<Option<Claim>> {
-        let name = wide(claim_name(path).as_ref());
-        // SAFETY: `name` is NUL-terminated; null attributes are allowed. On success we own
-        // the returned handle (new or opened).
-        let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, name.as_ptr()) };
-        // SAFETY: no preconditions; read before any other call can overwrite it.
-        let err = unsafe { GetLastError() };
-        if h.is_null() {
-            return match err {
-                // Another user's claim that we may not open: the name is taken.
-                ERROR_ACCESS_DENIED => Ok(None),
-                _ => Err(super::os_error(err)),
-            };
-        }
-        // SAFETY: `h` is a valid event handle that nothing else owns.
-        let event = Event(unsafe { OwnedHandle::from_raw_handle(h) });
-        if err == ERROR_ALREADY_EXISTS {
-            return Ok(None);
-        }
-        Ok(Some(Claim(event)))
-    }
-}
-
-/// The claim's object name for a pipe path: case-folded (pipe names are case-insensitive),
-/// backslashes (not allowed in object names) replaced, and hashed when long.
-fn claim_name(path: &Path) -> String {
-    let key: String = path
-        .to_string_lossy()
-        .to_lowercase()
-        .chars()
-        .map(|c| if c == '\\' { '/' } else { c })
-        .collect();
-    if key.len() <= 180 {
-        return format!("Local\\pipette-claim-{key}");
-    }
-    // FNV-1a, 64 bits, twice with different offsets: collisions are not a practical concern.
-    let fnv = |seed: u64| {
-        key.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    format!(
-        "Local\\pipette-claim-{}-{:016x}{:016x}",
-        key.chars().take(100).collect::<String>(),
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4)
-    )
 }

@@ -8,7 +8,7 @@
 //! together (`WaitForMultipleObjects`), and on a timeout or a cancel it calls `CancelIoEx`
 //! and then **always waits for the operation to finish** (`GetOverlappedResult` with
 //! `bWait = TRUE`) before its `OVERLAPPED` or buffer is freed or reused. That invariant is
-//! what keeps the kernel from writing into freed memory; see `stream::run_overlapped` and
+//! what keeps the kernel from writing into freed memory; see `overlapped::run_overlapped` and
 //! `listener::Instance`.
 
 mod access;
@@ -16,23 +16,57 @@ mod access;
 pub(crate) mod aio;
 mod endpoint;
 mod listener;
+mod overlapped;
 mod stream;
 
-pub(crate) use access::{credentials, describe_server, trust_policy};
-
-/// Whether the operating system enforces the server's access policy before pipette sees a
-/// peer: the pipe's DACL does (see `access.rs`).
-pub(crate) const ACCESS_ENFORCED_BY_OS: bool = true;
-
-/// Who "the system" is in a client's trust policy (see `Trust`).
-pub(crate) const SYSTEM_USERS: &str = "the system (LocalSystem, Administrators)";
-pub(crate) use endpoint::{explicit_endpoint, list_endpoints, plain_endpoint, probe, remove_stale};
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;
 
-/// Whether `shutdown_write` leaves the reading direction open (see `sys/mod.rs`).
-/// Pipes have no half-close: `shutdown_write` closes the whole pipe end.
-pub(crate) const HALF_CLOSE: bool = false;
+/// The Windows backend; see `sys/mod.rs` for the contract.
+pub(crate) struct Platform;
+
+impl crate::sys::Backend for Platform {
+    type Stream = Stream;
+    type Listener = Listener;
+
+    /// Pipes have no half-close: `shutdown_write` closes the whole pipe end.
+    const HALF_CLOSE: bool = false;
+    /// The pipe's DACL refuses everyone the policy does not admit (see `access.rs`).
+    const ACCESS_ENFORCED_BY_OS: bool = true;
+    const SYSTEM_USERS: &'static str = "the system (LocalSystem, Administrators)";
+
+    fn plain_endpoint(name: &str) -> Result<std::path::PathBuf, String> {
+        endpoint::plain_endpoint(name)
+    }
+
+    fn explicit_endpoint(s: &str) -> Option<Result<std::path::PathBuf, String>> {
+        endpoint::explicit_endpoint(s)
+    }
+
+    fn probe(path: &std::path::Path) -> io::Result<crate::sys::Probe> {
+        endpoint::probe(path)
+    }
+
+    fn list_endpoints() -> io::Result<Vec<(String, std::path::PathBuf)>> {
+        endpoint::list_endpoints()
+    }
+
+    fn remove_stale(name: &str, path: &std::path::Path) -> crate::Result<bool> {
+        endpoint::remove_stale(name, path)
+    }
+
+    fn credentials(with_groups: bool) -> crate::proto::Credentials {
+        access::credentials(with_groups)
+    }
+
+    fn trust_policy(trust: &crate::Trust) -> io::Result<crate::proto::TrustPolicy> {
+        access::trust_policy(trust)
+    }
+
+    fn describe_server(server: &crate::PeerIdentity) -> String {
+        access::describe_server(server)
+    }
+}
 
 use std::ffi::OsStr;
 use std::io;

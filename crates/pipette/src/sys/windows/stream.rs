@@ -10,9 +10,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_MORE_DATA,
-    ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, HANDLE,
-    INVALID_HANDLE_VALUE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA, ERROR_PIPE_BUSY,
+    ERROR_PIPE_NOT_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED, FILE_GENERIC_READ, FILE_WRITE_DATA,
@@ -22,11 +21,10 @@ use windows_sys::Win32::System::Pipes::{
     GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, PeekNamedPipe,
     SetNamedPipeHandleState, PIPE_READMODE_MESSAGE,
 };
-use windows_sys::Win32::System::Threading::WaitForMultipleObjects;
-use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
+use super::overlapped::{run_overlapped, Outcome};
 use super::{os_error, timeout_ms, wide, Event};
-use crate::sys::{Cancel, ConnectOptions};
+use crate::sys::{Cancel, ConnectOptions, SysStream};
 use crate::PeerIdentity;
 
 /// What a client asks for when it opens a pipe: read and write data, but not
@@ -120,81 +118,6 @@ impl Drop for InUse<'_> {
     }
 }
 
-/// How an overlapped operation ended. In every case the operation has finished: the kernel
-/// no longer touches its `OVERLAPPED` or buffer.
-enum Outcome {
-    Done(u32),
-    /// A message-mode read filled the buffer with part of a message (`ERROR_MORE_DATA`);
-    /// the rest of that message is still in the pipe.
-    More(u32),
-    Failed(io::Error),
-    TimedOut,
-    Cancelled,
-}
-
-/// Runs one overlapped operation on `handle` to completion, waiting at most `timeout`
-/// (milliseconds, `u32::MAX` for none) and until `cancel` is signalled.
-///
-/// # Safety
-///
-/// `start` must start at most one overlapped operation on `handle` that uses the given
-/// `OVERLAPPED` and returns what the starting function (`ReadFile`, `WriteFile`, …) returned;
-/// any buffer it passes must stay valid until `run_overlapped` returns. This function
-/// upholds the rest: it returns only once the operation has finished.
-unsafe fn run_overlapped(
-    handle: HANDLE,
-    event: &Event,
-    cancel: &Event,
-    timeout: u32,
-    start: impl FnOnce(*mut OVERLAPPED) -> i32,
-) -> Outcome {
-    let mut ov = OVERLAPPED {
-        hEvent: event.raw(),
-        ..Default::default()
-    };
-    event.reset();
-    if start(&mut ov) == 0 {
-        // SAFETY: no preconditions.
-        let err = unsafe { GetLastError() };
-        // ERROR_MORE_DATA: a message-mode read completed with part of a message. Its result
-        // (with the byte count) is collected through `ov` below like any other.
-        if err != ERROR_IO_PENDING && err != ERROR_MORE_DATA {
-            // Nothing was queued: the kernel holds no reference to `ov` or the buffer.
-            return Outcome::Failed(os_error(err));
-        }
-    }
-    let wait_for = [event.raw(), cancel.raw()];
-    // SAFETY: both handles are valid events for the duration of the call.
-    let woke = unsafe { WaitForMultipleObjects(2, wait_for.as_ptr(), 0, timeout) };
-    let interrupted = match woke {
-        WAIT_OBJECT_0 => None,
-        w if w == WAIT_OBJECT_0 + 1 => Some(Outcome::Cancelled),
-        WAIT_TIMEOUT => Some(Outcome::TimedOut),
-        _ => Some(Outcome::Failed(io::Error::last_os_error())),
-    };
-    if interrupted.is_some() {
-        // SAFETY: `ov` is the OVERLAPPED of an operation on `handle`. If it has completed
-        // meanwhile this fails with ERROR_NOT_FOUND, which is fine.
-        unsafe { CancelIoEx(handle, &ov) };
-    }
-    let mut n = 0u32;
-    // SAFETY: `ov` belongs to an operation on `handle`; bWait = TRUE returns only once that
-    // operation has finished (completed, failed or aborted). This is the invariant.
-    let ok = unsafe { GetOverlappedResult(handle, &ov, &mut n, 1) };
-    if ok != 0 {
-        // Completed, even if we tried to cancel it: the bytes moved and must be reported.
-        return Outcome::Done(n);
-    }
-    // SAFETY: no preconditions.
-    let err = unsafe { GetLastError() };
-    match interrupted {
-        _ if err == ERROR_MORE_DATA => Outcome::More(n),
-        Some(_) if err == ERROR_OPERATION_ABORTED && n > 0 => Outcome::Done(n),
-        Some(why) if err == ERROR_OPERATION_ABORTED => why,
-        _ => Outcome::Failed(os_error(err)),
-    }
-}
-
 pub(super) fn is_end_of_pipe(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error().map(|c| c as u32),
@@ -275,7 +198,7 @@ impl Stream {
     /// Errors: `NotFound` (no such pipe), `WouldBlock` (the server is alive but all its
     /// instances are taken), `PermissionDenied` (its security descriptor refuses us), others
     /// (with `message_pipe`, `InvalidInput` when the pipe is byte-type).
-    pub(crate) fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<Stream> {
+    fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<Stream> {
         let handle = Stream::open(path)?;
         if opts.message_pipe {
             let mode = PIPE_READMODE_MESSAGE;
@@ -395,13 +318,13 @@ impl Stream {
         }
     }
 
-    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
         unsafe { self.read_raw(buf.as_mut_ptr(), buf.len()) }
     }
 
     /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).
-    pub(crate) fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         buf.reserve(max);
         let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
         // SAFETY: `spare` is valid for writes of `spare.len()` bytes; ReadFile only writes.
@@ -417,7 +340,7 @@ impl Stream {
     ///
     /// A timeout or error part-way through a message leaves the bytes read so far in `buf`
     /// and the rest in the pipe.
-    pub(crate) fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+    fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
         if !self.message {
             return self.read_append(buf, chunk);
         }
@@ -439,7 +362,7 @@ impl Stream {
         }
     }
 
-    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
         self.write2(buf, &[])
     }
 
@@ -447,7 +370,7 @@ impl Stream {
     /// write, so up to `COALESCE` bytes are copied into one buffer and written with one
     /// `WriteFile`; beyond that only `a` is written here (the caller's send loop writes the
     /// rest right behind it, and the write lock keeps the two contiguous).
-    pub(crate) fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
         if self.write_shut.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -476,12 +399,12 @@ impl Stream {
         res
     }
 
-    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         store_timeout(&self.read_timeout, d);
         Ok(())
     }
 
-    pub(crate) fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         store_timeout(&self.write_timeout, d);
         Ok(())
     }
@@ -492,7 +415,7 @@ impl Stream {
     /// the peer reads every byte we wrote and then end-of-stream, as with Unix's
     /// `shutdown(SHUT_WR)`. Unlike Unix, our reading direction ends too: later reads
     /// return end-of-stream and later writes fail with `BrokenPipe`.
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    fn shutdown_write(&self) -> io::Result<()> {
         self.write_shut.store(true, Ordering::SeqCst);
         self.cancel();
         self.finish();
@@ -537,7 +460,7 @@ impl Stream {
     }
 
     /// Reads what is there right now (`WouldBlock` when nothing is; 0 at the end).
-    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self.available()? {
             None => Ok(0),
             Some(0) => Err(io::ErrorKind::WouldBlock.into()),
@@ -549,7 +472,7 @@ impl Stream {
     }
 
     /// `read_now`, appending at most `max` bytes to `buf`.
-    pub(crate) fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         match self.available()? {
             None => Ok(0),
             Some(0) => Err(io::ErrorKind::WouldBlock.into()),
@@ -637,5 +560,52 @@ impl Cancel for Stream {
         } else {
             tracing::debug!("a cancelled operation is slow to end; it will close the pipe");
         }
+    }
+}
+
+/// The contract (`sys/mod.rs`), by the inherent methods above.
+impl SysStream for Stream {
+    fn connect(path: &Path, opts: &ConnectOptions) -> io::Result<Stream> {
+        Stream::connect(path, opts)
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Stream::read(self, buf)
+    }
+
+    fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        Stream::read_append(self, buf, max)
+    }
+
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Stream::read_now(self, buf)
+    }
+
+    fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        Stream::read_append_now(self, buf, max)
+    }
+
+    fn read_message(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+        Stream::read_message(self, buf, chunk)
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        Stream::write(self, buf)
+    }
+
+    fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        Stream::write2(self, a, b)
+    }
+
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        Stream::set_read_timeout(self, d)
+    }
+
+    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        Stream::set_write_timeout(self, d)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        Stream::shutdown_write(self)
     }
 }
