@@ -776,18 +776,32 @@ fn shutdown_with_a_thousand_connections_ends_every_task() {
         let stop = server.shutdown_handle();
         let mut clients = spawn("idle-clients", &[&name, &n.to_string()]);
         let mut tasks = tokio::task::JoinSet::new();
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for _ in 0..n {
             let mut conn = server
                 .accept_timeout(Duration::from_secs(60))
                 .await
                 .unwrap();
+            let waiting = waiting.clone();
             tasks.spawn(async move {
                 assert_eq!(&conn.recv().await.unwrap()[..], b"hi");
+                waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 conn.recv().await // blocks until shutdown
             });
         }
         assert_eq!(clients.line(), "connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Every task has reached its last recv; let each get parked in it before shutting
+        // down (a task only yields at an await that is pending).
+        while waiting.load(std::sync::atomic::Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            tasks.try_join_next().is_none(),
+            "no task ended before the shutdown"
+        );
         let t = Instant::now();
         stop.shutdown();
         let mut ended = 0;

@@ -149,11 +149,11 @@ impl Target {
             || support::fd_count(pid) <= before,
         );
         let rss = self.server.rss_kib();
-        eprintln!(
+        support::note(format!(
             "{what}: server RSS {} KiB before, {rss} KiB after; {} steady round trips",
             self.rss_kib,
             self.steady.rounds()
-        );
+        ));
         assert!(
             rss < self.rss_kib + 64 * 1024,
             "{what}: server memory grew from {} KiB to {rss} KiB",
@@ -313,10 +313,10 @@ fn announced_but_unsent_payloads_cost_no_memory() {
         .collect();
     t.steady.progress(20, "with 200 stalled 16 MiB messages");
     let rss = t.server.rss_kib();
-    eprintln!(
+    support::note(format!(
         "200 stalled 16 MiB messages: server RSS {} KiB before, {rss} KiB during",
         t.rss_kib
-    );
+    ));
     assert!(
         rss < t.rss_kib + 64 * 1024,
         "server memory grew from {} KiB to {rss} KiB",
@@ -439,7 +439,7 @@ fn thousands_of_connections_opened_and_dropped_at_once() {
     for th in threads {
         all.extend(th.join().unwrap());
     }
-    eprintln!("flood: {} connections open at once", all.len());
+    support::note(format!("flood: {} connections open at once", all.len()));
     t.steady.progress(5, "with thousands of connections open");
     drop(all); // all at once
     t.check_recovered("a flood of connections");

@@ -282,11 +282,11 @@ fn run_load(server: &Watched, name: &str, first: u32, clients: u32, msgs: u32) -
     assert_eq!(ids, (first..first + clients).collect::<BTreeSet<_>>());
     let took = started.elapsed();
     let peak = support::proc_status_kib(server.id(), "VmHWM").unwrap_or(peak_rss);
-    eprintln!(
+    support::note(format!(
         "load: {clients} clients x {msgs} messages = {} messages echoed and checked in {took:.1?}; server peak RSS {} KiB",
         clients as u64 * msgs as u64,
         peak.max(peak_rss)
-    );
+    ));
     peak.max(peak_rss)
 }
 
@@ -398,13 +398,13 @@ fn memory_stays_bounded_when_clients_outpace_the_server() {
     let line = server.line_within(Duration::from_secs(30));
     let read: u64 = line.strip_prefix("read ").unwrap().parse().unwrap();
     let sent = sent.load(Ordering::SeqCst);
-    eprintln!(
+    support::note(format!(
         "backpressure: clients completed {} MiB of sends, the server read {} MiB; server peak RSS {} KiB (bound {} KiB)",
         sent >> 20,
         read >> 20,
         peak,
         BOUND_KIB
-    );
+    ));
     assert!(peak < BOUND_KIB, "server RSS peaked at {peak} KiB");
     // The senders were held back: what they completed is what the server read, plus at most
     // what fits in the socket buffers and one message in flight per connection.
@@ -456,11 +456,11 @@ fn soak() {
         let rss = server.rss_kib();
         let fds = server.fd_count();
         rounds.push((rss, fds));
-        eprintln!(
+        support::note(format!(
             "soak: {:?} in, round {}: server RSS {rss} KiB, {fds} descriptors",
             start.elapsed(),
             rounds.len()
-        );
+        ));
     }
     let (first_rss, first_fds) = rounds[rounds.len().min(2) - 1];
     let (last_rss, last_fds) = *rounds.last().unwrap();
@@ -472,10 +472,10 @@ fn soak() {
         last_rss <= first_rss + 32 * 1024,
         "server memory crept from {first_rss} KiB to {last_rss} KiB"
     );
-    eprintln!(
+    support::note(format!(
         "soak: {} rounds in {:?}, {} connections; server RSS {first_rss} -> {last_rss} KiB",
         rounds.len(),
         start.elapsed(),
         next_id
-    );
+    ));
 }

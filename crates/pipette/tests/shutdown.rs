@@ -88,14 +88,19 @@ fn role_server_silent(args: Vec<String>) {
     }
 }
 
-/// Calls `stop` after a pause from another thread; returns how long `f` blocked.
+/// Runs `f` (a call that blocks) on this thread and calls `stop` from another one once this
+/// thread is really blocked (asleep in the kernel: see `Blockers`); returns how long `f` took
+/// to notice.
 fn blocked_until_shutdown<T>(stop: Shutdown, f: impl FnOnce() -> T) -> (T, Duration) {
+    let blockers = Blockers::new();
+    let b = blockers.clone();
     let trigger = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
+        b.wait_blocked(1);
         let t = Instant::now();
         stop.shutdown();
         t
     });
+    blockers.entering();
     let result = f();
     let returned = Instant::now();
     let triggered = trigger.join().unwrap();
@@ -206,21 +211,29 @@ fn incoming_ends_cleanly_and_connections_end_too() {
     for c in &mut clients {
         c.expect("connected");
     }
+    let blockers = Blockers::new();
+    let b = blockers.clone();
     let worker = std::thread::spawn(move || {
         let mut handlers = Vec::new();
         for conn in server.incoming() {
             let mut conn = conn.unwrap();
-            handlers.push(std::thread::spawn(move || conn.recv()));
+            let b = b.clone();
+            handlers.push(std::thread::spawn(move || {
+                b.entering();
+                conn.recv()
+            }));
             if handlers.len() == 5 {
                 break;
             }
         }
         // Back to accepting; shutdown ends the loop with None rather than an error.
+        b.entering();
         let extra = server.incoming().count();
         let results: Vec<_> = handlers.into_iter().map(|h| h.join().unwrap()).collect();
         (extra, results)
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // Five receivers and the accept loop, all asleep in the kernel.
+    blockers.wait_blocked(6);
     let t = Instant::now();
     stop.shutdown();
     let (extra, results) = worker.join().unwrap();
@@ -311,10 +324,10 @@ fn the_name_is_free_right_after_shutdown_with_blocked_connections() {
             if sending { "send" } else { "recv" },
             again.err()
         );
-        eprintln!(
+        support::note(format!(
             "shutdown with {n:>3} connections blocked in {}: {took:?}",
             if sending { "send" } else { "recv" }
-        );
+        ));
         for t in threads {
             let e = t.join().unwrap();
             assert!(matches!(e, Error::Shutdown), "{e:?}");

@@ -127,10 +127,10 @@ fn async_accept_wakes_on_shutdown_every_time() {
             );
         }
     }
-    eprintln!(
+    support::note(format!(
         "async accept woke on shutdown in {} rounds",
         done.load(Ordering::Relaxed)
-    );
+    ));
 }
 
 async fn async_round(trigger: Trigger, delay: Delay) {

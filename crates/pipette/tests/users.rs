@@ -355,7 +355,7 @@ mod unix {
                         "{access:?}: {who}: {got}"
                     );
                 }
-                eprintln!("{access:?}, {who}: {got}");
+                support::note(format!("{access:?}, {who}: {got}"));
             }
             // Nobody refused ever reached the server's code.
             assert!(
@@ -447,7 +447,10 @@ mod unix {
                 matches!(e, Error::PermissionDenied(_)) && e.to_string().contains(why),
                 "{e:?}"
             );
-            eprintln!("lock file planted as a symlink in {}: {e}", dir.display());
+            support::note(format!(
+                "lock file planted as a symlink in {}: {e}",
+                dir.display()
+            ));
             assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
             assert!(!sock2.exists());
         }
@@ -516,7 +519,7 @@ mod unix {
                 "raw {raw}: {e:?}"
             );
             assert_eq!(e.io_kind(), std::io::ErrorKind::PermissionDenied);
-            eprintln!("{e}");
+            support::note(format!("{e}"));
             assert_eq!(
                 server.line_within(HANG),
                 "received 0",
@@ -576,7 +579,7 @@ mod unix {
             } else {
                 s.connect_as(uid, gid, &theirs, &trust)
             };
-            eprintln!("client {uid}/{gid} trusting {trust}: {got}");
+            support::note(format!("client {uid}/{gid} trusting {trust}: {got}"));
             if trusted {
                 assert_eq!(got, "ok", "client {uid}/{gid}, {trust}");
                 assert_eq!(server.line_within(HANG), format!("admitted {uid} {gid}"));
@@ -632,6 +635,6 @@ mod unix {
             other => panic!("expected AddrInUse naming the other user, got {other:?}"),
         }
         assert!(e.to_string().contains("squatting"), "{e}");
-        eprintln!("{e}");
+        support::note(format!("{e}"));
     }
 }

@@ -26,6 +26,21 @@ pub fn main(tests: &[Test], roles: &[Role]) {
     main_with_ignored(tests, &[], roles);
 }
 
+thread_local! {
+    static NOTES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records a line about what a test saw (an expected error's text, a figure): printed only if
+/// the test fails, so that a passing run prints nothing that looks like a problem; printed at
+/// once with `PIPETTE_TEST_VERBOSE=1` (to collect the figures).
+pub fn note(line: impl Into<String>) {
+    let line = line.into();
+    if std::env::var_os("PIPETTE_TEST_VERBOSE").is_some() {
+        eprintln!("{line}");
+    }
+    NOTES.with(|n| n.borrow_mut().push(line));
+}
+
 /// A name no other test (or test run) uses.
 pub fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -268,7 +283,16 @@ pub fn main_with_ignored(tests: &[Test], ignored: &[Test], roles: &[Role]) {
     let args = Arguments::from_args();
     let trial = |&(name, f): &Test, ignored: bool| {
         Trial::test(name, move || {
-            f();
+            // Notes (see `note`) are printed only when the test fails.
+            NOTES.with(|n| n.borrow_mut().clear());
+            let result = std::panic::catch_unwind(f);
+            if let Err(panic) = result {
+                let notes = NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+                for line in notes {
+                    eprintln!("[{name}] {line}");
+                }
+                std::panic::resume_unwind(panic);
+            }
             Ok(())
         })
         .with_ignored_flag(ignored)
@@ -473,7 +497,7 @@ impl Rng {
                     .unwrap()
                     .as_nanos() as u64
             });
-        eprintln!("{what}: PIPETTE_SEED={seed}");
+        note(format!("{what}: PIPETTE_SEED={seed}"));
         Rng::new(seed)
     }
 
@@ -557,10 +581,6 @@ pub fn role_guarded(args: Vec<String>) {
                     break e;
                 }
             };
-            eprintln!(
-                "guarded server: connection from pid {:?} ended: {e}",
-                conn.peer().and_then(|p| p.pid())
-            );
             tell(&format!("end {} {e}", error_kind(&e)));
         });
     }
