@@ -8,20 +8,32 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use pipette::{Client, Server};
+//! use pipette::{Client, Error, Server};
 //!
 //! # let name = format!("doc-crate-{}", std::process::id());
 //! # let name = name.as_str();
 //! // let name = "my-app";
 //! let server = Server::bind(name)?;
 //! let stop = server.shutdown_handle();
-//! let echo = std::thread::spawn(move || -> pipette::Result<()> {
-//!     for conn in server.incoming() {        // ends once `stop.shutdown()` is called
-//!         let mut conn = conn?;
-//!         let msg = conn.recv()?;
-//!         conn.send(&msg)?;
-//!     }
-//!     Ok(())
+//! let echo = std::thread::spawn(move || loop {
+//!     let mut conn = match server.accept() {
+//!         Ok(conn) => conn,
+//!         Err(Error::Shutdown) => break,     // `stop.shutdown()` was called
+//!         Err(e) => {
+//!             // A passing condition (out of descriptors, say): log it and go on.
+//!             eprintln!("accept: {e}");
+//!             std::thread::sleep(Duration::from_millis(100));
+//!             continue;
+//!         }
+//!     };
+//!     std::thread::spawn(move || {
+//!         // A client that leaves (or misbehaves) ends only its own connection.
+//!         while let Ok(msg) = conn.recv() {
+//!             if conn.send(&msg).is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
 //! });
 //!
 //! let mut client = Client::connect_timeout(name, Duration::from_secs(5))?;
@@ -29,9 +41,19 @@
 //! assert_eq!(client.recv_timeout(Duration::from_secs(5))?, b"hello");
 //!
 //! stop.shutdown();                            // accept returns, the endpoint is removed
-//! echo.join().unwrap()?;
+//! echo.join().unwrap();
 //! # Ok::<(), pipette::Error>(())
 //! ```
+//!
+//! Options are passed the same way in the blocking and the async API:
+//! [`Server::bind_with`] with [`ServerOptions`], [`Client::connect_with`] with
+//! [`ClientOptions`].
+//!
+//! # Layers
+//!
+//! The protocol itself (the handshake, the frames, both sides' admission decisions) is
+//! [`proto`], a state machine without I/O; the blocking API, the async API
+//! (`pipette::tokio`, feature `tokio`) and each platform's listener drive it.
 //!
 //! # Security
 //!
