@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Operation, Result};
 use crate::frame::HEADER_LEN;
-use crate::proto::{Decoded, Decoder, Encoder, LARGE_MESSAGE};
-use crate::shared::{encode_failure, Shared, Sticky, TimeoutCache};
+use crate::proto::{Decoded, LARGE_MESSAGE};
+use crate::shared::{Receiver, Sender, Shared, TimeoutCache};
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
-use crate::sys::{Cancel, SysStream};
+use crate::sys::SysStream;
 use crate::{sys, Name, PeerIdentity, ReuniteError};
 
 /// Size of the receive buffer: a header and a payload just under [`LARGE_MESSAGE`] fit, so a
@@ -67,16 +67,14 @@ impl Connection {
                 buf: vec![0u8; RECV_BUF].into_boxed_slice(),
                 start: 0,
                 end: 0,
-                decoder: Decoder::new(our_limit),
+                rx: Receiver::new(our_limit),
                 timeouts: TimeoutCache::default(),
-                sticky: Sticky::default(),
                 partial: None,
             },
             send: SendHalf {
-                encoder: Encoder::new(shared.raw),
+                tx: Sender::new(shared.raw),
                 shared,
                 timeouts: TimeoutCache::default(),
-                sticky: Sticky::default(),
             },
         }
     }
@@ -283,11 +281,7 @@ impl Connection {
     /// [`Error::InvalidConfig`] in the middle of a message.
     pub fn into_stream(mut self) -> Result<Stream> {
         self.recv.settle_reply(self.recv.timeouts.default)?;
-        if !self.recv.decoder.at_boundary() {
-            return Err(Error::InvalidConfig(
-                "cannot turn a connection into a stream in the middle of a message; receive the rest of it first".into(),
-            ));
-        }
+        self.recv.rx.at_boundary()?;
         let leftover = self.recv.buf[self.recv.start..self.recv.end].to_vec();
         Ok(Stream::new(self.send.shared.clone(), leftover))
     }
@@ -323,9 +317,8 @@ pub struct RecvHalf {
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
-    decoder: Decoder,
+    rx: Receiver,
     timeouts: TimeoutCache,
-    sticky: Sticky,
     /// A large message whose payload was partly received when a timeout expired.
     partial: Option<Vec<u8>>,
 }
@@ -405,7 +398,7 @@ impl RecvHalf {
 
     /// See [`Connection::is_message_buffered`].
     pub fn is_message_buffered(&self) -> bool {
-        self.decoder.ready(&self.buf[self.start..self.end])
+        self.rx.decoder.ready(&self.buf[self.start..self.end])
             || (self.shared.raw && self.start < self.end)
     }
 
@@ -426,7 +419,7 @@ impl RecvHalf {
 
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
-        self.decoder.limit() as usize
+        self.rx.decoder.limit() as usize
     }
 
     /// The connection's shutdown handle. See [`Connection::shutdown_handle`].
@@ -507,7 +500,7 @@ impl RecvHalf {
         if self.shared.reply.limit().is_some() || self.shared.raw {
             return Ok(());
         }
-        self.sticky.check()?;
+        self.rx.sticky.check()?;
         self.apply_timeout(t)?;
         self.read_reply(Wait::Block(t))
     }
@@ -517,10 +510,7 @@ impl RecvHalf {
         let mut reader = shared.reply.lock();
         loop {
             if let Some(result) = shared.reply.settle(&reader) {
-                return match result {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(self.sticky.set(shared.reply_failure(&e))),
-                };
+                return self.rx.reply(&shared, result);
             }
             let taken = reader.feed(self.buffered());
             self.consume(taken);
@@ -550,7 +540,7 @@ impl RecvHalf {
 
     fn recv_with(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.shared.check_shutdown()?;
-        self.sticky.check()?;
+        self.rx.sticky.check()?;
         if let Wait::Block(t) = wait {
             self.apply_timeout(t)?;
         }
@@ -561,14 +551,14 @@ impl RecvHalf {
             self.read_reply(wait)?;
         }
         loop {
-            if let Some((len, received)) = self.decoder.large_in_progress() {
+            if let Some((len, received)) = self.rx.decoder.large_in_progress() {
                 if let Some(p) = self.partial.take() {
                     *out = p;
                 }
                 debug_assert_eq!(out.len(), received);
                 return self.finish_large(out, len, wait);
             }
-            match self.decoder.decode(&self.buf[self.start..self.end]) {
+            match self.rx.decoder.decode(&self.buf[self.start..self.end]) {
                 Decoded::Message { len } => {
                     let s = self.start + HEADER_LEN;
                     out.clear();
@@ -578,7 +568,9 @@ impl RecvHalf {
                 }
                 Decoded::NeedMore { at_most, capacity } => match self.fill(wait, at_most, capacity)
                 {
-                    Ok(0) => return Err(self.end_of_stream()),
+                    Ok(0) => {
+                        return Err(self.rx.end_of_stream(&self.shared, self.end - self.start))
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(self.read_error(e, wait)),
                 },
@@ -589,7 +581,7 @@ impl RecvHalf {
                     let take = len.min(self.end - self.start);
                     out.extend_from_slice(&self.buf[self.start..self.start + take]);
                     self.consume(take);
-                    if self.decoder.payload_received(take) == 0 {
+                    if self.rx.decoder.payload_received(take) == 0 {
                         // All of it was buffered already.
                         return Ok(len);
                     }
@@ -598,7 +590,7 @@ impl RecvHalf {
                     self.consume(consume);
                     return Err(Error::Closed);
                 }
-                Decoded::Failed(f) => return Err(self.fail(&f)),
+                Decoded::Failed(f) => return Err(self.rx.fail(&self.shared, &f)),
             }
         }
     }
@@ -612,9 +604,9 @@ impl RecvHalf {
                 Wait::Now => self.shared.stream.read_append_now(out, missing),
             };
             match res {
-                Ok(0) => return Err(self.end_of_stream()),
+                Ok(0) => return Err(self.rx.end_of_stream(&self.shared, self.end - self.start)),
                 Ok(n) => {
-                    self.decoder.payload_received(n);
+                    self.rx.decoder.payload_received(n);
                 }
                 Err(e) => {
                     let err = self.read_error(e, wait);
@@ -627,26 +619,6 @@ impl RecvHalf {
             }
         }
         Ok(len)
-    }
-
-    /// The stream ended: the peer's orderly close at a message boundary, else a failure.
-    fn end_of_stream(&mut self) -> Error {
-        match self.decoder.end_of_stream(self.end - self.start) {
-            Ok(()) => self.shared.eof(),
-            Err(_) if self.shared.shutdown.is_shutdown() => Error::Shutdown,
-            Err(f) => {
-                let e = self.shared.recv_failure(&f);
-                self.sticky.set(e)
-            }
-        }
-    }
-
-    /// The peer sent something invalid: close the connection and say what it was.
-    fn fail(&mut self, f: &crate::proto::Failure) -> Error {
-        self.shared.stream.cancel();
-        self.shared.stream.finish();
-        let e = self.shared.recv_failure(f);
-        self.sticky.set(e)
     }
 
     fn recv_raw(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
@@ -681,9 +653,8 @@ impl fmt::Debug for RecvHalf {
 /// The sending half of a [`Connection`], from [`Connection::split`].
 pub struct SendHalf {
     shared: Arc<Shared<sys::Stream>>,
-    encoder: Encoder,
+    tx: Sender,
     timeouts: TimeoutCache,
-    sticky: Sticky,
 }
 
 impl SendHalf {
@@ -732,10 +703,7 @@ impl SendHalf {
     /// The largest message the peer accepts, as far as known. See
     /// [`Connection::peer_max_message_size`].
     pub fn peer_max_message_size(&self) -> usize {
-        if self.shared.raw {
-            return usize::MAX;
-        }
-        self.shared.reply.limit_or_minimum() as usize
+        self.shared.peer_max_message_size()
     }
 
     /// The connection's shutdown handle. See [`Connection::shutdown_handle`].
@@ -772,9 +740,9 @@ impl SendHalf {
     /// a framed connection says so in-band with the end-of-stream header and keeps the pipe
     /// open, so that the receiving half goes on working exactly as on Unix.
     fn end(&mut self) -> Result<()> {
-        if !sys::HALF_CLOSE && !self.sticky.is_set() {
+        if !sys::HALF_CLOSE && !self.tx.sticky.is_set() {
             self.shared.check_shutdown()?;
-            if let Ok(Some(out)) = self.encoder.end() {
+            if let Ok(Some(out)) = self.tx.encoder.end() {
                 let t = self.timeouts.default;
                 return match self.write_all(out, &[], t) {
                     // The peer is gone already: there is nobody left to tell.
@@ -793,7 +761,7 @@ impl SendHalf {
     /// A client's server limit, reading the handshake reply here if the receiving half has
     /// not (exactly its bytes: nothing of the messages behind it is taken from the stream).
     fn peer_limit_for(&mut self, len: usize) -> Result<u32> {
-        if !self.encoder.needs_peer_limit(len) {
+        if !self.tx.encoder.needs_peer_limit(len) {
             return Ok(self.shared.reply.limit_or_minimum());
         }
         if let Some(limit) = self.shared.reply.limit() {
@@ -803,7 +771,7 @@ impl SendHalf {
         let mut reader = shared.reply.lock();
         loop {
             if let Some(result) = shared.reply.settle(&reader) {
-                return result.map_err(|e| self.sticky.set(shared.reply_failure(&e)));
+                return self.tx.reply(&shared, result);
             }
             let mut tmp = [0u8; crate::frame::REPLY_LEN];
             let want = reader.missing();
@@ -827,16 +795,13 @@ impl SendHalf {
 
     fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
         self.shared.check_shutdown()?;
-        self.sticky.check()?;
+        self.tx.sticky.check()?;
         let stream = &self.shared.stream;
         self.timeouts
             .apply(t, |t| stream.set_write_timeout(t))
             .map_err(|e| self.shared.error(e, Operation::Send, t))?;
         let limit = self.peer_limit_for(msg.len())?;
-        let out = self
-            .encoder
-            .message(msg.len(), limit)
-            .map_err(encode_failure)?;
+        let out = self.tx.frame(msg.len(), limit)?;
         match self.write_all(out, msg, t) {
             // A server that refused us may already have closed the connection; its reply,
             // which says why, is waiting to be read: report that rather than "closed".
@@ -881,9 +846,10 @@ impl SendHalf {
                 }
                 Err(e) => self.shared.error(e, Operation::Send, t),
             };
-            if out.started() && self.encoder.cut() {
-                let _ = stream.shutdown_write();
-                return Err(self.sticky.set(err));
+            if out.started() {
+                return Err(self.tx.cut(err, || {
+                    let _ = stream.shutdown_write();
+                }));
             }
             return Err(err);
         }
@@ -899,50 +865,8 @@ impl fmt::Debug for SendHalf {
 }
 
 #[cfg(unix)]
-mod fd {
-    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-
-    use super::{Connection, RecvHalf, SendHalf};
-
-    /// The connection's socket, for event loops (see
-    /// [`Connection::is_message_buffered`] for what readiness means). A shutdown never closes
-    /// it (it shuts the socket down instead), so the descriptor stays valid for as long as
-    /// the connection lives. Reading or writing it directly breaks the framing.
-    impl AsFd for Connection {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.send.shared.stream.as_fd()
-        }
-    }
-
-    impl AsRawFd for Connection {
-        fn as_raw_fd(&self) -> RawFd {
-            self.as_fd().as_raw_fd()
-        }
-    }
-
-    /// The connection's socket (shared with the other half); see `AsFd for Connection`.
-    impl AsFd for RecvHalf {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.shared.stream.as_fd()
-        }
-    }
-
-    impl AsRawFd for RecvHalf {
-        fn as_raw_fd(&self) -> RawFd {
-            self.as_fd().as_raw_fd()
-        }
-    }
-
-    /// The connection's socket (shared with the other half); see `AsFd for Connection`.
-    impl AsFd for SendHalf {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.shared.stream.as_fd()
-        }
-    }
-
-    impl AsRawFd for SendHalf {
-        fn as_raw_fd(&self) -> RawFd {
-            self.as_fd().as_raw_fd()
-        }
-    }
+crate::shared::impl_as_fd! {
+    Connection => send.shared.stream;
+    RecvHalf => shared.stream;
+    SendHalf => shared.stream;
 }

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, Operation};
-use crate::proto::{EncodeError, Failure, ReplyError, ReplyReader};
+use crate::proto::{Decoder, EncodeError, Encoder, Failure, Outgoing, ReplyError, ReplyReader};
 use crate::shutdown::{Registration, Shutdown};
+use crate::sys::Cancel;
 use crate::{frame, Name, PeerIdentity};
 
 /// What the send and receive halves of one connection share. `S` is the platform stream
@@ -28,6 +29,16 @@ pub(crate) struct Shared<S> {
 }
 
 impl<S> Shared<S> {
+    /// The largest message the peer accepts, as far as known (a client learns it from the
+    /// server's reply; until then, the protocol minimum); unlimited in raw mode.
+    pub(crate) fn peer_max_message_size(&self) -> usize {
+        if self.raw {
+            usize::MAX
+        } else {
+            self.reply.limit_or_minimum() as usize
+        }
+    }
+
     /// `peer_limit`: the peer's limit when known (a server learns it from the hello; raw
     /// mode has none); `None` for a client, which learns it from the reply.
     pub(crate) fn new(
@@ -117,6 +128,113 @@ impl<S> Shared<S> {
                 "the server at {name:?} closed the connection part-way through its handshake reply; it is not a pipette server (a raw peer needs raw mode)"
             )),
         }
+    }
+}
+
+/// The receiving direction's state, as both drivers keep it: the engine's decoder and the
+/// error that ended the direction, if one did. What to make of the stream's end, of a
+/// failure and of the server's reply is decided here, once.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    pub(crate) decoder: Decoder,
+    pub(crate) sticky: Sticky,
+}
+
+impl Receiver {
+    pub(crate) fn new(limit: u32) -> Receiver {
+        Receiver {
+            decoder: Decoder::new(limit),
+            sticky: Sticky::default(),
+        }
+    }
+
+    /// The stream ended with `buffered` bytes unconsumed: the peer's orderly close at a
+    /// message boundary, else a failure (sticky).
+    pub(crate) fn end_of_stream<S>(&mut self, shared: &Shared<S>, buffered: usize) -> Error {
+        match self.decoder.end_of_stream(buffered) {
+            Ok(()) => shared.eof(),
+            Err(_) if shared.shutdown.is_shutdown() => Error::Shutdown,
+            Err(f) => {
+                let e = shared.recv_failure(&f);
+                self.sticky.set(e)
+            }
+        }
+    }
+
+    /// The peer sent something invalid: close the connection (both directions, at once) and
+    /// say what it was.
+    pub(crate) fn fail<S: Cancel>(&mut self, shared: &Shared<S>, f: &Failure) -> Error {
+        shared.stream.cancel();
+        shared.stream.finish();
+        let e = shared.recv_failure(f);
+        self.sticky.set(e)
+    }
+
+    /// What the server's reply meant, for this direction.
+    pub(crate) fn reply<S>(
+        &mut self,
+        shared: &Shared<S>,
+        outcome: Result<u32, ReplyError>,
+    ) -> Result<(), Error> {
+        outcome
+            .map(|_| ())
+            .map_err(|e| self.sticky.set(shared.reply_failure(&e)))
+    }
+
+    /// `Ok` between messages; turning the connection into a byte stream in the middle of one
+    /// would hand its rest to the caller as if it were data.
+    pub(crate) fn at_boundary(&self) -> Result<(), Error> {
+        if self.decoder.at_boundary() {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(
+                "cannot turn a connection into a stream in the middle of a message; receive the rest of it first".into(),
+            ))
+        }
+    }
+}
+
+/// The sending direction's state, as both drivers keep it: the engine's encoder and the
+/// error that ended the direction, if one did.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    pub(crate) encoder: Encoder,
+    pub(crate) sticky: Sticky,
+}
+
+impl Sender {
+    pub(crate) fn new(raw: bool) -> Sender {
+        Sender {
+            encoder: Encoder::new(raw),
+            sticky: Sticky::default(),
+        }
+    }
+
+    /// Frames a message of `len` bytes for a peer that accepts `limit`.
+    #[inline]
+    pub(crate) fn frame(&self, len: usize, limit: u32) -> Result<Outgoing, Error> {
+        self.sticky.check()?;
+        self.encoder.message(len, limit).map_err(encode_failure)
+    }
+
+    /// A message was cut part-way by `err` (a failed or timed-out write, or a cancel): in
+    /// framed mode the direction is poisoned and `shutdown_write` ends it, so that the peer
+    /// sees a truncated message, never a corrupted stream. Returns `err`.
+    pub(crate) fn cut(&mut self, err: Error, shutdown_write: impl FnOnce()) -> Error {
+        if self.encoder.cut() {
+            shutdown_write();
+            return self.sticky.set(err);
+        }
+        err
+    }
+
+    /// What the server's reply meant, for this direction (the send half may read it first).
+    pub(crate) fn reply<S>(
+        &mut self,
+        shared: &Shared<S>,
+        outcome: Result<u32, ReplyError>,
+    ) -> Result<u32, Error> {
+        outcome.map_err(|e| self.sticky.set(shared.reply_failure(&e)))
     }
 }
 
@@ -254,3 +372,27 @@ impl TimeoutCache {
         Ok(())
     }
 }
+
+/// `AsFd` and `AsRawFd` for a connection type and its halves (Unix), reaching the stream
+/// through the given field path. A shutdown never closes the descriptor (it shuts the socket
+/// down instead), so it stays valid for as long as the value lives.
+#[cfg(unix)]
+macro_rules! impl_as_fd {
+    ($($ty:ty => $($field:ident).+;)+) => {
+        $(
+            impl std::os::fd::AsFd for $ty {
+                fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                    std::os::fd::AsFd::as_fd(&*self.$($field).+)
+                }
+            }
+
+            impl std::os::fd::AsRawFd for $ty {
+                fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                    std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(self))
+                }
+            }
+        )+
+    };
+}
+#[cfg(unix)]
+pub(crate) use impl_as_fd;

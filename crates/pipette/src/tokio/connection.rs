@@ -19,10 +19,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::stream::Stream;
 use crate::error::{Error, Operation, Result};
 use crate::frame::{HEADER_LEN, REPLY_LEN};
-use crate::proto::{Decoded, Decoder, Encoder, Failure, Outgoing, LARGE_MESSAGE};
-use crate::shared::{encode_failure, Shared, Sticky};
+use crate::proto::{Decoded, Outgoing, LARGE_MESSAGE};
+use crate::shared::{Receiver, Sender, Shared};
 use crate::shutdown::Shutdown;
-use crate::sys::{aio, AsyncStream, Cancel};
+use crate::sys::{aio, AsyncStream};
 use crate::{Name, PeerIdentity, ReuniteError};
 
 /// How much room a read asks for at least. Small messages arrive whole with one read.
@@ -68,16 +68,14 @@ impl Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
                 buf: BytesMut::new(),
-                decoder: Decoder::new(our_limit),
-                sticky: Sticky::default(),
+                rx: Receiver::new(our_limit),
                 large: None,
                 timeout: None,
                 terminated: false,
             },
             send: SendHalf {
-                encoder: Encoder::new(shared.raw),
+                tx: Sender::new(shared.raw),
                 shared,
-                sticky: Sticky::default(),
                 queue: VecDeque::new(),
                 timeout: None,
             },
@@ -277,7 +275,7 @@ impl Connection {
 
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
-        self.recv.decoder.limit() as usize
+        self.recv.rx.decoder.limit() as usize
     }
 
     /// The largest message the peer accepts, as far as known (see
@@ -318,11 +316,7 @@ impl Connection {
     /// Consumes the connection: dropping the future drops the connection.
     pub async fn into_stream(mut self) -> Result<Stream> {
         poll_fn(|cx| self.recv.poll_reply(cx)).await?;
-        if !self.recv.decoder.at_boundary() {
-            return Err(Error::InvalidConfig(
-                "cannot turn a connection into a stream in the middle of a message; receive the rest of it first".into(),
-            ));
-        }
+        self.recv.rx.at_boundary()?;
         self.send.flush().await?;
         Ok(Stream::new(self.recv.shared, self.recv.buf))
     }
@@ -356,8 +350,7 @@ impl fmt::Debug for Connection {
 pub struct RecvHalf {
     shared: Arc<AsyncShared>,
     buf: BytesMut,
-    decoder: Decoder,
-    sticky: Sticky,
+    rx: Receiver,
     /// The payload of a large message being received straight into its own buffer.
     large: Option<BytesMut>,
     timeout: Option<Duration>,
@@ -488,7 +481,7 @@ impl RecvHalf {
 
     /// See [`Connection::is_message_buffered`].
     pub fn is_message_buffered(&self) -> bool {
-        self.decoder.ready(&self.buf) || (self.shared.raw && !self.buf.is_empty())
+        self.rx.decoder.ready(&self.buf) || (self.shared.raw && !self.buf.is_empty())
     }
 
     /// Sets the read timeout. See [`Connection::set_read_timeout`].
@@ -503,7 +496,7 @@ impl RecvHalf {
 
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
-        self.decoder.limit() as usize
+        self.rx.decoder.limit() as usize
     }
 
     /// Puts the two halves of one connection back together.
@@ -529,16 +522,13 @@ impl RecvHalf {
         if self.shared.reply.limit().is_some() || self.shared.raw {
             return Poll::Ready(Ok(()));
         }
-        self.sticky.check()?;
+        self.rx.sticky.check()?;
         let shared = self.shared.clone();
         loop {
             {
                 let mut reader = shared.reply.lock();
                 if let Some(result) = shared.reply.settle(&reader) {
-                    return Poll::Ready(match result {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(self.sticky.set(shared.reply_failure(&e))),
-                    });
+                    return Poll::Ready(self.rx.reply(&shared, result));
                 }
                 let n = reader.feed(&self.buf);
                 self.buf.advance(n);
@@ -577,7 +567,7 @@ impl RecvHalf {
     /// The one receive path, behind `recv`, `try_recv` and the `Stream` impls.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
         self.shared.check_shutdown()?;
-        self.sticky.check()?;
+        self.rx.sticky.check()?;
         if self.shared.raw {
             return self.poll_raw(cx);
         }
@@ -585,6 +575,7 @@ impl RecvHalf {
         loop {
             if let Some(payload) = &mut self.large {
                 let missing = self
+                    .rx
                     .decoder
                     .large_in_progress()
                     .map_or(0, |(len, received)| len - received);
@@ -594,9 +585,13 @@ impl RecvHalf {
                         cx,
                         &mut payload.limit(missing)
                     )) {
-                        Ok(0) => return Poll::Ready(Err(self.end_of_stream())),
+                        Ok(0) => {
+                            return Poll::Ready(Err(self
+                                .rx
+                                .end_of_stream(&self.shared, self.buf.len())))
+                        }
                         Ok(n) => {
-                            self.decoder.payload_received(n);
+                            self.rx.decoder.payload_received(n);
                         }
                         Err(e) => {
                             return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None)))
@@ -607,7 +602,7 @@ impl RecvHalf {
                 let msg = self.large.take().unwrap_or_default().freeze();
                 return Poll::Ready(Ok(msg));
             }
-            match self.decoder.decode(&self.buf) {
+            match self.rx.decoder.decode(&self.buf) {
                 Decoded::Message { len } => {
                     self.buf.advance(HEADER_LEN);
                     return Poll::Ready(Ok(self.buf.split_to(len).freeze()));
@@ -623,7 +618,11 @@ impl RecvHalf {
                         None => poll_read_into(&self.shared, cx, &mut self.buf),
                     };
                     match ready!(read) {
-                        Ok(0) => return Poll::Ready(Err(self.end_of_stream())),
+                        Ok(0) => {
+                            return Poll::Ready(Err(self
+                                .rx
+                                .end_of_stream(&self.shared, self.buf.len())))
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None)))
@@ -636,14 +635,14 @@ impl RecvHalf {
                     let mut payload = payload_buffer(len);
                     let take = len.min(self.buf.len());
                     payload.extend_from_slice(&self.buf.split_to(take));
-                    self.decoder.payload_received(take);
+                    self.rx.decoder.payload_received(take);
                     self.large = Some(payload);
                 }
                 Decoded::End { consume } => {
                     self.buf.advance(consume);
                     return Poll::Ready(Err(Error::Closed));
                 }
-                Decoded::Failed(f) => return Poll::Ready(Err(self.fail(&f))),
+                Decoded::Failed(f) => return Poll::Ready(Err(self.rx.fail(&self.shared, &f))),
             }
         }
     }
@@ -659,27 +658,6 @@ impl RecvHalf {
         }
         Poll::Ready(Ok(self.buf.split().freeze()))
     }
-
-    /// The stream ended: the peer's orderly close at a message boundary, else a failure.
-    fn end_of_stream(&mut self) -> Error {
-        let buffered = self.buf.len();
-        match self.decoder.end_of_stream(buffered) {
-            Ok(()) => self.shared.eof(),
-            Err(_) if self.shared.shutdown.is_shutdown() => Error::Shutdown,
-            Err(f) => {
-                let e = self.shared.recv_failure(&f);
-                self.sticky.set(e)
-            }
-        }
-    }
-
-    /// The peer sent something invalid: close the connection and say what it was.
-    fn fail(&mut self, f: &Failure) -> Error {
-        self.shared.stream.cancel();
-        self.shared.stream.finish();
-        let e = self.shared.recv_failure(f);
-        self.sticky.set(e)
-    }
 }
 
 impl fmt::Debug for RecvHalf {
@@ -694,8 +672,7 @@ impl fmt::Debug for RecvHalf {
 /// The sending half of an async [`Connection`].
 pub struct SendHalf {
     shared: Arc<AsyncShared>,
-    encoder: Encoder,
-    sticky: Sticky,
+    tx: Sender,
     /// Messages fed and not yet flushed.
     queue: VecDeque<(Outgoing, Bytes)>,
     timeout: Option<Duration>,
@@ -755,11 +732,9 @@ impl SendHalf {
     /// As [`Connection::feed`].
     pub fn feed(&mut self, msg: Bytes) -> Result<()> {
         self.shared.check_shutdown()?;
-        self.sticky.check()?;
         let out = self
-            .encoder
-            .message(msg.len(), self.shared.reply.limit_or_minimum())
-            .map_err(encode_failure)?;
+            .tx
+            .frame(msg.len(), self.shared.reply.limit_or_minimum())?;
         self.queue.push_back((out, msg));
         Ok(())
     }
@@ -800,10 +775,7 @@ impl SendHalf {
 
     /// The largest message the peer accepts, as far as known.
     pub fn peer_max_message_size(&self) -> usize {
-        if self.shared.raw {
-            return usize::MAX;
-        }
-        self.shared.reply.limit_or_minimum() as usize
+        self.shared.peer_max_message_size()
     }
 
     /// Puts the two halves of one connection back together. See [`RecvHalf::reunite`].
@@ -821,13 +793,10 @@ impl SendHalf {
 
     async fn send_inner(&mut self, msg: &[u8]) -> Result<()> {
         self.shared.check_shutdown()?;
-        self.sticky.check()?;
+        self.tx.sticky.check()?;
         poll_fn(|cx| self.poll_flush(cx)).await?;
         let limit = self.peer_limit_for(msg.len()).await?;
-        let out = self
-            .encoder
-            .message(msg.len(), limit)
-            .map_err(encode_failure)?;
+        let out = self.tx.frame(msg.len(), limit)?;
         match self.write_all(out, msg).await {
             // A server that refused us may already have closed the connection; its reply,
             // which says why, is waiting to be read: report that rather than "closed".
@@ -845,7 +814,7 @@ impl SendHalf {
     /// not (exactly its bytes, under the slot's lock: nothing of the messages behind it is
     /// taken from the stream).
     async fn peer_limit_for(&mut self, len: usize) -> Result<u32> {
-        if !self.encoder.needs_peer_limit(len) {
+        if !self.tx.encoder.needs_peer_limit(len) {
             return Ok(self.shared.reply.limit_or_minimum());
         }
         let shared = self.shared.clone();
@@ -856,7 +825,7 @@ impl SendHalf {
             {
                 let mut reader = shared.reply.lock();
                 if let Some(result) = shared.reply.settle(&reader) {
-                    return result.map_err(|e| self.sticky.set(shared.reply_failure(&e)));
+                    return self.tx.reply(&shared, result);
                 }
                 let mut tmp = [0u8; REPLY_LEN];
                 let want = reader.missing();
@@ -901,11 +870,16 @@ impl SendHalf {
         }
         impl Drop for Guard<'_> {
             fn drop(&mut self) {
-                if self.out.started() && !self.out.is_done() && self.half.encoder.cut() {
-                    let _ = self.half.shared.stream.shutdown_write();
-                    self.half.sticky.set(Error::protocol(
-                        "an earlier send was cancelled or failed part-way through a message",
-                    ));
+                if self.out.started() && !self.out.is_done() {
+                    let stream = &self.half.shared.stream;
+                    self.half.tx.cut(
+                        Error::protocol(
+                            "an earlier send was cancelled or failed part-way through a message",
+                        ),
+                        || {
+                            let _ = stream.shutdown_write();
+                        },
+                    );
                 }
             }
         }
@@ -935,7 +909,7 @@ impl SendHalf {
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         while let Some((out, payload)) = self.queue.front_mut() {
             self.shared.check_shutdown()?;
-            self.sticky.check()?;
+            self.tx.sticky.check()?;
             if let Err(e) = ready!(self.shared.stream.poll_write_ready(cx)) {
                 return Poll::Ready(Err(self.shared.error(e, Operation::Send, None)));
             }
@@ -952,9 +926,11 @@ impl SendHalf {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     let err = self.shared.error(e, Operation::Send, None);
-                    if out.started() && self.encoder.cut() {
-                        let _ = self.shared.stream.shutdown_write();
-                        return Poll::Ready(Err(self.sticky.set(err)));
+                    if out.started() {
+                        let stream = &self.shared.stream;
+                        return Poll::Ready(Err(self.tx.cut(err, || {
+                            let _ = stream.shutdown_write();
+                        })));
                     }
                     return Poll::Ready(Err(err));
                 }
@@ -967,8 +943,8 @@ impl SendHalf {
     /// half-close (Windows pipes), a framed connection says so in-band with the end-of-stream
     /// header and keeps the pipe open, so that the receiving half goes on working as on Unix.
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if !crate::sys::HALF_CLOSE && !self.sticky.is_set() {
-            if let Ok(Some(end)) = self.encoder.end() {
+        if !crate::sys::HALF_CLOSE && !self.tx.sticky.is_set() {
+            if let Ok(Some(end)) = self.tx.encoder.end() {
                 self.queue.push_back((end, Bytes::new()));
             }
             return match ready!(self.poll_flush(cx)) {
@@ -1087,49 +1063,8 @@ impl futures_sink::Sink<Bytes> for Connection {
 }
 
 #[cfg(unix)]
-mod fd {
-    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-
-    use super::{Connection, RecvHalf, SendHalf};
-
-    /// The connection's socket, for inspection (a shutdown never closes it). Its readiness
-    /// belongs to tokio's reactor; see
-    /// [`pipette::Connection::is_message_buffered`](crate::Connection::is_message_buffered).
-    impl AsFd for Connection {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.send.shared.stream.as_fd()
-        }
-    }
-
-    impl AsRawFd for Connection {
-        fn as_raw_fd(&self) -> RawFd {
-            self.as_fd().as_raw_fd()
-        }
-    }
-
-    /// See `AsFd for Connection`.
-    impl AsFd for RecvHalf {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.shared.stream.as_fd()
-        }
-    }
-
-    impl AsRawFd for RecvHalf {
-        fn as_raw_fd(&self) -> RawFd {
-            self.as_fd().as_raw_fd()
-        }
-    }
-
-    /// See `AsFd for Connection`.
-    impl AsFd for SendHalf {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.shared.stream.as_fd()
-        }
-    }
-
-    impl AsRawFd for SendHalf {
-        fn as_raw_fd(&self) -> RawFd {
-            self.as_fd().as_raw_fd()
-        }
-    }
+crate::shared::impl_as_fd! {
+    Connection => send.shared.stream;
+    RecvHalf => shared.stream;
+    SendHalf => shared.stream;
 }
