@@ -102,7 +102,8 @@ impl fmt::Display for Name {
     }
 }
 
-/// Anything that names an endpoint: `&str`, `String`, or an already validated [`Name`].
+/// Anything that names an endpoint: `&str`, `String`, a path (`&Path`, `PathBuf`: an
+/// explicit endpoint), or an already validated [`Name`].
 ///
 /// This is what [`Server::bind`](crate::Server::bind) and
 /// [`Client::connect`](crate::Client::connect) take, like `std`'s `ToSocketAddrs`.
@@ -138,6 +139,33 @@ impl IntoName for String {
 impl IntoName for &String {
     fn into_name(self) -> Result<Name> {
         Name::new(self)
+    }
+}
+
+/// A path names an explicit endpoint (on Unix an absolute socket path; on Windows a
+/// `\\.\pipe\…` path). A path that is not valid Unicode is refused with
+/// [`Error::InvalidName`].
+impl IntoName for &Path {
+    fn into_name(self) -> Result<Name> {
+        match self.to_str() {
+            Some(s) => Name::new(s),
+            None => Err(Error::InvalidName {
+                name: self.display().to_string(),
+                reason: "the path is not valid Unicode; use a path that is".to_owned(),
+            }),
+        }
+    }
+}
+
+impl IntoName for PathBuf {
+    fn into_name(self) -> Result<Name> {
+        self.as_path().into_name()
+    }
+}
+
+impl IntoName for &PathBuf {
+    fn into_name(self) -> Result<Name> {
+        self.as_path().into_name()
     }
 }
 
@@ -230,6 +258,19 @@ mod tests {
         for ok in ["console", "com", "COM10", "nul-x", "auxiliary", "a.con"] {
             Name::new(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_name_explicit_endpoints() {
+        let p = std::path::Path::new("/tmp/x/app.sock");
+        let n = p.into_name().unwrap();
+        assert!(!n.is_plain());
+        assert_eq!(n.path(), p);
+        assert_eq!(p.to_path_buf().into_name().unwrap(), n);
+        use std::os::unix::ffi::OsStrExt;
+        let bad = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/\xff.sock"));
+        assert!(matches!(bad.into_name(), Err(Error::InvalidName { .. })));
     }
 
     #[cfg(unix)]

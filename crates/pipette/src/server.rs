@@ -117,6 +117,24 @@ impl Server {
         self.accept_inner(Some(timeout))
     }
 
+    /// Accepts a connection if one is ready now: `Ok(None)` when none is (connections whose
+    /// hello is still on its way stay with the server). For event loops, with the server's
+    /// readiness source (`AsFd` on Unix, `AsRawHandle` on Windows): it becomes ready when a
+    /// connection may be ready to accept (a new one arrived, or one waiting for its hello sent
+    /// more); then call `try_accept` until it returns `Ok(None)`. Readiness can be spurious (a
+    /// peer that sent garbage is turned away instead), never missed.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Server::accept).
+    pub fn try_accept(&self) -> Result<Option<Connection>> {
+        match self.accept_inner(Some(Duration::ZERO)) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(Error::TimedOut { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// An iterator over [`accept`](Server::accept)ed connections that ends (returns `None`)
     /// when the server is shut down. Other errors are yielded, and the iterator goes on.
     pub fn incoming(&self) -> Incoming<'_> {
@@ -199,5 +217,33 @@ impl Iterator for Incoming<'_> {
             Err(Error::Shutdown) => None,
             other => Some(other),
         }
+    }
+}
+
+/// The server's readiness source for event loops (see [`Server::try_accept`]): an `epoll(7)`
+/// descriptor watching the listening socket and the connections waiting for their hello. It
+/// is owned by the server and stays valid for as long as the server lives (a shutdown never
+/// closes it; it makes it readable, and `try_accept` then reports [`Error::Shutdown`]).
+#[cfg(unix)]
+impl std::os::fd::AsFd for Server {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.listener.ready_fd()
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Server {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(self))
+    }
+}
+
+/// The server's readiness source for event loops (see [`Server::try_accept`]): a
+/// manual-reset event that is signalled while a connection is ready to accept (or the server
+/// was shut down). Owned by the server and valid for as long as it lives.
+#[cfg(windows)]
+impl std::os::windows::io::AsRawHandle for Server {
+    fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
+        self.listener.ready_event()
     }
 }

@@ -29,6 +29,11 @@ fn main() {
                 "every_size_around_the_buffer_edges_crosses_whole",
                 every_size_around_the_buffer_edges_crosses_whole,
             ),
+            #[cfg(unix)]
+            (
+                "an_event_loop_drives_a_server_and_its_connections",
+                an_event_loop_drives_a_server_and_its_connections,
+            ),
             (
                 "sizes_up_to_the_limit_and_one_past",
                 sizes_up_to_the_limit_and_one_past,
@@ -555,4 +560,74 @@ fn every_size_around_the_buffer_edges_crosses_whole() {
         assert!(got == pattern(i as u64, len), "message {i} of {len} bytes");
     }
     sender.join().unwrap();
+}
+
+/// Whether `fd` becomes readable within `ms` milliseconds (`poll(2)`, as an event loop would).
+#[cfg(unix)]
+fn readable(fd: &impl std::os::fd::AsFd, ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    assert!(n >= 0, "poll failed");
+    n == 1
+}
+
+/// The event-loop integration: a server's descriptor is readable when a connection may be
+/// ready (including one whose hello arrives late), `try_accept` never waits, and a
+/// connection's buffered messages are visible while its descriptor is not readable.
+#[cfg(unix)]
+fn an_event_loop_drives_a_server_and_its_connections() {
+    use std::io::Write;
+    let name = unique("evloop");
+    let server = Server::bind(name.as_str()).unwrap();
+    assert!(server.try_accept().unwrap().is_none());
+    assert!(!readable(&server, 50), "nothing there yet");
+    // A client whose hello comes in two parts, by hand over a raw socket.
+    let mut c = std::os::unix::net::UnixStream::connect(server.name().path()).unwrap();
+    let hello = pipette::frame::Hello {
+        version: 1,
+        max_message_size: 4096,
+    }
+    .encode();
+    c.write_all(&hello[..5]).unwrap();
+    assert!(readable(&server, 5000), "a new connection");
+    assert!(
+        server.try_accept().unwrap().is_none(),
+        "its hello is not all there"
+    );
+    assert!(!readable(&server, 50), "nothing new since");
+    // The rest of the hello and three messages in one write.
+    let mut rest = hello[5..].to_vec();
+    for m in [&b"one"[..], b"two", b"three"] {
+        rest.extend_from_slice(&pipette::frame::Header::new(m.len() as u32).encode());
+        rest.extend_from_slice(m);
+    }
+    c.write_all(&rest).unwrap();
+    assert!(readable(&server, 5000), "the hello completed");
+    let mut conn = server.try_accept().unwrap().expect("ready now");
+    assert!(server.try_accept().unwrap().is_none());
+    // One read takes all three messages; the other two wait in the connection's buffer.
+    assert!(readable(&conn, 5000));
+    assert_eq!(conn.try_recv().unwrap().unwrap(), b"one");
+    assert!(conn.is_message_buffered());
+    assert!(
+        !readable(&conn, 0),
+        "the descriptor says nothing about what is buffered"
+    );
+    assert_eq!(conn.try_recv().unwrap().unwrap(), b"two");
+    assert_eq!(conn.try_recv().unwrap().unwrap(), b"three");
+    assert!(!conn.is_message_buffered());
+    assert!(
+        conn.try_recv().unwrap().is_none(),
+        "nothing more, and no waiting"
+    );
+    // A shutdown makes the server's descriptor readable, and try_accept says why.
+    server.shutdown_handle().shutdown();
+    assert!(readable(&server, 5000));
+    assert!(matches!(server.try_accept(), Err(Error::Shutdown)));
 }

@@ -1093,3 +1093,28 @@ fn the_client_reads_the_servers_owner_and_group() {
     assert_eq!(client.peer().unwrap().sid(), Some(user.as_str()));
     drop(server);
 }
+
+/// The server's readiness event (for event loops) is signalled while a connection is ready to
+/// accept, and reset once it has been taken; `try_accept` never waits.
+#[test]
+fn the_servers_readiness_event_follows_ready_connections() {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
+    use windows_sys::Win32::System::Threading::WaitForSingleObject;
+    let name = unique("ready-event");
+    let server = Server::bind(&name).unwrap();
+    let h = server.as_raw_handle();
+    // SAFETY: `h` is the server's event, valid while `server` lives.
+    let signalled = |ms: u32| unsafe { WaitForSingleObject(h, ms) } == WAIT_OBJECT_0;
+    assert!(!signalled(0));
+    assert!(server.try_accept().unwrap().is_none());
+    let mut client = Client::connect(&name).unwrap();
+    client.send(b"hi").unwrap();
+    assert!(signalled(5000), "a connection is ready");
+    let mut conn = server.try_accept().unwrap().expect("ready");
+    assert_eq!(conn.recv().unwrap(), b"hi");
+    assert!(!signalled(0), "reset once taken");
+    server.shutdown_handle().shutdown();
+    assert!(signalled(5000), "signalled by the shutdown");
+    assert!(matches!(server.try_accept(), Err(Error::Shutdown)));
+}

@@ -1,14 +1,15 @@
 //! A listening Unix socket whose `accept` never lets one slow peer delay another.
 //!
 //! Each accepted socket is checked for its hello at once (a read with `MSG_DONTWAIT`; the
-//! socket itself stays blocking, as a `Stream` wants). One whose first `prefix_len` bytes
-//! have not all arrived waits in a small queue; `poll(2)` watches the listener and the queue together. A
+//! socket itself stays blocking, as a `Stream` wants). One whose hello has not all arrived
+//! waits in a small queue; an `epoll(7)` set watches the listener and the queue together,
+//! and is also the server's readiness source for event loops. A
 //! peer that sends nothing is dropped after the handshake timeout, and the queue is bounded,
 //! so a flood of silent connections costs memory for at most `MAX_PENDING` sockets (the rest
 //! wait in the kernel's accept queue).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,10 +28,21 @@ const MAX_PENDING: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct Listener {
     fd: OwnedFd,
+    /// Watches the listener and the connections waiting for their hello (`epoll(7)`); also
+    /// the readiness source event loops poll (`ready_fd`).
+    ep: OwnedFd,
     claim: Mutex<Claim>,
-    queue: Mutex<Vec<Pending>>,
+    queue: Mutex<Queue>,
     opts: ListenOptions,
     cancelled: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Queue {
+    /// Connections waiting for their hello, each watched by the epoll set.
+    pending: Vec<Pending>,
+    /// Whether the epoll set watches the listener (not while `pending` is full).
+    listener_watched: bool,
 }
 
 #[derive(Debug)]
@@ -87,13 +99,27 @@ impl crate::sys::SysListener for Listener {
 
     fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         let (fd, claim) = claim_and_bind(name, opts)?;
-        Ok(Listener {
+        // SAFETY: epoll_create1 has no memory preconditions; on success we own the result.
+        let ep = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }?;
+        // SAFETY: `ep` is a fresh descriptor that nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let listener = Listener {
             fd,
+            ep,
             claim: Mutex::new(claim),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue {
+                pending: Vec::new(),
+                listener_watched: true,
+            }),
             opts: opts.clone(),
             cancelled: AtomicBool::new(false),
-        })
+        };
+        listener.epoll_ctl(
+            libc::EPOLL_CTL_ADD,
+            listener.fd.as_raw_fd(),
+            libc::EPOLLIN as u32,
+        )?;
+        Ok(listener)
     }
 
     /// The next connection whose hello has arrived (or whose first bytes cannot be one),
@@ -101,7 +127,7 @@ impl crate::sys::SysListener for Listener {
     fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pollfds: Vec<libc::pollfd> = Vec::new();
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
         loop {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(Self::aborted());
@@ -111,30 +137,50 @@ impl crate::sys::SysListener for Listener {
             // as soon as it is accepted: a client whose hello came with its connect (the
             // usual case) costs one accept and one read, not a scan of the whole backlog.
             let mut i = 0;
-            while i < queue.len() {
-                match queue[i].progress(now) {
+            while i < queue.pending.len() {
+                match queue.pending[i].progress(now) {
                     Progress::Ready => {
-                        let p = queue.swap_remove(i);
+                        let p = queue.pending.swap_remove(i);
+                        self.unwatch(&p);
                         return Ok((p.stream, p.hello));
                     }
                     Progress::Gone => {
-                        queue.swap_remove(i);
+                        let p = queue.pending.swap_remove(i);
+                        self.unwatch(&p);
                     }
                     Progress::Waiting => i += 1,
                 }
             }
-            while queue.len() < MAX_PENDING {
+            while queue.pending.len() < MAX_PENDING {
                 let Some(mut p) = self.accept_one(now)? else {
                     break;
                 };
                 match p.progress(now) {
                     Progress::Ready => return Ok((p.stream, p.hello)),
                     Progress::Gone => {}
-                    Progress::Waiting => queue.push(p),
+                    Progress::Waiting => {
+                        self.watch(&p)?;
+                        queue.pending.push(p);
+                    }
                 }
             }
+            // A full queue stops watching the listener (the kernel's backlog holds the
+            // rest) until a place frees up, so that a flood cannot make this loop spin.
+            let want_listener = queue.pending.len() < MAX_PENDING;
+            if want_listener != queue.listener_watched {
+                self.epoll_ctl(
+                    libc::EPOLL_CTL_MOD,
+                    self.fd.as_raw_fd(),
+                    if want_listener {
+                        libc::EPOLLIN as u32
+                    } else {
+                        0
+                    },
+                )?;
+                queue.listener_watched = want_listener;
+            }
 
-            let mut wait = queue.iter().map(|p| p.deadline).min();
+            let mut wait = queue.pending.iter().map(|p| p.deadline).min();
             if let Some(d) = deadline {
                 if now >= d {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
@@ -149,25 +195,13 @@ impl crate::sys::SysListener for Listener {
                     (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int
                 }
             };
-
-            pollfds.clear();
-            if queue.len() < MAX_PENDING {
-                pollfds.push(libc::pollfd {
-                    fd: self.fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-            pollfds.extend(queue.iter().map(|p| libc::pollfd {
-                fd: p.stream.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
-            // SAFETY: `pollfds` is a valid array of `len` pollfd structures.
+            // SAFETY: `events` is a valid array of `len` epoll_event structures, which
+            // epoll_wait only writes.
             match unsafe {
-                syscall!(poll(
-                    pollfds.as_mut_ptr(),
-                    pollfds.len() as libc::nfds_t,
+                syscall!(epoll_wait(
+                    self.ep.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as libc::c_int,
                     timeout_ms
                 ))
             } {
@@ -180,6 +214,37 @@ impl crate::sys::SysListener for Listener {
 }
 
 impl Listener {
+    /// The readiness source for event loops: an epoll descriptor that is readable when the
+    /// listener has a connection queued or a connection waiting for its hello has sent more.
+    /// Owned by the listener: a cancel never closes it.
+    pub(crate) fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.ep.as_fd()
+    }
+
+    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: fd as u64,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the call; both descriptors are open.
+        unsafe { syscall!(epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev))? };
+        Ok(())
+    }
+
+    /// Watches a connection waiting for its hello.
+    fn watch(&self, p: &Pending) -> io::Result<()> {
+        self.epoll_ctl(
+            libc::EPOLL_CTL_ADD,
+            p.stream.as_fd().as_raw_fd(),
+            libc::EPOLLIN as u32,
+        )
+    }
+
+    /// Stops watching a connection that leaves the queue (handed over or dropped).
+    fn unwatch(&self, p: &Pending) {
+        let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, p.stream.as_fd().as_raw_fd(), 0);
+    }
+
     fn aborted() -> io::Error {
         io::Error::new(
             io::ErrorKind::ConnectionAborted,

@@ -90,6 +90,9 @@ struct Shared {
     cancel: Event,
     /// Set by `accept` after taking a connection: the pump may refill.
     wake: Event,
+    /// Signalled while a connection is ready (or the listener is shut down): the server's
+    /// readiness source for event loops.
+    ready_event: Event,
     cancelled: AtomicBool,
     queue: Mutex<Queue>,
     ready: Condvar,
@@ -99,6 +102,7 @@ impl Shared {
     /// Wakes whoever waits for a connection: blocking `accept`s and an async one. Called
     /// with the queue locked, so that nobody about to wait can miss it.
     fn notify(&self, queue: &mut Queue, all: bool) {
+        self.ready_event.set();
         if all {
             self.ready.notify_all();
         } else {
@@ -415,6 +419,7 @@ impl Listener {
         let shared = Arc::new(Shared {
             cancel: Event::new()?,
             wake: Event::new()?,
+            ready_event: Event::new()?,
             cancelled: AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -503,12 +508,20 @@ impl Listener {
         }
         if let Some(item) = queue.items.pop_front() {
             self.shared.wake.set();
+            if queue.items.is_empty() && queue.error.is_none() {
+                self.shared.ready_event.reset();
+            }
             return Some(Ok(item));
         }
         if let Some((kind, msg)) = queue.error.take() {
             return Some(Err(io::Error::new(kind, msg)));
         }
         None
+    }
+
+    /// The readiness source for event loops (see `Shared::ready_event`).
+    pub(crate) fn ready_event(&self) -> std::os::windows::io::RawHandle {
+        self.shared.ready_event.raw()
     }
 
     /// Wakes the pump and every blocked `accept` for good (they return `ConnectionAborted`).
