@@ -176,9 +176,14 @@ impl Receiver {
         shared: &Shared<S>,
         outcome: Result<u32, ReplyError>,
     ) -> Result<(), Error> {
-        outcome
-            .map(|_| ())
-            .map_err(|e| self.sticky.set(shared.reply_failure(&e)))
+        outcome.map(|_| ()).map_err(|e| {
+            if shared.shutdown.is_shutdown() {
+                // The handle cut the stream while the reply was awaited: that, not the
+                // server, is why it ended.
+                return Error::Shutdown;
+            }
+            self.sticky.set(shared.reply_failure(&e))
+        })
     }
 
     /// `Ok` between messages; turning the connection into a byte stream in the middle of one
