@@ -3,6 +3,8 @@
 //! Unix ones, so the benchmark is built for Unix only.
 
 #[cfg(unix)]
+mod instructions;
+#[cfg(unix)]
 mod unix;
 
 #[cfg(unix)]

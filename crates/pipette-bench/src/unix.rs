@@ -1216,7 +1216,7 @@ fn profile(t: T, n: usize, size: Option<usize>) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput4m]) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput4m] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1268,6 +1268,18 @@ pub(crate) fn main() {
                         eprintln!("{c}: not a pipette-bench CSV");
                         process::exit(1);
                     }
+                }
+                return;
+            }
+            "--instructions" => {
+                let t = it.next().unwrap_or_else(|| usage());
+                let n = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
+                if let Err(e) = crate::instructions::run(&t, n) {
+                    eprintln!("instructions: {e}");
+                    process::exit(1);
                 }
                 return;
             }

@@ -465,6 +465,7 @@ impl RecvHalf {
 
     /// One read into the buffer, at most `at_most` bytes, after making room for `capacity`
     /// bytes from the start of the unconsumed ones. `Ok(0)` is end of stream.
+    #[inline(always)]
     fn fill(&mut self, wait: Wait, at_most: Option<usize>, capacity: usize) -> io::Result<usize> {
         if self.buf.len() - self.start < capacity {
             self.buf.copy_within(self.start..self.end, 0);
@@ -538,11 +539,14 @@ impl RecvHalf {
         }
     }
 
+    #[inline]
     fn recv_with(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.shared.check_shutdown()?;
         self.rx.sticky.check()?;
         if let Wait::Block(t) = wait {
-            self.apply_timeout(t)?;
+            if self.timeouts.needs(t) {
+                self.apply_timeout(t)?;
+            }
         }
         if self.shared.raw {
             return self.recv_raw(out, wait);
@@ -550,14 +554,13 @@ impl RecvHalf {
         if self.shared.reply.limit().is_none() {
             self.read_reply(wait)?;
         }
+        if let Some(partial) = self.partial.take() {
+            // A large message that a timeout interrupted: go on with it.
+            *out = partial;
+            let (len, _) = self.rx.decoder.large_in_progress().unwrap_or_default();
+            return self.finish_large(out, len, wait);
+        }
         loop {
-            if let Some((len, received)) = self.rx.decoder.large_in_progress() {
-                if let Some(p) = self.partial.take() {
-                    *out = p;
-                }
-                debug_assert_eq!(out.len(), received);
-                return self.finish_large(out, len, wait);
-            }
             match self.rx.decoder.decode(&self.buf[self.start..self.end]) {
                 Decoded::Message { len } => {
                     let s = self.start + HEADER_LEN;
@@ -574,18 +577,7 @@ impl RecvHalf {
                     Ok(_) => {}
                     Err(e) => return Err(self.read_error(e, wait)),
                 },
-                Decoded::LargeMessage { len } => {
-                    self.consume(HEADER_LEN);
-                    out.clear();
-                    out.reserve_exact(len);
-                    let take = len.min(self.end - self.start);
-                    out.extend_from_slice(&self.buf[self.start..self.start + take]);
-                    self.consume(take);
-                    if self.rx.decoder.payload_received(take) == 0 {
-                        // All of it was buffered already.
-                        return Ok(len);
-                    }
-                }
+                Decoded::LargeMessage { len } => return self.start_large(out, len, wait),
                 Decoded::End { consume } => {
                     self.consume(consume);
                     return Err(Error::Closed);
@@ -593,6 +585,23 @@ impl RecvHalf {
                 Decoded::Failed(f) => return Err(self.rx.fail(&self.shared, &f)),
             }
         }
+    }
+
+    /// A large message begins: what is buffered of it is copied, the rest read straight
+    /// into `out`.
+    #[cold]
+    fn start_large(&mut self, out: &mut Vec<u8>, len: usize, wait: Wait) -> Result<usize> {
+        self.consume(HEADER_LEN);
+        out.clear();
+        out.reserve_exact(len);
+        let take = len.min(self.end - self.start);
+        out.extend_from_slice(&self.buf[self.start..self.start + take]);
+        self.consume(take);
+        if self.rx.decoder.payload_received(take) == 0 {
+            // All of it was buffered already.
+            return Ok(len);
+        }
+        self.finish_large(out, len, wait)
     }
 
     /// Reads the rest of a large message straight into `out` (which holds what arrived).
@@ -744,7 +753,7 @@ impl SendHalf {
             self.shared.check_shutdown()?;
             if let Ok(Some(out)) = self.tx.encoder.end() {
                 let t = self.timeouts.default;
-                return match self.write_all(out, &[], t) {
+                return match self.write_all(out, &[], t, None) {
                     // The peer is gone already: there is nobody left to tell.
                     Err(Error::Closed) => Ok(()),
                     other => other,
@@ -760,6 +769,7 @@ impl SendHalf {
 
     /// A client's server limit, reading the handshake reply here if the receiving half has
     /// not (exactly its bytes: nothing of the messages behind it is taken from the stream).
+    #[cold]
     fn peer_limit_for(&mut self, len: usize) -> Result<u32> {
         if !self.tx.encoder.needs_peer_limit(len) {
             return Ok(self.shared.reply.limit_or_minimum());
@@ -793,16 +803,47 @@ impl SendHalf {
         }
     }
 
+    #[inline]
     fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
         self.shared.check_shutdown()?;
-        self.tx.sticky.check()?;
-        let stream = &self.shared.stream;
-        self.timeouts
-            .apply(t, |t| stream.set_write_timeout(t))
-            .map_err(|e| self.shared.error(e, Operation::Send, t))?;
-        let limit = self.peer_limit_for(msg.len())?;
-        let out = self.tx.frame(msg.len(), limit)?;
-        match self.write_all(out, msg, t) {
+        if self.timeouts.needs(t) {
+            let stream = &self.shared.stream;
+            self.timeouts
+                .apply(t, |t| stream.set_write_timeout(t))
+                .map_err(|e| self.shared.error(e, Operation::Send, t))?;
+        }
+        // The peer's limit: known, or the minimum a client may use before the reply.
+        let limit = match self.shared.reply.limit() {
+            Some(limit) => limit,
+            None if !self.tx.encoder.needs_peer_limit(msg.len()) => crate::frame::MIN_MESSAGE_LIMIT,
+            None => self.peer_limit_for(msg.len())?,
+        };
+        let mut out = self.tx.frame(msg.len(), limit)?;
+        // The common case: header and payload go out in one system call.
+        let first = self.shared.stream.write2(out.header(), msg);
+        match first {
+            Ok(n) if n > 0 => {
+                if out.advance(n) {
+                    return Ok(());
+                }
+                // Short: the rest goes out from where the first write stopped.
+                self.write_rest(out, msg, t, None)
+            }
+            first => self.write_rest(out, msg, t, Some(first)),
+        }
+    }
+
+    /// The rest of `send_with` after its first write: short (`first` is `None`, `out` has
+    /// been advanced), or failed or empty (`first` is its result, `out` not advanced).
+    #[cold]
+    fn write_rest(
+        &mut self,
+        out: crate::proto::Outgoing,
+        msg: &[u8],
+        t: Option<Duration>,
+        first: Option<io::Result<usize>>,
+    ) -> Result<()> {
+        match self.write_all(out, msg, t, first) {
             // A server that refused us may already have closed the connection; its reply,
             // which says why, is waiting to be read: report that rather than "closed".
             Err(Error::Closed) if self.shared.reply.limit().is_none() && !self.shared.raw => {
@@ -823,14 +864,20 @@ impl SendHalf {
         mut out: crate::proto::Outgoing,
         payload: &[u8],
         t: Option<Duration>,
+        mut first: Option<io::Result<usize>>,
     ) -> Result<()> {
         let stream = &self.shared.stream;
         loop {
-            let (h, p) = out.remaining(payload);
-            let res = if h.is_empty() {
-                stream.write(p)
-            } else {
-                stream.write2(h, p)
+            let res = match first.take() {
+                Some(res) => res,
+                None => {
+                    let (h, p) = out.remaining(payload);
+                    if h.is_empty() {
+                        stream.write(p)
+                    } else {
+                        stream.write2(h, p)
+                    }
+                }
             };
             let err = match res {
                 Ok(0) if !out.is_done() => self.shared.error(

@@ -365,6 +365,12 @@ pub(crate) struct TimeoutCache {
 }
 
 impl TimeoutCache {
+    /// Whether `want` differs from what the socket has.
+    #[inline]
+    pub(crate) fn needs(&self, want: Option<Duration>) -> bool {
+        self.applied != want
+    }
+
     pub(crate) fn apply(
         &mut self,
         want: Option<Duration>,

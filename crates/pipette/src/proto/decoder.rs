@@ -87,16 +87,16 @@ pub enum Decoded {
     Failed(Failure),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Between messages: the next bytes are a header.
     Header,
-    /// Inside a large message's payload, which the driver reads itself.
-    Payload { len: usize, received: usize },
+    /// Inside a large message's payload (`Decoder::payload`), which the driver reads itself.
+    Payload,
     /// The peer ended its direction.
     Ended,
-    /// Failed for good.
-    Failed(Failure),
+    /// Failed for good (`Decoder::failure`).
+    Failed,
 }
 
 /// The receive side of a connection as a state machine: fed the front of the driver's buffer,
@@ -116,9 +116,15 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     limit: u32,
+    /// Kept small and separate from what a state carries, so that the common check (between
+    /// messages?) is one compare.
     state: State,
     /// The previous message was large: read the next header alone.
     after_large: bool,
+    /// In `State::Payload`: the message's length and how much of it was received.
+    payload: (usize, usize),
+    /// In `State::Failed`: why.
+    failure: Option<Failure>,
 }
 
 impl Decoder {
@@ -128,6 +134,8 @@ impl Decoder {
             limit,
             state: State::Header,
             after_large: false,
+            payload: (0, 0),
+            failure: None,
         }
     }
 
@@ -139,13 +147,8 @@ impl Decoder {
     /// Decodes the front of the receive buffer; see [`Decoded`] for what to consume.
     #[inline]
     pub fn decode(&mut self, buffered: &[u8]) -> Decoded {
-        match &self.state {
-            State::Header => {}
-            State::Ended => return Decoded::End { consume: 0 },
-            State::Failed(f) => return Decoded::Failed(f.clone()),
-            State::Payload { .. } => {
-                panic!("decode called while a large message's payload is being read")
-            }
+        if self.state != State::Header {
+            return self.not_between_messages();
         }
         let Some(h) = buffered.first_chunk::<HEADER_LEN>() else {
             return Decoded::NeedMore {
@@ -155,11 +158,7 @@ impl Decoder {
         };
         let header = match Header::decode(h, self.limit) {
             Ok(h) => h,
-            Err(e) => {
-                let f = Failure::BadHeader(e);
-                self.state = State::Failed(f.clone());
-                return Decoded::Failed(f);
-            }
+            Err(e) => return self.failed(Failure::BadHeader(e)),
         };
         if header.end {
             self.state = State::Ended;
@@ -169,7 +168,8 @@ impl Decoder {
         }
         let len = header.len as usize;
         if len >= LARGE_MESSAGE {
-            self.state = State::Payload { len, received: 0 };
+            self.state = State::Payload;
+            self.payload = (len, 0);
             self.after_large = true;
             return Decoded::LargeMessage { len };
         }
@@ -184,6 +184,24 @@ impl Decoder {
         }
     }
 
+    /// What `decode` says outside the common state.
+    #[cold]
+    fn not_between_messages(&self) -> Decoded {
+        match self.state {
+            State::Ended => Decoded::End { consume: 0 },
+            State::Failed => {
+                Decoded::Failed(self.failure.clone().expect("a failed decoder's failure"))
+            }
+            _ => panic!("decode called while a large message's payload is being read"),
+        }
+    }
+
+    fn failed(&mut self, f: Failure) -> Decoded {
+        self.state = State::Failed;
+        self.failure = Some(f.clone());
+        Decoded::Failed(f)
+    }
+
     /// Records `n` more payload bytes of the large message in progress; returns how many are
     /// still missing (0: the message is complete, and the decoder is between messages again).
     ///
@@ -192,9 +210,11 @@ impl Decoder {
     /// If no large message is in progress, or `n` is more than it still lacks.
     #[inline]
     pub fn payload_received(&mut self, n: usize) -> usize {
-        let State::Payload { len, received } = &mut self.state else {
-            panic!("payload_received without a large message in progress");
-        };
+        assert!(
+            self.state == State::Payload,
+            "payload_received without a large message in progress"
+        );
+        let (len, received) = &mut self.payload;
         *received += n;
         assert!(*received <= *len, "more payload than the header announced");
         let missing = *len - *received;
@@ -206,10 +226,7 @@ impl Decoder {
 
     /// The large message in progress: (its length, bytes received so far).
     pub fn large_in_progress(&self) -> Option<(usize, usize)> {
-        match self.state {
-            State::Payload { len, received } => Some((len, received)),
-            _ => None,
-        }
+        (self.state == State::Payload).then_some(self.payload)
     }
 
     /// The stream ended with `buffered` bytes still unconsumed. At a message boundary that is
@@ -217,7 +234,7 @@ impl Decoder {
     /// [`Decoded::End`]); inside a message it is a failure, which is sticky.
     pub fn end_of_stream(&mut self, buffered: usize) -> Result<(), Failure> {
         let failure = match self.state {
-            State::Failed(ref f) => return Err(f.clone()),
+            State::Failed => return Err(self.failure.clone().expect("a failed decoder's failure")),
             State::Ended => return Ok(()),
             State::Header if buffered == 0 => {
                 self.state = State::Ended;
@@ -228,27 +245,24 @@ impl Decoder {
                 received: buffered.min(HEADER_LEN),
                 expected: HEADER_LEN,
             },
-            State::Payload { len, received } => Failure::Truncated {
+            State::Payload => Failure::Truncated {
                 in_header: false,
-                received,
-                expected: len,
+                received: self.payload.1,
+                expected: self.payload.0,
             },
         };
-        self.state = State::Failed(failure.clone());
+        self.failed(failure.clone());
         Err(failure)
     }
 
     /// Fails the direction for good because of something outside the stream's bytes.
     pub fn fail(&mut self, failure: Failure) {
-        self.state = State::Failed(failure);
+        self.failed(failure);
     }
 
     /// The direction's failure, once it has failed.
     pub fn failure(&self) -> Option<&Failure> {
-        match &self.state {
-            State::Failed(f) => Some(f),
-            _ => None,
-        }
+        self.failure.as_ref()
     }
 
     /// Whether the decoder is between messages (nothing of a message received yet, as far as
@@ -261,10 +275,10 @@ impl Decoder {
     /// ended or failed: anything a receive would return without reading), without changing
     /// the decoder's state.
     pub fn ready(&self, buffered: &[u8]) -> bool {
-        match &self.state {
+        match self.state {
             State::Header => {}
-            State::Payload { .. } => return false,
-            State::Ended | State::Failed(_) => return true,
+            State::Payload => return false,
+            State::Ended | State::Failed => return true,
         }
         let Some(h) = buffered.first_chunk::<HEADER_LEN>() else {
             return false;

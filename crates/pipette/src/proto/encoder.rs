@@ -167,6 +167,12 @@ impl Outgoing {
         (&self.header[h..self.header_len], &payload[p..])
     }
 
+    /// The whole header, for the first write of a message (its payload follows it).
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        &self.header[..self.header_len]
+    }
+
     /// Records that `n` more bytes were written; returns whether the message is complete.
     #[inline]
     pub fn advance(&mut self, n: usize) -> bool {

@@ -372,16 +372,19 @@ fn payload_buffer(len: usize) -> BytesMut {
     b
 }
 
-/// Reads what the socket has into `buf`, waiting for readiness first. `Ok(0)`: end of stream.
+/// Reads what the socket has into `buf`, waiting for readiness when it has nothing (a
+/// read the reactor knows would block costs no system call). `Ok(0)`: end of stream.
+#[inline]
 fn poll_read_into<B: BufMut>(
     shared: &AsyncShared,
     cx: &mut Context<'_>,
     buf: &mut B,
 ) -> Poll<io::Result<usize>> {
     loop {
-        ready!(shared.stream.poll_read_ready(cx))?;
         match shared.stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(shared.stream.poll_read_ready(cx))?;
+            }
             other => return Poll::Ready(other),
         }
     }
@@ -413,8 +416,10 @@ impl RecvHalf {
     ///
     /// Cancel safe.
     pub async fn recv(&mut self) -> Result<Bytes> {
-        let t = self.timeout;
-        bounded(t, Operation::Recv, poll_fn(|cx| self.poll_recv(cx))).await
+        match self.timeout {
+            None => poll_fn(|cx| self.poll_recv(cx)).await,
+            t => bounded(t, Operation::Recv, poll_fn(|cx| self.poll_recv(cx))).await,
+        }
     }
 
     /// Receives one message into `buf`. See [`Connection::recv_into`].
@@ -518,6 +523,7 @@ impl RecvHalf {
 
     /// Reads and checks the server's handshake reply, if this half is the first to need it:
     /// into the receive buffer, so that the first messages usually come with it.
+    #[cold]
     fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if self.shared.reply.limit().is_some() || self.shared.raw {
             return Poll::Ready(Ok(()));
@@ -571,7 +577,9 @@ impl RecvHalf {
         if self.shared.raw {
             return self.poll_raw(cx);
         }
-        ready!(self.poll_reply(cx))?;
+        if self.shared.reply.limit().is_none() {
+            ready!(self.poll_reply(cx))?;
+        }
         loop {
             if let Some(payload) = &mut self.large {
                 let missing = self
@@ -678,6 +686,16 @@ pub struct SendHalf {
     timeout: Option<Duration>,
 }
 
+/// What is left of a send after its synchronous first attempt.
+enum Rest {
+    /// The message is out.
+    Nothing,
+    /// Framed: the rest of it (possibly all of it) still to write.
+    Write(Outgoing),
+    /// Queued messages or the server's reply first: the whole path.
+    Everything,
+}
+
 /// The two slices still to write of a message.
 fn io_slices<'a>(out: &'a Outgoing, payload: &'a [u8]) -> [IoSlice<'a>; 2] {
     let (h, p) = out.remaining(payload);
@@ -695,8 +713,13 @@ impl SendHalf {
     ///
     /// Not cancel safe (see [`Connection::send`]); use `feed` + `flush`.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let t = self.timeout;
-        bounded(t, Operation::Send, self.send_inner(msg)).await
+        match self.send_now(msg)? {
+            Rest::Nothing => Ok(()),
+            rest => {
+                let t = self.timeout;
+                bounded(t, Operation::Send, self.send_rest(rest, msg)).await
+            }
+        }
     }
 
     /// Sends a UTF-8 string as one message.
@@ -722,7 +745,10 @@ impl SendHalf {
     ///
     /// Not cancel safe (see [`Connection::send`]).
     pub async fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        bounded(Some(timeout), Operation::Send, self.send_inner(msg)).await
+        match self.send_now(msg)? {
+            Rest::Nothing => Ok(()),
+            rest => bounded(Some(timeout), Operation::Send, self.send_rest(rest, msg)).await,
+        }
     }
 
     /// Queues a message for [`flush`](SendHalf::flush). See [`Connection::feed`].
@@ -791,12 +817,52 @@ impl SendHalf {
         recv.reunite(self)
     }
 
+    /// The common case of a send, without waiting: nothing queued, the peer's limit known,
+    /// and room in the socket for the whole message, which goes out in one system call.
+    /// Returns what is left to do, which `send_rest` does at once (in the same poll: a
+    /// message written in part is always in the hands of `write_all`'s guard before the
+    /// future can be dropped).
+    #[inline]
+    fn send_now(&mut self, msg: &[u8]) -> Result<Rest> {
+        self.shared.check_shutdown()?;
+        self.tx.sticky.check()?;
+        if !self.queue.is_empty() {
+            return Ok(Rest::Everything);
+        }
+        let limit = match self.shared.reply.limit() {
+            Some(limit) => limit,
+            None if !self.tx.encoder.needs_peer_limit(msg.len()) => crate::frame::MIN_MESSAGE_LIMIT,
+            None => return Ok(Rest::Everything),
+        };
+        let mut out = self.tx.frame(msg.len(), limit)?;
+        match self.shared.stream.try_write_vectored(&io_slices(&out, msg)) {
+            Ok(n) if out.advance(n) => Ok(Rest::Nothing),
+            // Short, would block, or failed (the retry reports the error): `write_all`
+            // goes on from where this stopped.
+            Ok(_) | Err(_) => Ok(Rest::Write(out)),
+        }
+    }
+
+    async fn send_rest(&mut self, rest: Rest, msg: &[u8]) -> Result<()> {
+        match rest {
+            Rest::Nothing => Ok(()),
+            Rest::Write(out) => self.write_framed(out, msg).await,
+            Rest::Everything => self.send_inner(msg).await,
+        }
+    }
+
     async fn send_inner(&mut self, msg: &[u8]) -> Result<()> {
         self.shared.check_shutdown()?;
         self.tx.sticky.check()?;
         poll_fn(|cx| self.poll_flush(cx)).await?;
         let limit = self.peer_limit_for(msg.len()).await?;
         let out = self.tx.frame(msg.len(), limit)?;
+        self.write_framed(out, msg).await
+    }
+
+    /// Writes a framed message; a client whose server closed the connection reports the
+    /// refusal that explains it, when there is one.
+    async fn write_framed(&mut self, out: Outgoing, msg: &[u8]) -> Result<()> {
         match self.write_all(out, msg).await {
             // A server that refused us may already have closed the connection; its reply,
             // which says why, is waiting to be read: report that rather than "closed".
