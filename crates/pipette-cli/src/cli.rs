@@ -43,10 +43,10 @@ Examples:
 
 const SERVE_HELP: &str = "\
 Examples:
-  pipette serve my-app                      echo every message back
-  pipette serve my-app --exec 'sed -u s/^/got:/'   a child per connection
+  pipette serve my-app                          echo every message back
+  pipette serve my-app --exec 'sed -u s/^/>/'   a child per connection
   pipette serve my-app --exec 'while read -r l; do echo \"got $l\"; done'
-  pipette serve --raw my-raw                a byte echo, for socat or nc -U
+  pipette serve --raw my-raw                    a byte echo, for socat or nc -U
   pipette serve --access group /tmp/shared.sock
 
 With --exec, each connection gets its own child (`sh -c CMD`; `cmd /C CMD` on Windows), with

@@ -326,7 +326,12 @@ pub fn call(
                 Ok(()) => (tx.close(), None),
                 Err(e) => (Err(e), Some(tx)),
             };
-            if let Err(e) = res {
+            // A server that closed before reading everything may still have replied: the
+            // receiving side reads on and reports what it finds.
+            if let Err(e) = &res {
+                if matches!(e, Error::Closed) && !expired.load(Ordering::SeqCst) {
+                    return kept;
+                }
                 let f = match timeout {
                     Some(after) if expired.load(Ordering::SeqCst) => {
                         Failure::timed_out(&name, doing, after)
@@ -336,7 +341,7 @@ pub fn call(
                         max_size,
                         doing,
                     }
-                    .failure(&e),
+                    .failure(e),
                 };
                 *send_failure.lock().expect("not poisoned") = Some(f);
                 stop.shutdown();

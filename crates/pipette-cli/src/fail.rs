@@ -242,6 +242,8 @@ impl Context<'_> {
             .replace("ClientOptions::trust", "--trust")
             .replace("access \"group\"", "--access group")
             .replace("access \"everyone\"", "--access everyone")
+            .replace("connect in raw mode", "add --raw")
+            .replace("run the server in raw mode", "run the server with --raw")
     }
 }
 
@@ -270,5 +272,10 @@ mod tests {
         ));
         assert_eq!(f.code, Code::Usage);
         assert!(f.message.contains("--max-size 10"), "{}", f.message);
+        let f = ctx.failure(&Error::Protocol {
+            message: "\"x\" did not answer like a pipette server; if it is a plain byte-stream peer, connect in raw mode".into(),
+            source: None,
+        });
+        assert!(f.message.ends_with("peer, add --raw"), "{}", f.message);
     }
 }
