@@ -30,6 +30,7 @@ pub struct ClientArgs {
     size: usize,
 }
 
+/// `pipette demo`.
 pub fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let name = format!("pipette-demo-{}", std::process::id());
@@ -109,8 +110,12 @@ pub fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The hidden `pipette demo-client`: round trips, timings on standard output.
 pub fn client(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut conn = super::connect_waiting(&args.name, Duration::from_secs(10))?;
+    let mut conn = pipette::Client::connect_with(
+        &args.name,
+        &pipette::ClientOptions::new().wait(Duration::from_secs(10)),
+    )?;
     conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut msg = vec![0u8; args.size];
     let mut reply = Vec::new();

@@ -1,6 +1,22 @@
 //! Graceful stop on SIGINT/SIGTERM: the signal triggers the server's shutdown handle.
+//!
+//! The signal side only triggers the shutdown and notes the signal; it writes nothing. The
+//! server's main thread logs it ([`received`]) once it has stopped: writing a log line may
+//! block (a full pipe) or fail (a closed one), and neither may keep the server from stopping.
+//! A second signal ends the process at once, for a shutdown that hangs.
+
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use pipette::Shutdown;
+
+/// The signal (Windows: the console event) that asked the process to stop; -1: none yet.
+static RECEIVED: AtomicI32 = AtomicI32::new(-1);
+
+/// The signal (Windows: the console control event) that stopped the server, if one did.
+pub fn received() -> Option<i32> {
+    let sig = RECEIVED.load(Ordering::SeqCst);
+    (sig >= 0).then_some(sig)
+}
 
 /// Calls `stop.shutdown()` when the process is asked to terminate.
 #[cfg(unix)]
@@ -8,9 +24,13 @@ pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!("received signal {sig}, shutting down");
+        let mut signals = signals.forever();
+        if let Some(sig) = signals.next() {
+            RECEIVED.store(sig, Ordering::SeqCst);
             stop.shutdown();
+        }
+        if let Some(sig) = signals.next() {
+            std::process::exit(128 + sig);
         }
     });
     Ok(())
@@ -21,6 +41,7 @@ pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
 /// Windows runs console control handlers on a thread of their own, so the handler may do
 /// anything a normal thread does, such as triggering the shutdown handle.
 #[cfg(windows)]
+#[allow(unsafe_code)]
 pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
     use std::sync::OnceLock;
     use windows_sys::Win32::System::Console::{
@@ -33,7 +54,7 @@ pub fn on_terminate(stop: Shutdown) -> std::io::Result<()> {
         match ctrl {
             CTRL_C_EVENT | CTRL_BREAK_EVENT | CTRL_CLOSE_EVENT => match STOP.get() {
                 Some(stop) => {
-                    tracing::info!("received console event {ctrl}, shutting down");
+                    RECEIVED.store(ctrl as i32, Ordering::SeqCst);
                     stop.shutdown();
                     if ctrl == CTRL_CLOSE_EVENT {
                         // The process ends when the handler returns: give the main thread a
