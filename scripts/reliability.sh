@@ -81,7 +81,7 @@ fuzz() {
 soak() {
   local secs="${1:-180}"
   step "soak: release build, full-size load, then ${secs}s of churn"
-  PIPETTE_SOAK_SECS="$secs" cargo test --release -p pipette --test load -- --include-ignored --nocapture
+  PIPETTE_SOAK_SECS="$secs" cargo test --release -p pipette-ipc --test load -- --include-ignored --nocapture
 }
 
 case "${1:-ci}" in

@@ -59,16 +59,16 @@ wine cmd /c exit >/dev/null 2>&1 </dev/null
 
 echo "== clippy ($target)" >&2
 if [ -z "${SKIP_CLIPPY:-}" ]; then
-    cargo clippy --target "$target" -p pipette -p pipette-cli --all-targets -- -D warnings
-    cargo clippy --target "$target" -p pipette --all-targets --all-features -- -D warnings
+    cargo clippy --target "$target" -p pipette-ipc -p pipette-cli --all-targets -- -D warnings
+    cargo clippy --target "$target" -p pipette-ipc --all-targets --all-features -- -D warnings
 fi
 if [ -z "${SKIP_BLOCKING:-}" ]; then
     echo "== tests ($target)" >&2
-    cargo test --target "$target" -p pipette -p pipette-cli --no-fail-fast "$@"
+    cargo test --target "$target" -p pipette-ipc -p pipette-cli --no-fail-fast "$@"
 fi
 if [ -z "${SKIP_ASYNC:-}" ]; then
     echo "== async tests and doctests, feature tokio ($target)" >&2
-    cargo test --target "$target" -p pipette --features tokio --test async --test shutdown_races
-    cargo test --target "$target" -p pipette --features tokio --doc
+    cargo test --target "$target" -p pipette-ipc --features tokio --test async --test shutdown_races
+    cargo test --target "$target" -p pipette-ipc --features tokio --doc
 fi
 echo "== ok" >&2

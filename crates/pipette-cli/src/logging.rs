@@ -25,7 +25,7 @@ impl Write for QuietStderr {
 /// error is a terminal and `NO_COLOR` is not set.
 pub fn init() {
     let colour =
-        io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
+        io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_writer(|| QuietStderr)
         .with_ansi(colour)

@@ -896,7 +896,7 @@ fn send_large_to_echo() {
     // is limited to 32 KiB.
     let big = "x".repeat(100_000);
     #[cfg(unix)]
-    let args: Vec<&str> = std::iter::repeat(big.as_str()).take(12).collect();
+    let args: Vec<&str> = std::iter::repeat_n(big.as_str(), 12).collect();
     #[cfg(windows)]
     let dir = TempDir::new("send-echo");
     #[cfg(windows)]

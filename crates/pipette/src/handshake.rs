@@ -89,7 +89,7 @@ pub(crate) fn admit<S: Handshake>(
             }
         }
     }
-    tracing::debug!(name = %policy.name, pid = ?id.pid(), uid = ?id.uid(), sid = ?id.sid(), "accepted a connection");
+    tracing::debug!(name = %policy.name, pid = %Shown(id.pid()), uid = %Shown(id.uid()), sid = %Shown(id.sid()), "accepted a connection");
     Some(Shared::new(
         stream,
         shutdown.clone(),
@@ -99,6 +99,18 @@ pub(crate) fn admit<S: Handshake>(
         peer,
         Some(peer_limit),
     ))
+}
+
+/// A log field that may be unknown: `pid=20842`, or `pid=?` (never `pid=Some(20842)`).
+struct Shown<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Shown<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("?"),
+        }
+    }
 }
 
 /// Logs why a peer was turned away (it never reaches the application).
@@ -111,21 +123,21 @@ fn refused(
     match reason {
         proto::Refusal::AccessDenied => tracing::warn!(
             name = %policy.name,
-            pid = ?peer.pid(), uid = ?peer.uid(), sid = ?peer.sid(),
+            pid = %Shown(peer.pid()), uid = %Shown(peer.uid()), sid = %Shown(peer.sid()),
             access = policy.access.as_str(),
             "refused a peer that the access policy does not admit"
         ),
         proto::Refusal::BadHello => tracing::warn!(
-            name = %policy.name, pid = ?peer.pid(),
+            name = %policy.name, pid = %Shown(peer.pid()),
             "protocol error: a peer that does not speak the pipette protocol connected ({}); if it is a raw byte-stream client, run the server in raw mode",
             detail.map(|d| d.to_string()).unwrap_or_default()
         ),
         proto::Refusal::UnsupportedVersion => tracing::warn!(
-            name = %policy.name, pid = ?peer.pid(),
+            name = %policy.name, pid = %Shown(peer.pid()),
             "refused a peer with an unsupported protocol version"
         ),
         proto::Refusal::ShuttingDown => tracing::debug!(
-            name = %policy.name, pid = ?peer.pid(),
+            name = %policy.name, pid = %Shown(peer.pid()),
             "refused a peer: shutting down"
         ),
     }

@@ -4,7 +4,7 @@ mod support;
 
 #[cfg(unix)]
 fn main() {
-    support::main(
+    support::main_needing(
         &[
             (
                 "framed_client_against_an_echoing_raw_peer",
@@ -28,6 +28,7 @@ fn main() {
             ),
         ],
         &[],
+        || support::missing_tool("socat", "socat"),
     );
 }
 

@@ -6,7 +6,7 @@
 //!   trip, close.
 //!
 //! After criterion, a short phase outside it alternates the transports five times and prints
-//! the median ratios (skipped with `--test`). Run: `cargo bench -p pipette --features tokio
+//! the median ratios (skipped with `--test`). Run: `cargo bench -p pipette-ipc --features tokio
 //! --bench async`.
 
 use std::env;

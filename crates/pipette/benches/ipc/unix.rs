@@ -19,8 +19,8 @@
 //! pipette/raw ratios.
 //!
 //! ```text
-//! cargo bench -p pipette --bench ipc            # full run plus ratio summary
-//! cargo bench -p pipette --bench ipc -- --test  # smoke check: every benchmark once
+//! cargo bench -p pipette-ipc --bench ipc            # full run plus ratio summary
+//! cargo bench -p pipette-ipc --bench ipc -- --test  # smoke check: every benchmark once
 //! ```
 
 use std::env;

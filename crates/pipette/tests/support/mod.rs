@@ -305,6 +305,51 @@ pub fn main_with_ignored(tests: &[Test], ignored: &[Test], roles: &[Role]) {
     libtest_mimic::run(&args, trials).exit();
 }
 
+/// Like [`main`], for tests that need something this machine may lack (a tool such as
+/// socat, root): `missing` says what to install when it is absent. Then the tests are
+/// reported as ignored with a one-line notice, never as passed; under CI (`CI=true`) each
+/// of them fails instead, so that CI cannot pass by skipping.
+pub fn main_needing(tests: &[Test], roles: &[Role], missing: impl FnOnce() -> Option<String>) {
+    let role_child = std::env::var_os(ROLE_VAR).is_some();
+    match if role_child { None } else { missing() } {
+        None => main(tests, roles),
+        Some(what) if std::env::var("CI").as_deref() == Ok("true") => {
+            let args = Arguments::from_args();
+            let trials = tests
+                .iter()
+                .map(|&(name, _)| {
+                    let what = what.clone();
+                    Trial::test(name, move || {
+                        Err(format!("CI=true and this test needs {what}").into())
+                    })
+                })
+                .collect();
+            libtest_mimic::run(&args, trials).exit();
+        }
+        Some(what) => {
+            eprintln!("NOTICE: {} tests ignored: they need {what}", tests.len());
+            main_with_ignored(&[], tests, roles)
+        }
+    }
+}
+
+/// `None` when `tool` runs here (`tool -V` or `--version`), else what to install.
+pub fn missing_tool(tool: &str, package: &str) -> Option<String> {
+    let runs = |flag: &str| {
+        Command::new(tool)
+            .arg(flag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if runs("-V") || runs("--version") {
+        None
+    } else {
+        Some(format!("{tool} (install it: apt-get install {package})"))
+    }
+}
+
 /// The command that runs `role` of this test binary (`exe`: the binary to run, by default
 /// this one).
 pub fn role_command(exe: Option<&std::path::Path>, role: &str, args: &[&str]) -> Command {
