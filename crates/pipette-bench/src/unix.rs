@@ -1160,50 +1160,88 @@ impl ChildGuardEnv {
 /// `valgrind --tool=callgrind` (which does not follow the child) with two `N`s and take the
 /// difference, so that start-up and connection set-up cancel out.
 /// With `size`, `N` one-way messages of that size instead (plus a warm-up tenth).
-fn profile(t: T, n: usize, size: Option<usize>) -> io::Result<()> {
+/// What `--profile` runs: round trips, one-way messages of a size, or connections.
+#[derive(Clone, Copy)]
+enum Workload {
+    Rtt,
+    Tput(usize),
+    Conn,
+}
+
+fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
     let cfg = Cfg {
         rtt_warmup: 0,
         rtt_n: n,
         ..SMOKE
     };
-    let role = if size.is_some() {
-        Role::Sink(None)
-    } else {
-        Role::Echo
+    let role = match work {
+        Workload::Tput(_) => Role::Sink(None),
+        _ => Role::Echo,
     };
     let addr = match t {
         T::Pipette | T::PipetteAsync => pipette_name(),
         _ => socket_path(),
     };
     let child = ChildGuard::spawn(t, role, &addr)?;
-    fn run<L: Link>(l: &mut L, cfg: &Cfg, size: Option<usize>) -> io::Result<()> {
-        match size {
-            None => rtt(l, cfg).map(drop),
-            Some(size) => tput(l, size, cfg.rtt_n).map(drop),
-        }
+    fn run<L: Link>(
+        mut connect: impl FnMut() -> io::Result<L>,
+        cfg: &Cfg,
+        work: Workload,
+    ) -> io::Result<()> {
+        let figure = match work {
+            Workload::Rtt => format!("{:.2} us median round trip", rtt(&mut connect()?, cfg)?.0),
+            Workload::Tput(size) => format!("{:.0} MiB/s", tput(&mut connect()?, size, cfg.rtt_n)?),
+            Workload::Conn => format!("{:.0} connections/s", conns(connect, cfg.rtt_n)?),
+        };
+        println!("{figure}");
+        Ok(())
     }
-    async fn arun<L: ALink>(l: &mut L, cfg: &Cfg, size: Option<usize>) -> io::Result<()> {
-        match size {
-            None => artt(l, cfg).await.map(drop),
-            Some(size) => atput(l, size, cfg.rtt_n).await.map(drop),
-        }
+    async fn arun<L: ALink>(
+        connect: impl AsyncFn() -> io::Result<L>,
+        cfg: &Cfg,
+        work: Workload,
+    ) -> io::Result<()> {
+        let figure = match work {
+            Workload::Rtt => format!(
+                "{:.2} us median round trip",
+                artt(&mut connect().await?, cfg).await?.0
+            ),
+            Workload::Tput(size) => format!(
+                "{:.0} MiB/s",
+                atput(&mut connect().await?, size, cfg.rtt_n).await?
+            ),
+            Workload::Conn => format!("{:.0} connections/s", aconns(connect, cfg.rtt_n).await?),
+        };
+        println!("{figure}");
+        Ok(())
     }
+    let addr = child.addr.clone();
     match t {
-        T::RawUds => run(&mut Framed(UnixStream::connect(&child.addr)?), &cfg, size)?,
-        T::Pipette => {
-            let c = pipette::Client::connect(child.addr.as_str()).map_err(other)?;
-            run(&mut PipetteLink(c), &cfg, size)?;
-        }
-        T::PipetteAsync => rt()?.block_on(async {
-            let c = pipette::tokio::Client::connect(child.addr.as_str())
-                .await
-                .map_err(other)?;
-            arun(&mut APipette(c), &cfg, size).await
-        })?,
-        T::TokioUds => rt()?.block_on(async {
-            let s = tokio::net::UnixStream::connect(&child.addr).await?;
-            arun(&mut ATokio(s), &cfg, size).await
-        })?,
+        T::RawUds => run(|| Ok(Framed(UnixStream::connect(&addr)?)), &cfg, work)?,
+        T::Pipette => run(
+            || {
+                pipette::Client::connect(addr.as_str())
+                    .map(PipetteLink)
+                    .map_err(other)
+            },
+            &cfg,
+            work,
+        )?,
+        T::PipetteAsync => rt()?.block_on(arun(
+            async || {
+                pipette::tokio::Client::connect(addr.as_str())
+                    .await
+                    .map(APipette)
+                    .map_err(other)
+            },
+            &cfg,
+            work,
+        ))?,
+        T::TokioUds => rt()?.block_on(arun(
+            async || Ok(ATokio(tokio::net::UnixStream::connect(&addr).await?)),
+            &cfg,
+            work,
+        ))?,
         _ => {
             return Err(other(
                 "--profile supports raw-uds, pipette, pipette-async, tokio-uds",
@@ -1216,7 +1254,7 @@ fn profile(t: T, n: usize, size: Option<usize>) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput4m] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput4m|conn] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1292,13 +1330,14 @@ pub(crate) fn main() {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .unwrap_or_else(|| usage());
-                let size = match it.next().as_deref() {
-                    None | Some("rtt") => None,
-                    Some("tput64") => Some(SMALL),
-                    Some("tput4m") => Some(LARGE),
+                let work = match it.next().as_deref() {
+                    None | Some("rtt") => Workload::Rtt,
+                    Some("tput64") => Workload::Tput(SMALL),
+                    Some("tput4m") => Workload::Tput(LARGE),
+                    Some("conn") => Workload::Conn,
                     Some(_) => usage(),
                 };
-                if let Err(e) = profile(t, n, size) {
+                if let Err(e) = profile(t, n, work) {
                     eprintln!("profile: {e}");
                     process::exit(1);
                 }

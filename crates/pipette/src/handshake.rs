@@ -151,6 +151,10 @@ pub(crate) struct ClientSide {
     /// The client's own message limit, announced in the hello.
     pub limit: u32,
     pub trust: Trust,
+    /// `trust` resolved (a user name to its id), and this process's identity: both read
+    /// before connecting.
+    pub trust_policy: TrustPolicy,
+    pub me: proto::Credentials,
 }
 
 /// Checks who the server is (before a byte goes out), registers the fresh stream with the
@@ -160,7 +164,7 @@ pub(crate) fn hello<S: Handshake>(
     shutdown: Shutdown,
     stream: S,
 ) -> Result<Shared<S>> {
-    let server = check_server(&side.name, &side.trust, stream.peer())?;
+    let server = check_server(side, stream.peer())?;
     let stream = Arc::new(stream);
     let registration = shutdown
         .register(stream.clone())
@@ -195,16 +199,12 @@ pub(crate) fn hello<S: Handshake>(
 /// identity. A server whose identity cannot be read is trusted only under
 /// [`Trust::Everyone`].
 pub(crate) fn check_server(
-    name: &Name,
-    trust: &Trust,
+    side: &ClientSide,
     identity: std::io::Result<PeerIdentity>,
 ) -> Result<PeerIdentity> {
+    let (name, trust) = (&side.name, &side.trust);
     let server = identity.unwrap_or_default();
-    let policy: TrustPolicy = sys::trust_policy(trust).map_err(|e| {
-        Error::InvalidConfig(format!("cannot resolve the client's trust policy: {e}"))
-    })?;
-    let me = sys::credentials(*trust == Trust::Group);
-    if proto::trusts(&policy, &me, &server) {
+    if proto::trusts(&side.trust_policy, &side.me, &server) {
         return Ok(server);
     }
     Err(Error::UntrustedServer {

@@ -281,11 +281,19 @@ impl ClientOptions {
         name: impl IntoName,
     ) -> Result<(ClientSide, ConnectOptions, Shutdown, Option<Duration>)> {
         let name = name.into_name()?;
+        // Everything the check of the server needs is known before connecting, so that
+        // nothing but that check stands between the connect and the hello (a server that
+        // looks before the hello is there has to wait for it, an extra wake-up).
+        let trust_policy = sys::trust_policy(&self.trust).map_err(|e| {
+            Error::InvalidConfig(format!("cannot resolve the client's trust policy: {e}"))
+        })?;
         let side = ClientSide {
             name,
             raw: self.raw,
             limit: message_limit(self.max_message_size)?,
             trust: self.trust.clone(),
+            trust_policy,
+            me: sys::credentials(self.trust == Trust::Group),
         };
         let connect = ConnectOptions {
             message_pipe: self.message_pipe,

@@ -78,25 +78,3 @@ impl crate::sys::Backend for Platform {
         access::describe_server(server)
     }
 }
-
-/// Turns a `Duration` into a `timeval`, saturating; `None` (no timeout) is all zeros, and a
-/// zero duration becomes one microsecond so that it does not mean "no timeout".
-fn timeval(d: Option<std::time::Duration>) -> libc::timeval {
-    match d {
-        None => libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        Some(d) => {
-            let secs = d.as_secs().min(i32::MAX as u64) as libc::time_t;
-            let mut usecs = d.subsec_micros() as libc::suseconds_t;
-            if secs == 0 && usecs == 0 {
-                usecs = 1;
-            }
-            libc::timeval {
-                tv_sec: secs,
-                tv_usec: usecs,
-            }
-        }
-    }
-}

@@ -4,17 +4,35 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use super::timeval;
 use crate::sys::{Cancel, ConnectOptions};
 use crate::PeerIdentity;
 
 /// A connected, blocking `SOCK_STREAM` Unix socket.
+///
+/// Reads never sleep inside `read(2)`: they try `recv(MSG_DONTWAIT)` and, when nothing is
+/// there, wait in `ppoll(POLLIN)`, with the read timeout kept here rather than in
+/// `SO_RCVTIMEO`. A thread asleep in `read(2)` on a Unix stream socket is also woken each
+/// time the peer consumes data *we* sent (the socket's wait queue gets a write-space wake-up,
+/// which a plain read waiter does not filter out), so a request/response exchange costs the
+/// reader an extra wake-up, often on another CPU, per round trip. `poll` waiters are woken
+/// only for the events they asked for, as epoll's (tokio's) are. See docs/PERFORMANCE.md.
+///
+/// Writes likewise use `MSG_DONTWAIT` and wait in `ppoll(POLLOUT)` when the buffer is full,
+/// so the descriptor's own blocking mode never matters (a client's socket stays as its
+/// non-blocking connect left it, one `ioctl` fewer per connection).
 #[derive(Debug)]
 pub(crate) struct Stream {
     fd: OwnedFd,
+    /// The read timeout in nanoseconds; `NO_TIMEOUT` for none.
+    read_timeout: AtomicU64,
+    /// The write timeout, likewise.
+    write_timeout: AtomicU64,
 }
+
+const NO_TIMEOUT: u64 = u64::MAX;
 
 /// Builds a `sockaddr_un` for `path`. The caller has checked the length (see `endpoint`).
 pub(super) fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
@@ -46,13 +64,6 @@ pub(super) fn socket(nonblocking: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(super) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
-    let mut v: libc::c_int = on.into();
-    // SAFETY: FIONBIO reads one c_int from the valid pointer we pass.
-    unsafe { syscall!(ioctl(fd, libc::FIONBIO, &mut v))? };
-    Ok(())
-}
-
 /// A non-blocking socket connected to `path`, errors as for [`Stream::connect`]. A Unix
 /// stream connect never completes asynchronously: it succeeds at once, or fails with EAGAIN
 /// when the listener's queue is full, which callers treat as "busy, try again". (So the
@@ -71,24 +82,89 @@ pub(super) fn connect_nonblocking(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A timeout as kept in a `Stream` (nanoseconds, at least 1; `NO_TIMEOUT` for none).
+fn timeout_ns(d: Option<Duration>) -> u64 {
+    match d {
+        None => NO_TIMEOUT,
+        Some(d) => (d.as_nanos().min(u128::from(NO_TIMEOUT - 1)) as u64).max(1),
+    }
+}
+
+/// The remaining time of a wait that began (at its first `WouldBlock`) with `timeout`:
+/// `Ok(None)` for no limit, `Err(WouldBlock)` once it is over (what `SO_RCVTIMEO` and
+/// `SO_SNDTIMEO` would return).
+fn remaining(
+    deadline: &mut Option<Option<Instant>>,
+    timeout: &AtomicU64,
+) -> io::Result<Option<Duration>> {
+    let deadline = *deadline.get_or_insert_with(|| match timeout.load(Ordering::Relaxed) {
+        NO_TIMEOUT => None,
+        ns => Some(Instant::now() + Duration::from_nanos(ns)),
+    });
+    match deadline {
+        None => Ok(None),
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(r) if !r.is_zero() => Ok(Some(r)),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        },
+    }
+}
+
 impl Stream {
-    fn set_timeout(&self, opt: libc::c_int, d: Option<Duration>) -> io::Result<()> {
-        let tv = timeval(d);
-        // SAFETY: `tv` is a valid timeval and its exact size is passed.
-        unsafe {
-            syscall!(setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t
-            ))?
-        };
-        Ok(())
+    pub(super) fn from_fd(fd: OwnedFd) -> Stream {
+        Stream {
+            fd,
+            read_timeout: AtomicU64::new(NO_TIMEOUT),
+            write_timeout: AtomicU64::new(NO_TIMEOUT),
+        }
     }
 
-    pub(super) fn from_fd(fd: OwnedFd) -> Stream {
-        Stream { fd }
+    /// `recv(MSG_DONTWAIT)` into `len` bytes at `ptr`, waiting for readability (up to the
+    /// read timeout, then `WouldBlock` as `SO_RCVTIMEO` would give) whenever nothing is
+    /// there. `Ok(0)` is end of stream (also after `cancel`, which wakes the wait).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `len` bytes.
+    unsafe fn recv_waiting(&self, ptr: *mut libc::c_void, len: usize) -> io::Result<usize> {
+        let fd = self.fd.as_raw_fd();
+        let mut deadline: Option<Option<Instant>> = None;
+        loop {
+            // SAFETY: the caller guarantees `ptr` is valid for writes of `len` bytes.
+            match unsafe { syscall!(recv(fd, ptr, len, libc::MSG_DONTWAIT)) } {
+                Ok(n) => return Ok(n as usize),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // Nothing there: the deadline starts at the first wait of this call.
+            let left = remaining(&mut deadline, &self.read_timeout)?;
+            wait_for(fd, libc::POLLIN, left)?;
+        }
+    }
+}
+
+/// Waits until `fd` has `events` (or is at its end, or in error), at most `timeout`;
+/// returns early on a signal (the caller retries).
+fn wait_for(fd: RawFd, events: libc::c_short, timeout: Option<Duration>) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `pfd` is one valid pollfd; `ts_ptr` is null or points at a live timespec; no
+    // signal mask is passed.
+    match unsafe { syscall!(ppoll(&mut pfd, 1, ts_ptr, std::ptr::null())) } {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -99,26 +175,13 @@ impl crate::sys::SysStream for Stream {
     /// on), `WouldBlock` (the server's accept queue is full), `PermissionDenied`, others.
     /// `ConnectOptions` only matter on Windows.
     fn connect(path: &Path, _opts: &ConnectOptions) -> io::Result<Stream> {
-        let fd = connect_nonblocking(path)?;
-        set_nonblocking(fd.as_raw_fd(), false)?;
-        Ok(Stream { fd })
+        // Left non-blocking: every call says how it waits (see `Stream`).
+        Ok(Stream::from_fd(connect_nonblocking(path)?))
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-            match unsafe {
-                syscall!(read(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len()
-                ))
-            } {
-                Ok(n) => return Ok(n as usize),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        unsafe { self.recv_waiting(buf.as_mut_ptr().cast(), buf.len()) }
     }
 
     /// Raw mode's receive: sockets have no message boundaries, so this is `read_append`.
@@ -130,20 +193,8 @@ impl crate::sys::SysStream for Stream {
     fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         buf.reserve(max);
         let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..max];
-        let n = loop {
-            // SAFETY: `spare` is valid for writes of `spare.len()` bytes; read(2) only writes.
-            match unsafe {
-                syscall!(read(
-                    self.fd.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len()
-                ))
-            } {
-                Ok(n) => break n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
+        // SAFETY: `spare` is valid for writes of `spare.len()` bytes; recv(2) only writes.
+        let n = unsafe { self.recv_waiting(spare.as_mut_ptr().cast(), spare.len())? };
         // SAFETY: the kernel initialised the first `n <= max` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
@@ -200,23 +251,34 @@ impl crate::sys::SysStream for Stream {
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = if b.is_empty() { 1 } else { 2 };
+        let fd = self.fd.as_raw_fd();
+        let mut deadline = None;
         loop {
             // SAFETY: `msg` points at `iov`, whose buffers are valid for reads of their
             // lengths for the duration of the call; sendmsg does not write through them.
-            match unsafe { syscall!(sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)) } {
+            match unsafe { syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) } {
                 Ok(n) => return Ok(n as usize),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = remaining(&mut deadline, &self.write_timeout)?;
+                    wait_for(fd, libc::POLLOUT, left)?;
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
+    /// Kept here, for `recv_waiting`'s `ppoll` (not in `SO_RCVTIMEO`: reads never sleep in
+    /// the kernel's read path). Zero is taken as the shortest wait, as `SO_RCVTIMEO` would.
     fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.set_timeout(libc::SO_RCVTIMEO, d)
+        self.read_timeout.store(timeout_ns(d), Ordering::Relaxed);
+        Ok(())
     }
 
+    /// Kept here too, for `write2`'s `ppoll`.
     fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.set_timeout(libc::SO_SNDTIMEO, d)
+        self.write_timeout.store(timeout_ns(d), Ordering::Relaxed);
+        Ok(())
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
