@@ -174,10 +174,19 @@ pub(crate) trait AsyncStream: Handshake + Sized {
     /// What is there right now, bypassing the reactor's readiness where the platform can
     /// (for the hello of a fresh connection).
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// `read_now` into a `BufMut` (for a fresh connection's first read, whose bytes have
+    /// usually arrived before the reactor has seen the socket). After `WouldBlock` the
+    /// caller goes on with `try_read_buf` and `poll_read_ready`.
+    fn read_buf_now<B: bytes::BufMut>(&self, buf: &mut B) -> io::Result<usize>;
     /// Waits for write readiness.
     fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
     /// A non-blocking vectored write.
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize>;
+    /// A non-blocking write of `a` then `b`, bypassing the reactor's readiness where the
+    /// platform can (a fresh socket's first write then needs no reactor turn). After
+    /// `WouldBlock` the caller goes on with `try_write_vectored` and `poll_write_ready`,
+    /// which bring the reactor's view up to date.
+    fn write2_now(&self, a: &[u8], b: &[u8]) -> io::Result<usize>;
     /// Orderly end of our sending direction (see `Backend::HALF_CLOSE`).
     fn shutdown_write(&self) -> io::Result<()>;
 }

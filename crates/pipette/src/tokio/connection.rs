@@ -72,6 +72,7 @@ impl Connection {
                 large: None,
                 timeout: None,
                 terminated: false,
+                fresh: true,
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
@@ -356,6 +357,8 @@ pub struct RecvHalf {
     timeout: Option<Duration>,
     /// The `Stream` of messages has ended (the peer closed, or a fatal error was yielded).
     terminated: bool,
+    /// No read yet: the first one bypasses the reactor's readiness (see `poll_read_into`).
+    fresh: bool,
 }
 
 /// An empty buffer for a payload of `len` bytes whose start is not 1 to 31 bytes past a
@@ -374,12 +377,21 @@ fn payload_buffer(len: usize) -> BytesMut {
 
 /// Reads what the socket has into `buf`, waiting for readiness when it has nothing (a
 /// read the reactor knows would block costs no system call). `Ok(0)`: end of stream.
+/// `fresh`: the connection's first read, which asks the socket directly: its first message
+/// has usually arrived before the reactor has seen the socket at all.
 #[inline]
 fn poll_read_into<B: BufMut>(
     shared: &AsyncShared,
     cx: &mut Context<'_>,
     buf: &mut B,
+    fresh: bool,
 ) -> Poll<io::Result<usize>> {
+    if fresh {
+        match shared.stream.read_buf_now(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return Poll::Ready(other),
+        }
+    }
     loop {
         match shared.stream.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -591,7 +603,8 @@ impl RecvHalf {
                     match ready!(poll_read_into(
                         &self.shared,
                         cx,
-                        &mut payload.limit(missing)
+                        &mut payload.limit(missing),
+                        false
                     )) {
                         Ok(0) => {
                             return Poll::Ready(Err(self
@@ -621,9 +634,12 @@ impl RecvHalf {
                     {
                         self.buf.reserve(capacity.max(RECV_BUF));
                     }
+                    let fresh = std::mem::take(&mut self.fresh);
                     let read = match at_most {
-                        Some(n) => poll_read_into(&self.shared, cx, &mut (&mut self.buf).limit(n)),
-                        None => poll_read_into(&self.shared, cx, &mut self.buf),
+                        Some(n) => {
+                            poll_read_into(&self.shared, cx, &mut (&mut self.buf).limit(n), fresh)
+                        }
+                        None => poll_read_into(&self.shared, cx, &mut self.buf, fresh),
                     };
                     match ready!(read) {
                         Ok(0) => {
@@ -658,7 +674,7 @@ impl RecvHalf {
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
         if self.buf.is_empty() {
             self.buf.reserve(RECV_BUF);
-            match ready!(poll_read_into(&self.shared, cx, &mut self.buf)) {
+            match ready!(poll_read_into(&self.shared, cx, &mut self.buf, false)) {
                 Ok(0) => return Poll::Ready(Err(self.shared.eof())),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None))),
@@ -835,7 +851,7 @@ impl SendHalf {
             None => return Ok(Rest::Everything),
         };
         let mut out = self.tx.frame(msg.len(), limit)?;
-        match self.shared.stream.try_write_vectored(&io_slices(&out, msg)) {
+        match self.shared.stream.write2_now(out.header(), msg) {
             Ok(n) if out.advance(n) => Ok(Rest::Nothing),
             // Short, would block, or failed (the retry reports the error): `write_all`
             // goes on from where this stopped.

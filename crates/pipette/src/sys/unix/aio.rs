@@ -13,7 +13,7 @@ use bytes::BufMut;
 
 use super::endpoint::Claim;
 use super::listener::{accept_nonblocking, cancel_listening, claim_and_bind};
-use super::stream::{peer_cred, peer_groups, recv_now, send_now, shutdown};
+use super::stream::{peer_cred, peer_groups, recv_now, send2_now, send_now, shutdown};
 use crate::error::Result;
 use crate::proto::HelloReader;
 use crate::sys::{Cancel, ListenOptions};
@@ -52,6 +52,13 @@ impl crate::sys::AsyncStream for Stream {
         self.inner.try_write_vectored(bufs)
     }
 
+    /// A direct `sendmsg`: tokio learns a fresh socket's writability only at the reactor's
+    /// next turn, which would cost every new connection's first send a round trip through
+    /// `epoll_wait`.
+    fn write2_now(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        send2_now(self.inner.as_raw_fd(), a, b)
+    }
+
     fn shutdown_write(&self) -> io::Result<()> {
         shutdown(self.inner.as_raw_fd(), libc::SHUT_WR)
     }
@@ -61,6 +68,30 @@ impl crate::sys::AsyncStream for Stream {
     /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         recv_now(self.inner.as_raw_fd(), buf)
+    }
+
+    fn read_buf_now<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        let chunk = buf.chunk_mut();
+        let (ptr, len) = (chunk.as_mut_ptr(), chunk.len());
+        let n = loop {
+            // SAFETY: `ptr` is valid for writes of `len` bytes (possibly uninitialised: no
+            // reference to them is made); recv(2) only writes into them.
+            match unsafe {
+                syscall!(recv(
+                    self.inner.as_raw_fd(),
+                    ptr.cast(),
+                    len,
+                    libc::MSG_DONTWAIT
+                ))
+            } {
+                Ok(n) => break n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        // SAFETY: the kernel initialised the first `n <= len` bytes of the chunk.
+        unsafe { buf.advance_mut(n) };
+        Ok(n)
     }
 }
 

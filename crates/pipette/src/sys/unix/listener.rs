@@ -43,6 +43,11 @@ struct Queue {
     pending: Vec<Pending>,
     /// Whether the epoll set watches the listener (not while `pending` is full).
     listener_watched: bool,
+    /// Whether the kernel may have a connection queued: true at first and whenever the
+    /// last `epoll_wait` said so; false after each accept, so that the next one asks
+    /// epoll (level-triggered: it answers at once while more are queued) rather than
+    /// probing with an `accept4` that fails with `EAGAIN`, one system call per connection.
+    listener_ready: bool,
 }
 
 #[derive(Debug)]
@@ -110,6 +115,7 @@ impl crate::sys::SysListener for Listener {
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 listener_watched: true,
+                listener_ready: true,
             }),
             opts: opts.clone(),
             cancelled: AtomicBool::new(false),
@@ -151,8 +157,10 @@ impl crate::sys::SysListener for Listener {
                     Progress::Waiting => i += 1,
                 }
             }
-            while queue.pending.len() < MAX_PENDING {
-                let Some(mut p) = self.accept_one(now)? else {
+            while queue.pending.len() < MAX_PENDING && queue.listener_ready {
+                let accepted = self.accept_one(now)?;
+                queue.listener_ready = false;
+                let Some(mut p) = accepted else {
                     break;
                 };
                 match p.progress(now) {
@@ -181,10 +189,11 @@ impl crate::sys::SysListener for Listener {
             }
 
             let mut wait = queue.pending.iter().map(|p| p.deadline).min();
+            let mut last_look = false;
             if let Some(d) = deadline {
-                if now >= d {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
-                }
+                // Past the deadline (at once for `try_accept`), one more look without
+                // waiting: epoll says what arrived since (`listener_ready` is its answer).
+                last_look = now >= d;
                 wait = Some(wait.map_or(d, |w| w.min(d)));
             }
             let timeout_ms: libc::c_int = match wait {
@@ -205,8 +214,15 @@ impl crate::sys::SysListener for Listener {
                     timeout_ms
                 ))
             } {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    let listener = self.fd.as_raw_fd() as u64;
+                    queue.listener_ready |=
+                        events[..n as usize].iter().any(|e| ({ e.u64 }) == listener);
+                    if last_look && n == 0 {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => queue.listener_ready = true,
                 Err(e) => return Err(e),
             }
         }

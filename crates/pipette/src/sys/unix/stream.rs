@@ -237,33 +237,15 @@ impl crate::sys::SysStream for Stream {
     /// Writes `a` then `b` with one `sendmsg(2)`; returns how many bytes went out in total.
     /// `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a `SIGPIPE`.
     fn write2(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        let mut iov = [
-            libc::iovec {
-                iov_base: a.as_ptr() as *mut libc::c_void,
-                iov_len: a.len(),
-            },
-            libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            },
-        ];
-        // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = if b.is_empty() { 1 } else { 2 };
         let fd = self.fd.as_raw_fd();
         let mut deadline = None;
         loop {
-            // SAFETY: `msg` points at `iov`, whose buffers are valid for reads of their
-            // lengths for the duration of the call; sendmsg does not write through them.
-            match unsafe { syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) } {
-                Ok(n) => return Ok(n as usize),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            match send2_now(fd, a, b) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let left = remaining(&mut deadline, &self.write_timeout)?;
                     wait_for(fd, libc::POLLOUT, left)?;
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
     }
@@ -330,6 +312,34 @@ pub(super) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
                 libc::MSG_DONTWAIT
             ))
         } {
+            Ok(n) => return Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `a` then `b` with one `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)`, restarted on `EINTR`;
+/// `WouldBlock` when the buffer is full.
+pub(super) fn send2_now(fd: RawFd, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: a.as_ptr() as *mut libc::c_void,
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        },
+    ];
+    // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = if b.is_empty() { 1 } else { 2 };
+    loop {
+        // SAFETY: `msg` points at `iov`, whose buffers are valid for reads of their lengths
+        // for the duration of the call; sendmsg does not write through them.
+        match unsafe { syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)) } {
             Ok(n) => return Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),

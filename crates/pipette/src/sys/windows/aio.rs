@@ -254,12 +254,22 @@ impl crate::sys::AsyncStream for Stream {
         Stream::read_now(self, buf)
     }
 
+    /// mio reads into its own buffer first: the same as `try_read_buf`.
+    fn read_buf_now<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        Stream::try_read_buf(self, buf)
+    }
+
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Stream::poll_write_ready(self, cx)
     }
 
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Stream::try_write_vectored(self, bufs)
+    }
+
+    /// mio's pipe has no write past its own buffer: the same as `try_write_vectored`.
+    fn write2_now(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        Stream::try_write_vectored(self, &[IoSlice::new(a), IoSlice::new(b)])
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
