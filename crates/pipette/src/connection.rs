@@ -208,7 +208,7 @@ impl Connection {
     /// Sets the timeout that [`recv`](Connection::recv), [`recv_into`](Connection::recv_into)
     /// and [`recv_string`](Connection::recv_string) use; `None` waits forever.
     ///
-    /// Applied to the socket (`SO_RCVTIMEO`) lazily, and only when it changes.
+    /// Applied to the socket lazily, and only when it changes.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.recv.set_read_timeout(timeout)
     }

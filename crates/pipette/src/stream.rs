@@ -47,13 +47,13 @@ impl Stream {
         }
     }
 
-    /// Sets the read timeout (`SO_RCVTIMEO`); `None` waits forever. A read that times out
+    /// Sets the read timeout; `None` waits forever. A read that times out
     /// fails with `io::ErrorKind::WouldBlock` (as `std`'s sockets do).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.shared.stream.set_read_timeout(timeout)
     }
 
-    /// Sets the write timeout (`SO_SNDTIMEO`); `None` waits forever.
+    /// Sets the write timeout; `None` waits forever.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.shared.stream.set_write_timeout(timeout)
     }
