@@ -56,9 +56,9 @@ use std::time::Duration;
 use crate::proto::{Credentials, HelloReader, TrustPolicy};
 use crate::{Name, PeerIdentity, Trust};
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
 mod unix;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
 use unix as imp;
 
 #[cfg(windows)]
@@ -66,11 +66,16 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-#[cfg(not(any(target_os = "linux", windows)))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "freebsd",
+    windows
+)))]
 compile_error!(
-    "pipette supports Linux and Windows. macOS and the BSDs are not supported yet: their \
-     Unix sockets differ from Linux's in peer credentials, accept4, SIGPIPE and address \
-     length, and the port is in progress (https://example.invalid/pipette/issues/13)."
+    "pipette supports Linux, macOS, FreeBSD and Windows. Other systems (OpenBSD, NetBSD, \
+     illumos, ...) differ in how a Unix socket's peer credentials are read (sys/unix/os); \
+     a port is a small per-system file there."
 );
 
 /// The per-platform entry points: names, endpoints, and the credentials that the protocol
