@@ -93,7 +93,7 @@ pub(crate) fn plain_path(dir: &Path, name: &str) -> std::result::Result<PathBuf,
     }
     let dir_len = dir.as_os_str().len();
     Err(format!(
-        "the endpoint directory {} is {dir_len} bytes long, too long for any plain name: a Unix socket address holds {PLAIN_PATH_MAX} bytes, which leaves at most {} for the directory. Set XDG_RUNTIME_DIR to a shorter directory (pipette uses its pipette/ subdirectory), or bind an explicit path",
+        "the endpoint directory {} is {dir_len} bytes long, too long for this name: a Unix socket address holds {PLAIN_PATH_MAX} bytes, and a long name needs a directory of at most {} bytes (its socket then gets a short hashed file name). Set XDG_RUNTIME_DIR to a shorter directory (pipette uses its pipette/ subdirectory), use a shorter name, or bind an explicit path",
         dir.display(),
         PLAIN_PATH_MAX - 1 - HASHED_LEN
     ))
