@@ -27,8 +27,8 @@
 //! | peer's user | `SO_PEERCRED` (uid, gid) | `getpeereid` (uid, gid) | `LOCAL_PEERCRED` (uid, first group) | client token / pipe owner (SID) |
 //! | peer's pid | `SO_PEERCRED` | `LOCAL_PEERPID` | `LOCAL_PEERCRED` `cr_pid` (13 and later) | `GetNamedPipe*ProcessId` |
 //! | peer's groups (`Access::Group`) | `SO_PEERGROUPS` (all) | `LOCAL_PEERCRED` (at most 16) | `LOCAL_PEERCRED` (at most 16) | the pipe's DACL |
-//! | accept | `accept4(CLOEXEC)` | `accept` + `fcntl` + `ioctl(FIONBIO)` + `SO_NOSIGPIPE` | `accept4(CLOEXEC)` | overlapped `ConnectNamedPipe` |
-//! | no `SIGPIPE` | `MSG_NOSIGNAL` | `SO_NOSIGPIPE` | `MSG_NOSIGNAL` | (none) |
+//! | accept | `accept4(CLOEXEC)` | `accept` + `fcntl` + `ioctl(FIONBIO)` + `SO_NOSIGPIPE` | `accept4(CLOEXEC)` + `SO_NOSIGPIPE` | overlapped `ConnectNamedPipe` |
+//! | no `SIGPIPE` | `MSG_NOSIGNAL` | `SO_NOSIGPIPE` | `MSG_NOSIGNAL` and `SO_NOSIGPIPE` | (none) |
 //! | waits | `ppoll`; listener `epoll` | `poll`; listener `kqueue` | `ppoll`; listener `kqueue` | overlapped I/O |
 //! | listener wake-up on shutdown | `shutdown(2)` of the socket | wake pipe / cancellation token | wake pipe / cancellation token | cancel event |
 //! | socket file mode | `fchmod` before `bind` | `chmod` between `bind` and `listen` | same as macOS | DACL |
@@ -61,8 +61,8 @@
 //! pipe and the cancellation token instead of `shutdown(2)` of a listening socket. What
 //! only macOS or FreeBSD can run (compiled for them by CI's clippy, never executed):
 //! `unix/macos.rs` and `unix/freebsd.rs` (their kernels' credential calls and directories),
-//! the kqueue half of `unix/poller.rs`, `SO_NOSIGPIPE` in `unix/socket.rs::prepare`, and the
-//! send flags without `MSG_NOSIGNAL` there.
+//! the kqueue half of `unix/poller.rs`, `SO_NOSIGPIPE` in `unix/socket.rs::no_sigpipe`, and
+//! the send flags without `MSG_NOSIGNAL` there.
 //!
 //! # Where Windows differs (`windows/`)
 //!

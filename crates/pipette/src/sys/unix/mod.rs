@@ -118,3 +118,26 @@ impl crate::sys::Backend for Platform {
         access::describe_server(server)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `scripts/test-portable.sh` proves something only if `build.rs` really switched the
+    /// code paths: a run that asked for the portable paths (or not) and got the other set
+    /// fails here instead of passing for the wrong reason.
+    #[test]
+    fn the_build_takes_the_code_paths_it_was_asked_for() {
+        let linux = cfg!(target_os = "linux");
+        let asked = option_env!("PIPETTE_UNIX_PORTABLE") == Some("1");
+        assert_eq!(cfg!(pipette_portable), linux && asked, "pipette_portable");
+        assert_eq!(
+            cfg!(pipette_shutdown_wakes),
+            linux && !asked,
+            "pipette_shutdown_wakes"
+        );
+        assert_eq!(
+            cfg!(pipette_sock_flags),
+            (linux && !asked) || cfg!(target_os = "freebsd"),
+            "pipette_sock_flags"
+        );
+    }
+}

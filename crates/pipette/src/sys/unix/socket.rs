@@ -20,8 +20,10 @@ use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
 
 /// Every send: never wait in the kernel (callers wait in `poll`), and never raise `SIGPIPE`
-/// where the flag exists (Linux, FreeBSD: `MSG_NOSIGNAL`). macOS has no `MSG_NOSIGNAL`: each
-/// of its sockets gets `SO_NOSIGPIPE` when it is created or accepted (`prepare`).
+/// where the flag exists (Linux, FreeBSD: `MSG_NOSIGNAL`). macOS has no `MSG_NOSIGNAL`: there
+/// `SO_NOSIGPIPE`, which every socket gets when it is created or accepted (`no_sigpipe`),
+/// does it. (FreeBSD sets both: the option also covers writes that are not ours, tokio's
+/// `writev` and an application's own on the descriptor.)
 #[cfg(not(target_os = "macos"))]
 const SEND: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 #[cfg(target_os = "macos")]
@@ -44,25 +46,22 @@ pub(super) fn address(path: &Path) -> io::Result<SocketAddrUnix> {
 /// A new `AF_UNIX` stream socket, close-on-exec, optionally non-blocking.
 pub(super) fn socket(nonblocking: bool) -> io::Result<OwnedFd> {
     #[cfg(pipette_sock_flags)]
-    {
+    let fd = {
         let mut flags = net::SocketFlags::CLOEXEC;
         if nonblocking {
             flags |= net::SocketFlags::NONBLOCK;
         }
-        Ok(net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            flags,
-            None,
-        )?)
-    }
+        net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?
+    };
     #[cfg(not(pipette_sock_flags))]
-    {
+    let fd = {
         let fd = net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
         // A new socket is blocking: only a non-blocking one needs the extra call.
         prepare(&fd, nonblocking.then_some(true))?;
-        Ok(fd)
-    }
+        fd
+    };
+    no_sigpipe(&fd)?;
+    Ok(fd)
 }
 
 /// One connection the kernel has queued on `listener`, close-on-exec and in the given
@@ -73,31 +72,41 @@ pub(super) fn socket(nonblocking: bool) -> io::Result<OwnedFd> {
 /// mode is therefore always set explicitly here, never inherited.
 pub(super) fn accept(listener: BorrowedFd<'_>, nonblocking: bool) -> io::Result<OwnedFd> {
     #[cfg(pipette_sock_flags)]
-    {
+    let fd = {
         let mut flags = net::SocketFlags::CLOEXEC;
         if nonblocking {
             flags |= net::SocketFlags::NONBLOCK;
         }
-        Ok(net::accept_with(listener, flags)?)
-    }
+        net::accept_with(listener, flags)?
+    };
     #[cfg(not(pipette_sock_flags))]
-    {
+    let fd = {
         let fd = net::accept(listener)?;
         prepare(&fd, Some(nonblocking))?;
-        Ok(fd)
-    }
+        fd
+    };
+    no_sigpipe(&fd)?;
+    Ok(fd)
 }
 
-/// What `SOCK_CLOEXEC`/`accept4` do in the creating call where they exist: close-on-exec,
-/// the blocking mode (when `mode` is given), and on macOS `SO_NOSIGPIPE`.
+/// What `SOCK_CLOEXEC`, `SOCK_NONBLOCK` and `accept4` do in the creating call where they
+/// exist: close-on-exec, and the blocking mode when it is given.
 #[cfg(not(pipette_sock_flags))]
 fn prepare(fd: &OwnedFd, nonblocking: Option<bool>) -> io::Result<()> {
     rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
     if let Some(nonblocking) = nonblocking {
         rustix::io::ioctl_fionbio(fd, nonblocking)?;
     }
-    #[cfg(target_os = "macos")]
+    Ok(())
+}
+
+/// `SO_NOSIGPIPE` where the system has it (macOS, FreeBSD): a write to a socket whose peer
+/// has gone fails with `EPIPE` and raises no `SIGPIPE`, whoever writes. Linux has no such
+/// option (`MSG_NOSIGNAL` on each of our sends does it there).
+fn no_sigpipe(fd: &OwnedFd) -> io::Result<()> {
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
     net::sockopt::set_socket_nosigpipe(fd, true)?;
+    let _ = fd;
     Ok(())
 }
 
