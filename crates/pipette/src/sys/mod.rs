@@ -2,7 +2,7 @@
 //!
 //! The rest of the crate is platform-free and talks to the OS only through the contract
 //! below, written as traits so that the compiler checks every backend against it: a backend
-//! (`unix/` on Linux, `windows/`) provides a `Platform` type implementing [`Backend`], whose
+//! (`unix/` on Linux, macOS and FreeBSD; `windows/`) provides a `Platform` type implementing [`Backend`], whose
 //! associated `Stream` and `Listener` implement [`SysStream`] and [`SysListener`] (and, with
 //! the `tokio` feature, `aio::Stream` implements [`AsyncStream`]). The free functions and
 //! type aliases at the end of this file are the only way the rest of the crate reaches a
@@ -15,8 +15,54 @@
 //! All `unsafe` code of the crate is in the backends, each block with a `SAFETY` comment.
 //!
 //! Another OS gets one clear `compile_error!` below (mio's `shell` backend is the model).
-//! The Unix backend is Linux code for now (`accept4`, `SO_PEERCRED`, `SO_PEERGROUPS`); macOS
-//! and the BSDs are the subject of issue #13.
+//!
+//! # The platforms
+//!
+//! | | Linux | macOS | FreeBSD | Windows |
+//! |---|---|---|---|---|
+//! | transport | Unix stream socket | Unix stream socket | Unix stream socket | named pipe |
+//! | plain name `x` lives at | `$XDG_RUNTIME_DIR/pipette/x.sock`, else `/tmp/pipette-<uid>/x.sock` | `$XDG_RUNTIME_DIR/pipette/x.sock`, else `~/Library/Caches/pipette/x.sock` | as Linux | `\\.\pipe\pipette-<SID>-x` |
+//! | long plain names | file `+<fnv1a64>.sock` beyond 103 bytes | same | same | fit as they are |
+//! | explicit endpoint | absolute path, ≤ 107 bytes | absolute path, ≤ 103 bytes | absolute path, ≤ 103 bytes | `\\.\pipe\…` |
+//! | peer's user | `SO_PEERCRED` (uid, gid) | `getpeereid` (uid, gid) | `LOCAL_PEERCRED` (uid, first group) | client token / pipe owner (SID) |
+//! | peer's pid | `SO_PEERCRED` | `LOCAL_PEERPID` | `LOCAL_PEERCRED` `cr_pid` (13 and later) | `GetNamedPipe*ProcessId` |
+//! | peer's groups (`Access::Group`) | `SO_PEERGROUPS` (all) | `LOCAL_PEERCRED` (at most 16) | `LOCAL_PEERCRED` (at most 16) | the pipe's DACL |
+//! | accept | `accept4(CLOEXEC)` | `accept` + `fcntl` + `ioctl(FIONBIO)` + `SO_NOSIGPIPE` | `accept4(CLOEXEC)` + `SO_NOSIGPIPE` | overlapped `ConnectNamedPipe` |
+//! | no `SIGPIPE` | `MSG_NOSIGNAL` | `SO_NOSIGPIPE` | `MSG_NOSIGNAL` and `SO_NOSIGPIPE` | (none) |
+//! | waits | `ppoll`; listener `epoll` | `poll`; listener `kqueue` | `ppoll`; listener `kqueue` | overlapped I/O |
+//! | listener wake-up on shutdown | `shutdown(2)` of the socket | wake pipe / cancellation token | wake pipe / cancellation token | cancel event |
+//! | socket file mode | `fchmod` before `bind` | `chmod` between `bind` and `listen` | same as macOS | DACL |
+//!
+//! # Where macOS and FreeBSD differ from Linux (`unix/`)
+//!
+//! - A listening socket's `shutdown(2)` fails with `ENOTCONN` and wakes nobody. The blocking
+//!   listener's poller also watches a pipe that `cancel` writes to; the async listener's
+//!   `accept` also waits on a cancellation token that `cancel` triggers.
+//! - The readiness source of a blocking `Server` (`AsFd`) is a kqueue descriptor rather than
+//!   an epoll one: pollable all the same, readable when a connection may be ready, and for
+//!   good after a shutdown.
+//! - macOS has no `accept4`, `SOCK_CLOEXEC`, `pipe2` or `MSG_NOSIGNAL`: close-on-exec, the
+//!   blocking mode and `SO_NOSIGPIPE` are set right after the creating call (with the
+//!   fork/exec race this leaves documented in `unix/socket.rs`). Accepted sockets would
+//!   inherit the listener's `O_NONBLOCK`; their mode is always set explicitly.
+//! - A full accept queue refuses a connect with `ECONNREFUSED`, as a dead endpoint does
+//!   (Linux: `EAGAIN`, "busy"): a client retries it only when told to wait.
+//! - Peer groups come from the kernel's credential copy, at most 16 (the effective gid
+//!   first); a peer that belongs to the server's group beyond those (or, on macOS, only
+//!   through the directory service) is refused by `Access::Group`. This process's own
+//!   groups (`getgroups`, for `Trust::Group`) have the same limit on macOS.
+//! - macOS's default directory is the user's cache directory, not `$TMPDIR`: macOS deletes
+//!   files there that nobody touched for three days, a long-running server's socket and
+//!   lock file among them (see `unix/macos.rs`).
+//!
+//! On Linux, `PIPETTE_UNIX_PORTABLE=1` at build time (`build.rs`, `scripts/test-portable.sh`)
+//! takes macOS's code paths wherever Linux has the calls: `socket`/`accept` + `fcntl` +
+//! `ioctl(FIONBIO)`, `pipe` + `fcntl`, the mode set between `bind` and `listen`, the wake
+//! pipe and the cancellation token instead of `shutdown(2)` of a listening socket. What
+//! only macOS or FreeBSD can run (compiled for them by CI's clippy, never executed):
+//! `unix/macos.rs` and `unix/freebsd.rs` (their kernels' credential calls and directories),
+//! the kqueue half of `unix/poller.rs`, `SO_NOSIGPIPE` in `unix/socket.rs::no_sigpipe`, and
+//! the send flags without `MSG_NOSIGNAL` there.
 //!
 //! # Where Windows differs (`windows/`)
 //!
@@ -56,9 +102,9 @@ use std::time::Duration;
 use crate::proto::{Credentials, HelloReader, TrustPolicy};
 use crate::{Name, PeerIdentity, Trust};
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
 mod unix;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
 use unix as imp;
 
 #[cfg(windows)]
@@ -66,11 +112,16 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-#[cfg(not(any(target_os = "linux", windows)))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "freebsd",
+    windows
+)))]
 compile_error!(
-    "pipette supports Linux and Windows. macOS and the BSDs are not supported yet: their \
-     Unix sockets differ from Linux's in peer credentials, accept4, SIGPIPE and address \
-     length, and the port is in progress (https://example.invalid/pipette/issues/13)."
+    "pipette supports Linux, macOS, FreeBSD and Windows. Other systems (OpenBSD, NetBSD, \
+     illumos, ...) differ in how a Unix socket's peer credentials are read (sys/unix/os); \
+     a port is a small per-system file there."
 );
 
 /// The per-platform entry points: names, endpoints, and the credentials that the protocol
@@ -320,12 +371,13 @@ pub(crate) struct ConnectOptions {
 /// wait (see `crate::handshake`).
 pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
     /// The peer's identity as the operating system reports it: a server's view of its client
-    /// (Unix `SO_PEERCRED`; Windows the client's token), a client's view of its server (Unix
-    /// `SO_PEERCRED`; Windows the pipe's owner and group).
+    /// (Unix `SO_PEERCRED`, `getpeereid`, `LOCAL_PEERCRED`; Windows the client's token), a
+    /// client's view of its server (the same Unix calls; Windows the pipe's owner and group).
     fn peer(&self) -> std::io::Result<crate::PeerIdentity>;
 
     /// The peer's supplementary groups, where the platform tells them without a user
-    /// database lookup (Linux: `SO_PEERGROUPS`); `None` elsewhere.
+    /// database lookup (Linux: `SO_PEERGROUPS`; macOS and FreeBSD: `LOCAL_PEERCRED`, at most
+    /// 16); `None` elsewhere.
     fn peer_groups(&self) -> Option<Vec<u32>>;
 
     /// Writes without waiting (the 16-byte hello or reply, into a fresh stream's empty send

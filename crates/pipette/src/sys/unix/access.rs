@@ -17,13 +17,11 @@ pub(super) fn socket_mode(access: Access) -> u32 {
 }
 
 pub(super) fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 fn egid() -> u32 {
-    // SAFETY: getegid has no preconditions and cannot fail.
-    unsafe { libc::getegid() }
+    rustix::process::getegid().as_raw()
 }
 
 /// This process's identity: effective user and group, and (when `with_groups`) its
@@ -113,20 +111,12 @@ fn resolve_user(user: &str) -> io::Result<u32> {
     Ok(pwd.pw_uid)
 }
 
-/// This process's supplementary groups.
+/// This process's supplementary groups (`getgroups(2)`; on macOS at most 16, the kernel's
+/// copy: memberships known only to the directory service are not among them).
 fn own_groups() -> Vec<u32> {
-    let mut groups = Vec::new();
-    // SAFETY: a size query: no buffer is written with a count of 0.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if n > 0 {
-        let mut more = vec![0 as libc::gid_t; n as usize];
-        // SAFETY: `more` has room for `n` entries.
-        let got = unsafe { libc::getgroups(n, more.as_mut_ptr()) };
-        if got > 0 {
-            groups.extend_from_slice(&more[..got as usize]);
-        }
-    }
-    groups
+    rustix::process::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default()
 }
 
 /// A user for messages: `uid 65534 (nobody)`.

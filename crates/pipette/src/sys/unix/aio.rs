@@ -2,7 +2,7 @@
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
@@ -10,10 +10,12 @@ use std::task::{ready, Context, Poll};
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
 use bytes::BufMut;
+use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Claim;
-use super::listener::{accept_nonblocking, cancel_listening, claim_and_bind};
-use super::stream::{peer_cred, peer_groups, recv_now, send2_now, send_now, shutdown};
+use super::listener::{cancel_listening, claim_and_bind};
+use super::os;
+use super::socket::{self, recv_now, recv_uninit_now, send2_now, send_now, shutdown_write};
 use crate::error::Result;
 use crate::proto::HelloReader;
 use crate::sys::{Cancel, ListenOptions};
@@ -56,40 +58,26 @@ impl crate::sys::AsyncStream for Stream {
     /// next turn, which would cost every new connection's first send a round trip through
     /// `epoll_wait`.
     fn write2_now(&self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        send2_now(self.inner.as_raw_fd(), a, b)
+        send2_now(self.inner.as_fd(), a, b)
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
-        shutdown(self.inner.as_raw_fd(), libc::SHUT_WR)
+        shutdown_write(self.inner.as_fd())
     }
 
     /// Reads what is there right now with a direct `recv(MSG_DONTWAIT)`, whatever tokio's
     /// readiness cache says (it may not have seen a fresh socket's first event yet). Used
     /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv_now(self.inner.as_raw_fd(), buf)
+        recv_now(self.inner.as_fd(), buf)
     }
 
     fn read_buf_now<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        let chunk = buf.chunk_mut();
-        let (ptr, len) = (chunk.as_mut_ptr(), chunk.len());
-        let n = loop {
-            // SAFETY: `ptr` is valid for writes of `len` bytes (possibly uninitialised: no
-            // reference to them is made); recv(2) only writes into them.
-            match unsafe {
-                syscall!(recv(
-                    self.inner.as_raw_fd(),
-                    ptr.cast(),
-                    len,
-                    libc::MSG_DONTWAIT
-                ))
-            } {
-                Ok(n) => break n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        // SAFETY: the kernel initialised the first `n <= len` bytes of the chunk.
+        // SAFETY: the slice is only written to (by recv(2)), never read, and only its
+        // initialised prefix is reported to `advance_mut` below.
+        let chunk = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
+        let n = recv_uninit_now(self.inner.as_fd(), chunk)?;
+        // SAFETY: recv(2) initialised the first `n` bytes of the chunk.
         unsafe { buf.advance_mut(n) };
         Ok(n)
     }
@@ -97,17 +85,17 @@ impl crate::sys::AsyncStream for Stream {
 
 impl crate::sys::Handshake for Stream {
     fn peer(&self) -> io::Result<PeerIdentity> {
-        peer_cred(self.inner.as_raw_fd())
+        os::peer_cred(self.inner.as_fd())
     }
 
     fn peer_groups(&self) -> Option<Vec<u32>> {
-        peer_groups(self.inner.as_raw_fd())
+        os::peer_groups(self.inner.as_fd())
     }
 
-    /// A direct `send(MSG_DONTWAIT | MSG_NOSIGNAL)`: for the 16-byte handshake on a fresh
-    /// socket, whose send buffer is empty.
+    /// A direct `send(MSG_DONTWAIT)` (without `SIGPIPE`): for the 16-byte handshake on a
+    /// fresh socket, whose send buffer is empty.
     fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
-        send_now(self.inner.as_raw_fd(), buf)
+        send_now(self.inner.as_fd(), buf)
     }
 }
 
@@ -121,7 +109,7 @@ impl Cancel for Stream {
     /// As for the blocking stream: `shutdown(SHUT_RDWR)` makes the socket readable (end of
     /// stream) and hung up, which wakes every task waiting on it through the reactor.
     fn cancel(&self) {
-        let _ = shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
+        socket::shutdown_both(self.inner.as_fd());
     }
 }
 
@@ -132,7 +120,7 @@ pub(crate) async fn connect(
     path: &std::path::Path,
     _opts: &crate::sys::ConnectOptions,
 ) -> io::Result<Stream> {
-    let fd = super::stream::connect_nonblocking(path)?;
+    let fd = socket::connect_nonblocking(path)?;
     let inner = ::tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
     Ok(Stream { inner })
 }
@@ -143,12 +131,16 @@ pub(crate) async fn connect(
 /// once a listening socket is shut down, Linux reports it readable and hung up for good while
 /// `accept4` fails with `EAGAIN`, and tokio keeps hung-up readiness, so tokio's own accept
 /// would retry inside one poll forever. Here every attempt first checks the cancel flag, and
-/// a hung-up listener that has nothing to accept ends the wait.
+/// a hung-up listener that has nothing to accept ends the wait. macOS and the BSDs do not
+/// wake anyone on a `shutdown(2)` of a listening socket: there a cancellation token, which
+/// `cancel` triggers, ends the waits (on every system, so that one path serves all).
 #[derive(Debug)]
 pub(crate) struct Listener {
     fd: AsyncFd<OwnedFd>,
     claim: Mutex<Claim>,
     cancelled: AtomicBool,
+    /// Wakes every waiting `accept` on `cancel`.
+    token: CancellationToken,
     raw: bool,
 }
 
@@ -165,6 +157,7 @@ impl Listener {
             fd,
             claim: Mutex::new(claim),
             cancelled: AtomicBool::new(false),
+            token: CancellationToken::new(),
             raw: opts.raw,
         })
     }
@@ -173,7 +166,11 @@ impl Listener {
     /// (nothing read yet here: the caller reads it; the Windows listener reads it itself).
     /// Cancel safe: nothing is taken from the kernel's queue unless it is returned.
     pub(crate) async fn accept(&self) -> io::Result<(Stream, HelloReader)> {
-        let fd = poll_fn(|cx| self.poll_accept(cx)).await?;
+        let fd = ::tokio::select! {
+            biased;
+            () = self.token.cancelled() => return Err(aborted()),
+            fd = poll_fn(|cx| self.poll_accept(cx)) => fd?,
+        };
         let std = std::os::unix::net::UnixStream::from(fd);
         let stream = Stream {
             inner: ::tokio::net::UnixStream::from_std(std)?,
@@ -183,13 +180,14 @@ impl Listener {
 
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<OwnedFd>> {
         loop {
-            // The flag is set after the endpoint is released and before the socket is shut
-            // down (see `cancel_listening`): whoever sees it may report the shutdown at once.
+            // The flag is set after the endpoint is released and before anyone is woken
+            // (see `cancel_listening`): whoever sees it may report the shutdown at once.
             if self.cancelled.load(Ordering::SeqCst) {
                 return Poll::Ready(Err(aborted()));
             }
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            match accept_nonblocking(self.fd.get_ref().as_raw_fd()) {
+            // Non-blocking, as tokio requires (set explicitly: see `socket::accept`).
+            match socket::accept(self.fd.get_ref().as_fd(), true) {
                 Ok(fd) => return Poll::Ready(Ok(fd)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if guard.ready().is_read_closed() {
@@ -213,8 +211,13 @@ fn aborted() -> io::Error {
 }
 
 impl Cancel for Listener {
-    /// As for the blocking listener (see `cancel_listening`).
+    /// As for the blocking listener (see `cancel_listening`): the token wakes the waiting
+    /// `accept`s everywhere; on Linux the listening socket is also shut down, as before.
     fn cancel(&self) {
-        cancel_listening(&self.cancelled, &self.claim, self.fd.get_ref().as_raw_fd());
+        cancel_listening(&self.cancelled, &self.claim, || {
+            self.token.cancel();
+            #[cfg(pipette_shutdown_wakes)]
+            socket::shutdown_both(self.fd.get_ref().as_fd());
+        });
     }
 }

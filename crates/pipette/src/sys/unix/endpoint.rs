@@ -9,36 +9,68 @@
 //! - lock acquired and a socket file present: the previous owner is dead, but the socket may
 //!   still belong to a non-pipette server, so it is probed, and removed only if nobody answers;
 //! - two servers racing for a stale name serialise on the lock: exactly one wins.
+//!
+//! # Where a plain name lives
+//!
+//! In the per-user directory `D` (`runtime_dir`), as `D/<name>.sock` when that path fits
+//! the portable socket address (`PLAIN_PATH_MAX`, 103 bytes: macOS's and the BSDs' 104-byte
+//! `sun_path` less its NUL, so that the same rule gives the same path on every Unix), else
+//! as `D/+<h>.sock`, `<h>` being the FNV-1a 64-bit hash of the name's bytes in 16 lowercase
+//! hex digits (`+` is not allowed in plain names, so a hashed file never meets a plain
+//! one). The server then writes the name into the lock file, which is how `endpoints()`
+//! (and `pipette ls`) still show it. Beyond that (a directory over 80 bytes) the name is
+//! refused with a message naming the directory. docs/PROTOCOL.md §8 has the rule with test
+//! vectors.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
 use super::access::{describe_owner, euid, is_own_user};
-use super::stream::{sockaddr, socket, Stream};
+use super::os;
+use super::socket::{address, socket};
+use super::stream::Stream;
 use crate::error::{Error, Result};
 use crate::sys::{Handshake, Holder, Probe, SysStream};
 
-/// `sun_path` is 108 bytes on Linux, one of which is the terminating NUL.
-const MAX_PATH: usize = 107;
+/// The longest socket path of a plain name, the same on every Unix: `sun_path` is 104
+/// bytes on macOS and the BSDs (108 on Linux), one of which is the terminating NUL.
+pub(crate) const PLAIN_PATH_MAX: usize = 103;
 const SUFFIX: &str = ".sock";
+/// The first character of a hashed file name (never in a plain name).
+const HASHED: char = '+';
+/// The length of a hashed file name: `+`, 16 hex digits, `.sock`.
+const HASHED_LEN: usize = 1 + 16 + SUFFIX.len();
 
-/// The per-user directory holding plain-name endpoints.
+/// The per-user directory holding plain-name endpoints: `$XDG_RUNTIME_DIR/pipette` when
+/// `XDG_RUNTIME_DIR` is an absolute path, else the system's own choice (`os`): Linux and
+/// FreeBSD `/tmp/pipette-<uid>`, macOS `~/Library/Caches/pipette`.
 pub(super) fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if Path::new(&dir).is_absolute() => Path::new(&dir).join("pipette"),
-        _ => PathBuf::from(format!("/tmp/pipette-{}", euid())),
+        _ => os::default_runtime_dir(),
     }
 }
 
+/// FNV-1a, 64 bits (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`).
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// An explicit path must fit this system's socket address.
 fn check_len(path: &Path) -> std::result::Result<(), String> {
     let len = path.as_os_str().len();
-    if len > MAX_PATH {
+    let max = os::SUN_PATH_MAX;
+    if len > max {
         return Err(format!(
-            "the socket path {} is {len} bytes, longer than the {MAX_PATH} bytes a Unix socket address holds; use a shorter name or path",
+            "the socket path {} is {len} bytes, longer than the {max} bytes a Unix socket address holds; use a shorter name or path",
             path.display()
         ));
     }
@@ -46,9 +78,36 @@ fn check_len(path: &Path) -> std::result::Result<(), String> {
 }
 
 pub(crate) fn plain_endpoint(name: &str) -> std::result::Result<PathBuf, String> {
-    let path = runtime_dir().join(format!("{name}{SUFFIX}"));
-    check_len(&path)?;
-    Ok(path)
+    plain_path(&runtime_dir(), name)
+}
+
+/// Where the plain name `name` lives in the directory `dir` (see the module's doc).
+pub(crate) fn plain_path(dir: &Path, name: &str) -> std::result::Result<PathBuf, String> {
+    let full = dir.join(format!("{name}{SUFFIX}"));
+    if full.as_os_str().len() <= PLAIN_PATH_MAX {
+        return Ok(full);
+    }
+    let hashed = dir.join(hashed_file_name(name));
+    if hashed.as_os_str().len() <= PLAIN_PATH_MAX {
+        return Ok(hashed);
+    }
+    let dir_len = dir.as_os_str().len();
+    Err(format!(
+        "the endpoint directory {} is {dir_len} bytes long, too long for this name: a Unix socket address holds {PLAIN_PATH_MAX} bytes, and a long name needs a directory of at most {} bytes (its socket then gets a short hashed file name). Set XDG_RUNTIME_DIR to a shorter directory (pipette uses its pipette/ subdirectory), use a shorter name, or bind an explicit path",
+        dir.display(),
+        PLAIN_PATH_MAX - 1 - HASHED_LEN
+    ))
+}
+
+/// `+<FNV-1a 64 of the name, 16 lowercase hex digits>.sock`.
+fn hashed_file_name(name: &str) -> String {
+    format!("{HASHED}{:016x}{SUFFIX}", fnv1a64(name.as_bytes()))
+}
+
+/// Whether `path` is a hashed plain-name endpoint (its name is in its lock file).
+fn is_hashed(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|f| f.as_bytes().starts_with(&[HASHED as u8]))
 }
 
 pub(crate) fn explicit_endpoint(s: &str) -> Option<std::result::Result<PathBuf, String>> {
@@ -142,11 +201,6 @@ pub(super) fn check_shared_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
-
 fn lock_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".lock");
@@ -190,7 +244,22 @@ pub(crate) fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>> {
         let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
             continue;
         };
-        out.push((name.to_owned(), entry.path()));
+        let path = entry.path();
+        if name.starts_with(HASHED) {
+            // A hashed file: its name is in its lock file (see `Claim::record_name`), and
+            // must lead back here.
+            let recorded = std::fs::read(lock_path(&path)).ok();
+            let name = recorded
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|n| crate::Name::new(n).ok())
+                .filter(|n| n.is_plain() && n.path() == path);
+            if let Some(name) = name {
+                out.push((name.as_str().to_owned(), path));
+            }
+            continue;
+        }
+        out.push((name.to_owned(), path));
     }
     out.sort();
     // Then the explicit endpoints this user serves (by path).
@@ -219,50 +288,54 @@ impl Claim {
     /// Takes the name's lock; fails with `AddrInUse` when a live server holds it.
     pub(super) fn acquire(name: &str, path: &Path) -> Result<Claim> {
         let lock_path = lock_path(path);
-        let c = cpath(&lock_path)?;
         loop {
-            // SAFETY: `c` is a valid NUL-terminated path. O_NOFOLLOW refuses a planted symlink.
-            let fd = unsafe {
-                syscall!(open(
-                    c.as_ptr(),
-                    libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                    0o600 as libc::c_uint
-                ))
-            }
-            .map_err(|e| open_error(e, &lock_path))?;
-            // SAFETY: `fd` is fresh and owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // SAFETY: flock has no memory preconditions.
-            let locked = unsafe { syscall!(flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)) };
-            if let Err(e) = locked {
-                if e.kind() == io::ErrorKind::WouldBlock {
+            // O_NOFOLLOW refuses a planted symlink.
+            let fd = rustix::fs::open(
+                &lock_path,
+                OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| open_error(e.into(), &lock_path))?;
+            if let Err(e) = rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                if e == Errno::WOULDBLOCK {
                     let holder = match probe(path) {
                         Ok(Probe::Live(holder)) => holder,
                         _ => Holder::default(),
                     };
                     return Err(holder.in_use(name));
                 }
-                return Err(e.into());
+                return Err(io::Error::from(e).into());
             }
             // The previous holder may have removed the lock file between our open and our
             // flock; then we hold a lock on a file nobody else can see. Check and retry.
             let ours = std::fs::metadata(&lock_path)
                 .ok()
                 .map(|m| (m.dev(), m.ino()));
-            // SAFETY: stat is plain old data; fstat fills it in.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: `st` is valid for writes.
-            unsafe { syscall!(fstat(fd.as_raw_fd(), &mut st))? };
-            if ours == Some((st.st_dev, st.st_ino)) {
-                return Ok(Claim {
+            let st = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
+            if ours == Some((st.st_dev as u64, st.st_ino as u64)) {
+                let mut claim = Claim {
                     path: path.to_owned(),
                     lock_path,
                     lock: Some(fd),
                     socket_id: None,
                     registered: None,
-                });
+                };
+                if is_hashed(path) {
+                    claim.record_name(name)?;
+                }
+                return Ok(claim);
             }
         }
+    }
+
+    /// Writes the name into the lock file of a hashed endpoint, for `list_endpoints`.
+    fn record_name(&mut self, name: &str) -> Result<()> {
+        let Some(fd) = self.lock.as_ref() else {
+            return Ok(());
+        };
+        rustix::fs::ftruncate(fd, 0).map_err(io::Error::from)?;
+        rustix::io::pwrite(fd, name.as_bytes(), 0).map_err(io::Error::from)?;
+        Ok(())
     }
 
     /// With the lock held: clears a dead server's socket file, refusing to touch anything
@@ -300,22 +373,18 @@ impl Claim {
     /// Binds a listening socket at the claimed path with the given file mode, without a
     /// moment where the file is more open than `mode`.
     pub(super) fn bind(&mut self, name: &str, mode: u32) -> Result<OwnedFd> {
-        let (addr, len) = sockaddr(&self.path)?;
+        let addr = address(&self.path)?;
         let fd = socket(true)?;
-        // The socket file is created with the socket inode's mode minus the umask, and
-        // fchmod on an unbound socket sets that inode's mode: so the file never exists with
-        // more permissions than `mode`.
-        // SAFETY: fchmod has no memory preconditions.
-        unsafe { syscall!(fchmod(fd.as_raw_fd(), mode as libc::mode_t))? };
-        // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-        let bound = unsafe {
-            syscall!(bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len
-            ))
-        };
-        if let Err(e) = bound {
+        // Linux: the socket file is created with the socket inode's mode minus the umask,
+        // and fchmod on an unbound socket sets that inode's mode: so the file never exists
+        // with more permissions than `mode`. macOS and the BSDs refuse fchmod on a socket
+        // (EINVAL) and create the file with 0777 minus the umask; there the file's mode is
+        // set below, after bind and before listen: until listen, every connect is refused
+        // whatever the mode, so no peer gets in through a wider mode either way.
+        #[cfg(all(target_os = "linux", not(pipette_portable)))]
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
+        if let Err(e) = rustix::net::bind(&fd, &addr) {
+            let e = io::Error::from(e);
             return Err(match e.kind() {
                 // Only a non-pipette process can get here (we hold the lock): it bound the
                 // path after our check.
@@ -334,13 +403,13 @@ impl Claim {
         }
         let meta = std::fs::symlink_metadata(&self.path)?;
         self.socket_id = Some((meta.dev(), meta.ino()));
-        // The umask may have narrowed the mode; widen it back to exactly `mode` (widening
-        // after creation opens no window: the file was only ever narrower).
+        // The umask may have narrowed the mode (or, where fchmod cannot set it, left it
+        // wider): set exactly `mode`, before listen (see above).
         if meta.permissions().mode() & 0o777 != mode {
             std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode))?;
         }
-        // SAFETY: listen has no memory preconditions. The kernel caps the backlog.
-        unsafe { syscall!(listen(fd.as_raw_fd(), 4096))? };
+        // The kernel caps the backlog.
+        rustix::net::listen(&fd, 4096).map_err(io::Error::from)?;
         Ok(fd)
     }
 
@@ -390,14 +459,7 @@ fn registry_dir() -> PathBuf {
 
 /// The registry file of an explicit endpoint: a hash of its path (FNV-1a, 64 bits).
 fn registry_file(path: &Path) -> String {
-    let h = path
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    format!("{h:016x}.path")
+    format!("{:016x}.path", fnv1a64(path.as_os_str().as_bytes()))
 }
 
 /// The explicit endpoints in this user's registry. An entry whose socket file is gone is
@@ -444,16 +506,18 @@ impl Drop for Claim {
 }
 
 fn open_error(e: io::Error, path: &Path) -> Error {
-    match e.raw_os_error() {
-        Some(libc::ELOOP) => Error::PermissionDenied(format!(
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    match errno {
+        // O_NOFOLLOW on a symlink: ELOOP, but EMLINK on FreeBSD.
+        Some(Errno::LOOP) | Some(Errno::MLINK) => Error::PermissionDenied(format!(
             "{} is a symbolic link; pipette will not follow it. Remove it",
             path.display()
         )),
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied(format!(
+        Some(Errno::ACCESS) | Some(Errno::PERM) => Error::PermissionDenied(format!(
             "cannot open {}: {e}. Check the directory's owner and permissions",
             path.display()
         )),
-        Some(libc::ENOENT) => Error::io(
+        Some(Errno::NOENT) => Error::io(
             format!(
                 "cannot create {}: the directory does not exist; create it first",
                 path.display()
@@ -461,5 +525,54 @@ fn open_error(e: io::Error, path: &Path) -> Error {
             e,
         ),
         _ => Error::io(format!("cannot open {}", path.display()), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_matches_the_published_vectors() {
+        // From the FNV reference test suite (Fowler, Noll, Vo).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn long_names_get_a_short_hashed_file_name() {
+        let dir = Path::new("/run/user/1000/pipette");
+        assert_eq!(
+            plain_path(dir, "my-app").unwrap(),
+            Path::new("/run/user/1000/pipette/my-app.sock")
+        );
+        let long = "a".repeat(100);
+        let p = plain_path(dir, &long).unwrap();
+        assert_eq!(
+            p,
+            dir.join(format!("+{:016x}.sock", fnv1a64(long.as_bytes())))
+        );
+        assert!(is_hashed(&p));
+        // The longest full path that is not hashed, and the first that is.
+        let base = dir.as_os_str().len() + 1 + SUFFIX.len();
+        let fits = "b".repeat(PLAIN_PATH_MAX - base);
+        assert!(!is_hashed(&plain_path(dir, &fits).unwrap()));
+        let over = "b".repeat(PLAIN_PATH_MAX - base + 1);
+        assert!(is_hashed(&plain_path(dir, &over).unwrap()));
+    }
+
+    #[test]
+    fn directories_up_to_80_bytes_take_every_name() {
+        let name = "n".repeat(crate::name::MAX_PLAIN_LEN);
+        let ok = PathBuf::from(format!("/{}", "d".repeat(79)));
+        assert_eq!(ok.as_os_str().len(), 80);
+        assert_eq!(plain_path(&ok, &name).unwrap().as_os_str().len(), 103);
+        let too_long = PathBuf::from(format!("/{}", "d".repeat(80)));
+        let reason = plain_path(&too_long, &name).unwrap_err();
+        assert!(reason.contains(&*too_long.to_string_lossy()), "{reason}");
+        assert!(reason.contains("81 bytes"), "{reason}");
+        // A name short enough for its full path still fits there.
+        assert!(plain_path(&too_long, "x").is_ok());
     }
 }

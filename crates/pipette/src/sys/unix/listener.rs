@@ -1,21 +1,26 @@
 //! A listening Unix socket whose `accept` never lets one slow peer delay another.
 //!
 //! Each accepted socket is checked for its hello at once (a read with `MSG_DONTWAIT`; the
-//! socket itself stays blocking, as a `Stream` wants). One whose hello has not all arrived
-//! waits in a small queue; an `epoll(7)` set watches the listener and the queue together,
-//! and is also the server's readiness source for event loops. A
+//! socket itself is blocking, the mode does not matter to a `Stream`). One whose hello has
+//! not all arrived waits in a small queue; a readiness set (`Poller`: `epoll(7)` on Linux,
+//! `kqueue(2)` on macOS and FreeBSD) watches the listener and the queue together, and is
+//! also the server's readiness source for event loops. A
 //! peer that sends nothing is dropped after the handshake timeout, and the queue is bounded,
 //! so a flood of silent connections costs memory for at most `MAX_PENDING` sockets (the rest
 //! wait in the kernel's accept queue).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::access::socket_mode;
 use super::endpoint::{check_shared_dir, ensure_private_dir, Claim};
+use super::poller::Poller;
+#[cfg(not(pipette_shutdown_wakes))]
+use super::poller::WakePipe;
+use super::socket;
 use super::stream::Stream;
 use crate::error::Result;
 use crate::proto::HelloReader;
@@ -28,9 +33,12 @@ const MAX_PENDING: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct Listener {
     fd: OwnedFd,
-    /// Watches the listener and the connections waiting for their hello (`epoll(7)`); also
-    /// the readiness source event loops poll (`ready_fd`).
-    ep: OwnedFd,
+    /// Watches the listener and the connections waiting for their hello; also the readiness
+    /// source event loops poll (`ready_fd`).
+    poller: Poller,
+    /// What `cancel` wakes the poller with where `shutdown(2)` of the listener would not.
+    #[cfg(not(pipette_shutdown_wakes))]
+    wake: WakePipe,
     claim: Mutex<Claim>,
     queue: Mutex<Queue>,
     opts: ListenOptions,
@@ -39,14 +47,14 @@ pub(crate) struct Listener {
 
 #[derive(Debug)]
 struct Queue {
-    /// Connections waiting for their hello, each watched by the epoll set.
+    /// Connections waiting for their hello, each watched by the poller.
     pending: Vec<Pending>,
-    /// Whether the epoll set watches the listener (not while `pending` is full).
+    /// Whether the poller watches the listener (not while `pending` is full).
     listener_watched: bool,
     /// Whether the kernel may have a connection queued: true at first and whenever the
-    /// last `epoll_wait` said so; false after each accept, so that the next one asks
-    /// epoll (level-triggered: it answers at once while more are queued) rather than
-    /// probing with an `accept4` that fails with `EAGAIN`, one system call per connection.
+    /// last wait said so; false after each accept, so that the next one asks the poller
+    /// (level-triggered: it answers at once while more are queued) rather than probing
+    /// with an `accept` that fails with `EAGAIN`, one system call per connection.
     listener_ready: bool,
 }
 
@@ -104,13 +112,11 @@ impl crate::sys::SysListener for Listener {
 
     fn bind(name: &Name, opts: &ListenOptions) -> Result<Listener> {
         let (fd, claim) = claim_and_bind(name, opts)?;
-        // SAFETY: epoll_create1 has no memory preconditions; on success we own the result.
-        let ep = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }?;
-        // SAFETY: `ep` is a fresh descriptor that nothing else owns.
-        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
         let listener = Listener {
             fd,
-            ep,
+            poller: Poller::new()?,
+            #[cfg(not(pipette_shutdown_wakes))]
+            wake: WakePipe::new()?,
             claim: Mutex::new(claim),
             queue: Mutex::new(Queue {
                 pending: Vec::new(),
@@ -120,11 +126,9 @@ impl crate::sys::SysListener for Listener {
             opts: opts.clone(),
             cancelled: AtomicBool::new(false),
         };
-        listener.epoll_ctl(
-            libc::EPOLL_CTL_ADD,
-            listener.fd.as_raw_fd(),
-            libc::EPOLLIN as u32,
-        )?;
+        listener.poller.add(listener.fd.as_fd())?;
+        #[cfg(not(pipette_shutdown_wakes))]
+        listener.poller.add(listener.wake.watched())?;
         Ok(listener)
     }
 
@@ -133,7 +137,6 @@ impl crate::sys::SysListener for Listener {
     fn accept(&self, timeout: Option<Duration>) -> io::Result<(Stream, HelloReader)> {
         let deadline = timeout.map(|d| Instant::now() + d);
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
         loop {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(Self::aborted());
@@ -176,15 +179,7 @@ impl crate::sys::SysListener for Listener {
             // rest) until a place frees up, so that a flood cannot make this loop spin.
             let want_listener = queue.pending.len() < MAX_PENDING;
             if want_listener != queue.listener_watched {
-                self.epoll_ctl(
-                    libc::EPOLL_CTL_MOD,
-                    self.fd.as_raw_fd(),
-                    if want_listener {
-                        libc::EPOLLIN as u32
-                    } else {
-                        0
-                    },
-                )?;
+                self.poller.set_watched(self.fd.as_fd(), want_listener)?;
                 queue.listener_watched = want_listener;
             }
 
@@ -192,32 +187,21 @@ impl crate::sys::SysListener for Listener {
             let mut last_look = false;
             if let Some(d) = deadline {
                 // Past the deadline (at once for `try_accept`), one more look without
-                // waiting: epoll says what arrived since (`listener_ready` is its answer).
+                // waiting: the poller says what arrived since (`listener_ready` is its answer).
                 last_look = now >= d;
                 wait = Some(wait.map_or(d, |w| w.min(d)));
             }
-            let timeout_ms: libc::c_int = match wait {
-                None => -1,
-                Some(w) => {
-                    let left = w.saturating_duration_since(now);
-                    // Round up so that we never wake just before the deadline.
-                    (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int
-                }
-            };
-            // SAFETY: `events` is a valid array of `len` epoll_event structures, which
-            // epoll_wait only writes.
-            match unsafe {
-                syscall!(epoll_wait(
-                    self.ep.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as libc::c_int,
-                    timeout_ms
-                ))
-            } {
+            // Rounded up to milliseconds by the system call, so that we never wake just
+            // before the deadline.
+            let timeout = wait.map(|w| w.saturating_duration_since(now));
+            let listener = self.fd.as_raw_fd();
+            let mut listener_ready = false;
+            match self
+                .poller
+                .wait(timeout, |fd| listener_ready |= fd == listener)
+            {
                 Ok(n) => {
-                    let listener = self.fd.as_raw_fd() as u64;
-                    queue.listener_ready |=
-                        events[..n as usize].iter().any(|e| ({ e.u64 }) == listener);
+                    queue.listener_ready |= listener_ready;
                     if last_look && n == 0 {
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "accept timed out"));
                     }
@@ -230,35 +214,22 @@ impl crate::sys::SysListener for Listener {
 }
 
 impl Listener {
-    /// The readiness source for event loops: an epoll descriptor that is readable when the
-    /// listener has a connection queued or a connection waiting for its hello has sent more.
-    /// Owned by the listener: a cancel never closes it.
+    /// The readiness source for event loops: the poller's descriptor (epoll on Linux, a
+    /// kqueue on macOS and FreeBSD), readable when the listener has a connection queued or a
+    /// connection waiting for its hello has sent more, and for good after a cancel. Owned by
+    /// the listener: a cancel never closes it.
     pub(crate) fn ready_fd(&self) -> BorrowedFd<'_> {
-        self.ep.as_fd()
-    }
-
-    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, events: u32) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events,
-            u64: fd as u64,
-        };
-        // SAFETY: `ev` is a valid epoll_event for the call; both descriptors are open.
-        unsafe { syscall!(epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev))? };
-        Ok(())
+        self.poller.as_fd()
     }
 
     /// Watches a connection waiting for its hello.
     fn watch(&self, p: &Pending) -> io::Result<()> {
-        self.epoll_ctl(
-            libc::EPOLL_CTL_ADD,
-            p.stream.as_fd().as_raw_fd(),
-            libc::EPOLLIN as u32,
-        )
+        self.poller.add(p.stream.as_fd())
     }
 
     /// Stops watching a connection that leaves the queue (handed over or dropped).
     fn unwatch(&self, p: &Pending) {
-        let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, p.stream.as_fd().as_raw_fd(), 0);
+        self.poller.remove(p.stream.as_fd());
     }
 
     fn aborted() -> io::Error {
@@ -269,28 +240,17 @@ impl Listener {
     }
 
     /// Accepts one connection the kernel has queued; `None` when there is none. The socket
-    /// stays blocking (what a `Stream` wants): the handshake reads use `MSG_DONTWAIT`.
+    /// is blocking, as Linux's `accept4` gives it, on every system (macOS and the BSDs
+    /// would otherwise hand it over non-blocking, from the listener); the handshake reads
+    /// use `MSG_DONTWAIT`.
     fn accept_one(&self, now: Instant) -> io::Result<Option<Pending>> {
         loop {
-            // SAFETY: null address pointers are allowed (we do not need the peer address).
-            let res = unsafe {
-                syscall!(accept4(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC
-                ))
-            };
-            return match res {
-                Ok(fd) => {
-                    // SAFETY: accept4 returned a fresh descriptor that we now own.
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    Ok(Some(Pending {
-                        stream: Stream::from_fd(fd),
-                        hello: HelloReader::new(self.opts.raw),
-                        deadline: now + self.opts.handshake_timeout,
-                    }))
-                }
+            return match socket::accept(self.fd.as_fd(), false) {
+                Ok(fd) => Ok(Some(Pending {
+                    stream: Stream::from_fd(fd),
+                    hello: HelloReader::new(self.opts.raw),
+                    deadline: now + self.opts.handshake_timeout,
+                })),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => Ok(None),
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
@@ -336,41 +296,29 @@ pub(super) fn claim_and_bind(name: &Name, opts: &ListenOptions) -> Result<(Owned
 
 impl Cancel for Listener {
     fn cancel(&self) {
-        cancel_listening(&self.cancelled, &self.claim, self.fd.as_raw_fd());
+        cancel_listening(&self.cancelled, &self.claim, || {
+            #[cfg(pipette_shutdown_wakes)]
+            socket::shutdown_both(self.fd.as_fd());
+            #[cfg(not(pipette_shutdown_wakes))]
+            self.wake.wake();
+        });
     }
 }
 
 /// Cancels a listener, blocking or async: releases the endpoint first (the name is free at
-/// once), then shuts the listening socket down, which wakes `poll(2)`/the reactor and makes
-/// `accept(2)` fail, at once and for good. The order matters: whoever is woken may end the
+/// once), then sets the cancel flag, then `wake`s whoever waits: on Linux a `shutdown(2)` of
+/// the listening socket wakes `epoll`/the reactor and makes `accept(2)` fail, at once and for
+/// good; macOS and the BSDs answer that with `ENOTCONN` and wake nobody, so there the
+/// listener's own wake-up does it (a pipe in the blocking listener's poller, a
+/// cancellation token in the async one). The order matters: whoever is woken may end the
 /// process right away, and by then the endpoint must already be gone.
 ///
 /// The cancel flag is set only once the endpoint is released, so an `accept` that sees it
 /// may report the shutdown at once. A second call (from an `accept` that saw the server's
 /// shutdown handle triggered, say) waits on the claim's lock for a release in progress, so
 /// when any call returns, the endpoint is gone.
-pub(super) fn cancel_listening(cancelled: &AtomicBool, claim: &Mutex<Claim>, fd: RawFd) {
+pub(super) fn cancel_listening(cancelled: &AtomicBool, claim: &Mutex<Claim>, wake: impl FnOnce()) {
     claim.lock().unwrap_or_else(|e| e.into_inner()).release();
     cancelled.store(true, Ordering::SeqCst);
-    // SAFETY: shutdown has no memory preconditions; the caller keeps the descriptor open.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
-}
-
-/// `accept4(2)` of one queued connection, non-blocking and close-on-exec (for the async
-/// listener, whose streams are registered with tokio).
-#[cfg(feature = "tokio")]
-pub(super) fn accept_nonblocking(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: null address pointers are allowed (we do not need the peer address).
-    let new = unsafe {
-        syscall!(accept4(
-            fd,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
-        ))
-    }?;
-    // SAFETY: accept4 returned a fresh descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    wake();
 }
