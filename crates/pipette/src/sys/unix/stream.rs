@@ -20,8 +20,8 @@ use crate::PeerIdentity;
 /// A connected, blocking `SOCK_STREAM` Unix socket.
 ///
 /// Reads never sleep inside `read(2)`: they try `recv(MSG_DONTWAIT)` and, when nothing is
-/// there, wait in `ppoll(POLLIN)` (`poll` on macOS, which has no `ppoll`), with the read timeout kept here rather than in
-/// `SO_RCVTIMEO`. A thread asleep in `read(2)` on a Unix stream socket is also woken each
+/// there, wait in `ppoll(POLLIN)` (`poll` on macOS, which has no `ppoll`), with the read
+/// timeout kept here rather than in `SO_RCVTIMEO`. A thread asleep in `read(2)` on a Unix stream socket is also woken each
 /// time the peer consumes data *we* sent (the socket's wait queue gets a write-space wake-up,
 /// which a plain read waiter does not filter out), so a request/response exchange costs the
 /// reader an extra wake-up, often on another CPU, per round trip. `poll` waiters are woken
