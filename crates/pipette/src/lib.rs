@@ -86,6 +86,7 @@
 mod access;
 mod client;
 mod connection;
+mod dotnet;
 mod error;
 mod handshake;
 mod name;
