@@ -39,6 +39,7 @@ namespace PipetteInterop
         static readonly UnicodeEncoding Utf16 = new UnicodeEncoding();
         readonly PipeStream pipe;
         readonly int timeoutMs;
+        Task pending;
 
         public Messenger(PipeStream pipe, int timeoutMs)
         {
@@ -67,6 +68,15 @@ namespace PipetteInterop
             return n == 0 ? null : Utf16.GetString(buffer, 0, n);
         }
 
+        /// <summary>After the pipe is disposed: waits for an operation a timeout left
+        /// pending to end, so that the process never exits with I/O in flight.</summary>
+        public void Settle()
+        {
+            if (pending == null) return;
+            try { pending.Wait(5000); } catch (AggregateException) { }
+            pending = null;
+        }
+
         void Wait(Task task, string what)
         {
             bool done;
@@ -80,10 +90,8 @@ namespace PipetteInterop
             }
             if (!done)
             {
-                // The operation stays pending until the pipe is disposed; observe its end so
-                // that its failure then is nobody's unhandled exception.
-                task.ContinueWith(t => { var ignored = t.Exception; },
-                    TaskContinuationOptions.OnlyOnFaulted);
+                // The operation stays pending until the pipe is disposed (see Settle).
+                pending = task;
                 throw new TimeoutException(what + " timed out after " + timeoutMs + " ms");
             }
         }
@@ -193,8 +201,10 @@ namespace PipetteInterop
                     continue;
                 }
                 Say("connected");
-                Converse(new Messenger(pipe, timeoutMs));
+                var m = new Messenger(pipe, timeoutMs);
+                Converse(m);
                 pipe.Dispose();
+                m.Settle();
             }
         }
 
@@ -265,11 +275,12 @@ namespace PipetteInterop
 
         static int Client(string name, int timeoutMs, PipeOptions options, System.Collections.Generic.List<string> messages)
         {
+            Messenger m;
             using (var pipe = new NamedPipeClientStream(".", name, PipeDirection.InOut, options))
             {
                 pipe.Connect(timeoutMs);
                 Say("connected");
-                var m = new Messenger(pipe, timeoutMs);
+                m = new Messenger(pipe, timeoutMs);
                 foreach (string arg in messages)
                 {
                     string text = arg;
@@ -312,6 +323,7 @@ namespace PipetteInterop
                     }
                 }
             }
+            m.Settle();
             Say("done");
             return 0;
         }

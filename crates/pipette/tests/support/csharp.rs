@@ -98,7 +98,9 @@ pub fn start(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Peer {
 
 /// Starts `cmd` (a `mono` command line, perhaps behind `setpriv`) as a [`Peer`].
 pub fn spawn(mut cmd: Command) -> Peer {
-    cmd.stdin(Stdio::piped())
+    // Mono writes its crash reports (mono_crash.*.json) into the working directory.
+    cmd.current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut child = cmd
