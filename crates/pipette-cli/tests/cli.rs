@@ -1500,13 +1500,10 @@ fn serve_exec_shell() {
 // ---------------------------------------------------------------------------------------
 // .NET names and text encodings (issue #16)
 
-/// Where `Name::dotnet(name)` is with `TMPDIR=tmpdir`, as .NET's rule has it.
+/// Where `Name::dotnet(name)` is on Unix with `TMPDIR=tmpdir`, as .NET's rule has it.
+#[cfg(unix)]
 fn dotnet_path(tmpdir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    if cfg!(windows) {
-        std::path::PathBuf::from(format!(r"\\.\pipe\{name}"))
-    } else {
-        tmpdir.join(format!("CoreFxPipe_{name}"))
-    }
+    tmpdir.join(format!("CoreFxPipe_{name}"))
 }
 
 /// `--dotnet` on both sides: the server is at .NET's path under `TMPDIR`, it is raw (no
