@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pipette::{Access, Trust};
+use pipette::{Access, Encoding, Trust};
 
 /// The exit status table, shown at the end of `pipette --help` (and in the README).
 macro_rules! exit_status {
@@ -36,6 +36,8 @@ Examples:
   pipette connect my-app                    stdin to the server, the server to stdout
   pipette serve my-app --exec ./answer.sh   a child process per connection
   pipette ls                                this user's endpoints
+  pipette call --dotnet svc hi --encoding utf-16le
+                                            a .NET NamedPipeServerStream(\"svc\")
 
 ",
     exit_status!()
@@ -47,6 +49,7 @@ Examples:
   pipette serve my-app --exec 'sed -u s/^/>/'   a child per connection
   pipette serve my-app --exec 'while read -r l; do echo \"got $l\"; done'
   pipette serve --raw my-raw                    a byte echo, for socat or nc -U
+  pipette serve --dotnet my-svc                 a byte echo where .NET's pipe my-svc is
   pipette serve --access group /tmp/shared.sock
 
 With --exec, each connection gets its own child (`sh -c CMD`; `cmd /C CMD` on Windows), with
@@ -85,6 +88,9 @@ Examples:
   pipette call --wait 5 my-app hi           fine to start before the server
   pipette call --timeout 2 my-app hi        exit status 5 if no reply within 2 s
   pipette call --raw my-raw hi              raw: prints every byte until the peer closes
+  pipette call --dotnet svc hi --encoding utf-16le
+                                            a C# NamedPipeServerStream(\"svc\") that reads
+                                            and writes strings with Encoding.Unicode
 
 `call` sends its message, closes its sending side and waits for one reply. A server that
 closes without replying (such as `pipette listen`) ends it with an error; a server that keeps
@@ -174,6 +180,11 @@ pub struct ServerOpts {
     /// Raw byte stream (no handshake, no framing), for foreign peers such as socat or nc -U.
     #[arg(long)]
     pub raw: bool,
+    /// NAME is a .NET pipe name: serve where `new NamedPipeClientStream(".", NAME)` connects
+    /// (Windows: \\.\pipe\NAME; Unix: $TMPDIR/CoreFxPipe_NAME, /tmp without TMPDIR).
+    /// Implies --raw: .NET peers write their own bytes.
+    #[arg(long)]
+    pub dotnet: bool,
     /// Who may connect. `group` and `everyone` need an absolute path on Unix (a plain name
     /// lives in a private directory).
     #[arg(long, value_enum, value_name = "WHO", default_value_t = AccessArg::User)]
@@ -189,6 +200,11 @@ pub struct ClientOpts {
     /// Raw byte stream (no handshake, no framing), for servers that are not pipette.
     #[arg(long)]
     pub raw: bool,
+    /// NAME is a .NET pipe name: connect where `new NamedPipeServerStream(NAME)` listens
+    /// (Windows: \\.\pipe\NAME; Unix: $TMPDIR/CoreFxPipe_NAME, /tmp without TMPDIR).
+    /// Implies --raw: .NET peers write their own bytes.
+    #[arg(long)]
+    pub dotnet: bool,
     /// Which servers to talk to: user (yours, or root's), group (also servers whose group is
     /// one of yours: the pairing of --access group), everyone, or user:NAME (also user NAME,
     /// a uid, or a SID on Windows). An untrusted server gets nothing, not even the handshake.
@@ -205,6 +221,20 @@ pub struct ClientOpts {
     /// 2m): one deadline for sending, the reply and the server's close together.
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+}
+
+impl ServerOpts {
+    /// Raw mode: `--raw`, or `--dotnet`, which implies it.
+    pub fn raw_mode(&self) -> bool {
+        self.raw || self.dotnet
+    }
+}
+
+impl ClientOpts {
+    /// Raw mode: `--raw`, or `--dotnet`, which implies it.
+    pub fn raw_mode(&self) -> bool {
+        self.raw || self.dotnet
+    }
 }
 
 /// `pipette serve`.
@@ -236,6 +266,8 @@ pub struct ListenArgs {
     pub server: ServerOpts,
     #[command(flatten)]
     pub output: OutputOpt,
+    #[command(flatten)]
+    pub text: TextOpt,
     /// Stop when standard input closes (used by the tests).
     #[arg(long, hide = true)]
     pub exit_on_stdin_close: bool,
@@ -259,6 +291,8 @@ pub struct SendArgs {
     pub split: Split,
     #[command(flatten)]
     pub client: ClientOpts,
+    #[command(flatten)]
+    pub text: TextOpt,
 }
 
 /// `pipette call`.
@@ -276,6 +310,8 @@ pub struct CallArgs {
     pub client: ClientOpts,
     #[command(flatten)]
     pub output: OutputOpt,
+    #[command(flatten)]
+    pub text: TextOpt,
 }
 
 /// `pipette connect`.
@@ -291,6 +327,8 @@ pub struct ConnectArgs {
     pub client: ClientOpts,
     #[command(flatten)]
     pub output: OutputOpt,
+    #[command(flatten)]
+    pub text: TextOpt,
 }
 
 /// `pipette ls`.
@@ -315,6 +353,44 @@ pub struct OutputOpt {
     /// How received messages are printed [default: lines; with --raw: raw, the only one].
     #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
     pub output: Option<Output>,
+}
+
+/// The text encoding on the wire (listen, send, call, connect).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct TextOpt {
+    /// The peer's text encoding: what you give as text (arguments, files, standard input,
+    /// which must be UTF-8) is sent in it, and what is received is turned from it into UTF-8
+    /// before it is printed (what is not valid text becomes U+FFFD). utf-16le is .NET's
+    /// Encoding.Unicode. Without it, bytes go as they are.
+    #[arg(long, value_enum, value_name = "ENCODING")]
+    pub encoding: Option<EncodingArg>,
+}
+
+impl TextOpt {
+    /// The encoding, if one was asked for.
+    pub fn encoding(&self) -> Option<Encoding> {
+        self.encoding.map(Into::into)
+    }
+}
+
+/// `--encoding`, as a value enum so that help and completions list its values.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingArg {
+    /// UTF-8 (checked: what is sent must be UTF-8 text).
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    /// UTF-16, little-endian, no byte order mark (.NET's Encoding.Unicode).
+    #[value(name = "utf-16le", alias = "utf16le")]
+    Utf16Le,
+}
+
+impl From<EncodingArg> for Encoding {
+    fn from(e: EncodingArg) -> Encoding {
+        match e {
+            EncodingArg::Utf8 => Encoding::Utf8,
+            EncodingArg::Utf16Le => Encoding::Utf16Le,
+        }
+    }
 }
 
 /// How received messages are printed.

@@ -12,7 +12,9 @@ use std::thread;
 use std::time::Duration;
 
 use pipette::frame::{Reply, REPLY_LEN, REPLY_MAGIC};
-use pipette::{Client, ClientOptions, Connection, Error, RecvHalf, SendHalf, Shutdown};
+use pipette::{
+    Client, ClientOptions, Connection, Encoding, Error, Name, RecvHalf, SendHalf, Shutdown,
+};
 
 use crate::cli::{ClientOpts, Output, Split};
 use crate::fail::{Code, Context, Doing, Failure};
@@ -20,6 +22,7 @@ use clap::ValueEnum;
 
 use crate::input::{self, Source};
 use crate::output::{self, reader_gone};
+use crate::text::{Decoder, Encoder};
 
 /// Whether closing the sending side of a raw connection leaves the receiving side open.
 /// Windows pipes have no half-close: closing a raw pipe closes it both ways.
@@ -40,7 +43,7 @@ impl Session {
     fn open(name: &str, opts: &ClientOpts) -> Result<(Session, Connection), Failure> {
         let stop = Shutdown::new();
         let mut options = ClientOptions::new()
-            .raw(opts.raw)
+            .raw(opts.raw_mode())
             .trust(opts.trust.clone())
             .max_message_size(opts.max_size)
             .shutdown(&stop);
@@ -52,7 +55,8 @@ impl Session {
             max_size: opts.max_size,
             doing: Doing::Connect(opts.wait),
         };
-        let conn = Client::connect_with(name, &options).map_err(|e| context.failure(&e))?;
+        let endpoint = endpoint(name, opts.dotnet).map_err(|e| context.failure(&e))?;
+        let conn = Client::connect_with(&endpoint, &options).map_err(|e| context.failure(&e))?;
         let expired = Arc::new(AtomicBool::new(false));
         if let Some(timeout) = opts.timeout {
             let (stop, expired) = (stop.clone(), expired.clone());
@@ -65,7 +69,7 @@ impl Session {
         let session = Session {
             name: name.to_owned(),
             max_size: opts.max_size,
-            raw: opts.raw,
+            raw: opts.raw_mode(),
             timeout: opts.timeout,
             stop,
             expired,
@@ -104,6 +108,15 @@ impl Session {
     /// Stops the connection (and so whatever waits on it) because of a failure of our own.
     fn abort(&self) {
         self.stop.shutdown();
+    }
+}
+
+/// The endpoint NAME stands for: a pipette name, or with `--dotnet` a .NET pipe name.
+pub fn endpoint(name: &str, dotnet: bool) -> pipette::Result<Name> {
+    if dotnet {
+        Name::dotnet(name)
+    } else {
+        Name::new(name)
     }
 }
 
@@ -211,6 +224,7 @@ pub fn send(
     opts: &ClientOpts,
     sources: Vec<Source>,
     split: Split,
+    encoding: Option<Encoding>,
 ) -> Result<(), Failure> {
     let stdin_count = sources.iter().filter(|s| **s == Source::Stdin).count();
     if stdin_count > 1 {
@@ -240,7 +254,8 @@ pub fn send(
             framed_receive(&mut rx, |_| Ok(()))
         }
     });
-    let sent = send_all(&session, &mut tx, &sources, split)
+    let encoder = Encoder::new(encoding);
+    let sent = send_all(&session, &mut tx, &sources, split, &encoder)
         .and_then(|()| tx.close().map_err(|e| session.failure(&e, Doing::Close)));
     if sent.is_err() {
         session.abort();
@@ -269,6 +284,7 @@ fn send_all(
     tx: &mut SendHalf,
     sources: &[Source],
     split: Split,
+    encoder: &Encoder,
 ) -> Result<(), Failure> {
     for source in sources {
         match (source, input::delimiter(split)) {
@@ -278,7 +294,8 @@ fn send_all(
                     &mut stdin,
                     delim,
                     |record| {
-                        tx.send(record)
+                        let record = encoder.message(record, "standard input")?;
+                        tx.send(&record)
                             .map_err(|e| session.failure(&e, Doing::Send(record.len())))
                     },
                     |e| Failure::io("cannot read standard input", &e),
@@ -286,6 +303,7 @@ fn send_all(
             }
             (source, _) => {
                 let msg = source.read()?;
+                let msg = encoder.message(&msg, &source.describe())?;
                 tx.send(&msg)
                     .map_err(|e| session.failure(&e, Doing::Send(msg.len())))?;
             }
@@ -300,9 +318,14 @@ pub fn call(
     opts: &ClientOpts,
     source: Source,
     output: Option<Output>,
+    encoding: Option<Encoding>,
 ) -> Result<(), Failure> {
-    let format = output_format(opts.raw, output)?;
+    let format = output_format(opts.raw_mode(), output)?;
     let msg = source.read()?;
+    let msg = Encoder::new(encoding)
+        .message(&msg, &source.describe())?
+        .into_owned();
+    let mut decoder = Decoder::new(encoding);
     let (session, conn) = Session::open(name, opts)?;
     let (mut tx, mut rx) = conn.split();
     let sent_len = msg.len();
@@ -352,18 +375,20 @@ pub fn call(
     let mut stdout = io::stdout().lock();
     let received = if session.raw {
         raw_receive(&mut rx, |b| {
-            stdout.write_all(b)?;
+            stdout.write_all(&decoder.feed(b))?;
             stdout.flush()
         })
+        .and_then(|()| write_end(&mut stdout, &decoder.finish()))
     } else {
         match rx.recv() {
-            Ok(reply) => output::write_message(&mut stdout, format, &reply).map_err(|e| {
-                if reader_gone(&e) {
-                    RecvEnd::ReaderGone
-                } else {
-                    RecvEnd::Output(e)
-                }
-            }),
+            Ok(reply) => output::write_message(&mut stdout, format, &decoder.message(&reply))
+                .map_err(|e| {
+                    if reader_gone(&e) {
+                        RecvEnd::ReaderGone
+                    } else {
+                        RecvEnd::Output(e)
+                    }
+                }),
             Err(e) => Err(RecvEnd::Conn(e)),
         }
     };
@@ -396,9 +421,10 @@ pub fn connect(
     opts: &ClientOpts,
     split: Split,
     output: Option<Output>,
+    encoding: Option<Encoding>,
 ) -> Result<(), Failure> {
-    let format = output_format(opts.raw, output)?;
-    if opts.raw && split != Split::Lines {
+    let format = output_format(opts.raw_mode(), output)?;
+    if opts.raw_mode() && split != Split::Lines {
         return Err(Failure::usage(
             "--raw pumps bytes as they come: --split needs framed mode",
         ));
@@ -434,20 +460,27 @@ pub fn connect(
             };
             let stdin_failed = |e: io::Error| Some(Failure::io("cannot read standard input", &e));
             let mut stdin = io::stdin().lock();
+            let mut encoder = Encoder::new(encoding);
             let res = if raw {
-                pump_raw(&mut stdin, &mut tx, &fail)
+                pump_raw(&mut stdin, &mut tx, &fail, &mut encoder)
             } else {
                 match input::delimiter(split) {
                     Some(delim) => input::for_each_record(
                         &mut BufReader::new(stdin),
                         delim,
-                        |record| tx.send(record).map_err(|e| fail(&e, record.len())),
+                        |record| {
+                            let record = encoder.message(record, "standard input").map_err(Some)?;
+                            tx.send(&record).map_err(|e| fail(&e, record.len()))
+                        },
                         stdin_failed,
                     ),
                     None => {
                         let mut msg = Vec::new();
                         match stdin.read_to_end(&mut msg) {
-                            Ok(_) => tx.send(&msg).map_err(|e| fail(&e, msg.len())),
+                            Ok(_) => match encoder.message(&msg, "standard input") {
+                                Ok(msg) => tx.send(&msg).map_err(|e| fail(&e, msg.len())),
+                                Err(f) => Err(Some(f)),
+                            },
                             Err(e) => Err(stdin_failed(e)),
                         }
                     }
@@ -461,14 +494,16 @@ pub fn connect(
         });
     }
     let mut stdout = io::stdout().lock();
+    let mut decoder = Decoder::new(encoding);
     let received = if session.raw {
         raw_receive(&mut rx, |b| {
-            stdout.write_all(b)?;
+            stdout.write_all(&decoder.feed(b))?;
             stdout.flush()
         })
+        .and_then(|()| write_end(&mut stdout, &decoder.finish()))
     } else {
         framed_receive(&mut rx, |msg| {
-            output::write_message(&mut stdout, format, msg)
+            output::write_message(&mut stdout, format, &decoder.message(msg))
         })
     };
     match received {
@@ -484,20 +519,38 @@ pub fn connect(
     }
 }
 
-/// Copies standard input to a raw connection as it comes.
+/// Copies standard input to a raw connection as it comes (in `--encoding`, if any).
 fn pump_raw(
     input: &mut impl Read,
     tx: &mut SendHalf,
     fail: &impl Fn(&Error, usize) -> Option<Failure>,
+    encoder: &mut Encoder,
 ) -> Result<(), Option<Failure>> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return encoder.finish("standard input").map_err(Some),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Some(Failure::io("cannot read standard input", &e))),
         };
-        tx.send(&buf[..n]).map_err(|e| fail(&e, n))?;
+        let bytes = encoder.feed(&buf[..n], "standard input").map_err(Some)?;
+        if !bytes.is_empty() {
+            tx.send(&bytes).map_err(|e| fail(&e, bytes.len()))?;
+        }
     }
+}
+
+/// Writes what a decoder held back at the end of a raw stream.
+fn write_end(out: &mut impl Write, rest: &[u8]) -> Result<(), RecvEnd> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    out.write_all(rest).and_then(|()| out.flush()).map_err(|e| {
+        if reader_gone(&e) {
+            RecvEnd::ReaderGone
+        } else {
+            RecvEnd::Output(e)
+        }
+    })
 }

@@ -56,7 +56,8 @@ impl Source {
         Ok(bytes)
     }
 
-    fn describe(&self) -> String {
+    /// Where the message comes from, in words.
+    pub fn describe(&self) -> String {
         match self {
             Source::Literal(_) => "an argument".to_owned(),
             Source::File(p) => p.display().to_string(),

@@ -22,6 +22,7 @@ mod ls;
 mod output;
 mod server;
 mod signals;
+mod text;
 
 use cli::{Cli, Command};
 use fail::Failure;
@@ -52,11 +53,11 @@ fn run(command: Command, matches: &clap::ArgMatches) -> Result<(), Failure> {
             server::run(&a.name, &a.server, mode, a.exit_on_stdin_close)
         }
         Command::Listen(a) => {
-            let format = client::output_format(a.server.raw, a.output.output)?;
+            let format = client::output_format(a.server.raw_mode(), a.output.output)?;
             server::run(
                 &a.name,
                 &a.server,
-                server::Mode::Print(format),
+                server::Mode::Print(format, a.text.encoding()),
                 a.exit_on_stdin_close,
             )
         }
@@ -69,7 +70,7 @@ fn run(command: Command, matches: &clap::ArgMatches) -> Result<(), Failure> {
             };
             let sources =
                 input::in_order(a.messages, indices("messages"), a.files, indices("files"));
-            client::send(&a.name, &a.client, sources, a.split)
+            client::send(&a.name, &a.client, sources, a.split, a.text.encoding())
         }
         Command::Call(a) => {
             let source = match (a.message, a.file) {
@@ -81,9 +82,21 @@ fn run(command: Command, matches: &clap::ArgMatches) -> Result<(), Failure> {
                     ))
                 }
             };
-            client::call(&a.name, &a.client, source, a.output.output)
+            client::call(
+                &a.name,
+                &a.client,
+                source,
+                a.output.output,
+                a.text.encoding(),
+            )
         }
-        Command::Connect(a) => client::connect(&a.name, &a.client, a.split, a.output.output),
+        Command::Connect(a) => client::connect(
+            &a.name,
+            &a.client,
+            a.split,
+            a.output.output,
+            a.text.encoding(),
+        ),
         Command::Ls(a) => ls::ls(a.json),
         Command::Clean(a) => ls::clean(&a.names),
         Command::Completions { shell } => {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pipette::{Connection, Error, ServerOptions, Shutdown};
+use pipette::{Connection, Encoding, Error, ServerOptions, Shutdown};
 
 use crate::cli::{Output, ServerOpts, Split};
 use crate::fail::{chain, Context, Doing, Failure};
@@ -16,14 +16,16 @@ use crate::input;
 use crate::logging::pid;
 use crate::output::{reader_gone, write_message};
 use crate::signals;
+use crate::text::Decoder;
 
 /// What a server does with each connection.
 #[derive(Debug, Clone)]
 pub enum Mode {
     /// Sends every message (raw: every chunk) back.
     Echo,
-    /// Prints every message in this format (raw: the bytes as they come).
-    Print(Output),
+    /// Prints every message in this format (raw: the bytes as they come), converted from
+    /// the text encoding on the wire, if one is given.
+    Print(Output, Option<Encoding>),
     /// Runs a child per connection: the shell command, and how messages are delimited on its
     /// standard input and output.
     Exec(String, Split),
@@ -77,10 +79,11 @@ pub fn run(
         max_size: opts.max_size,
         doing: Doing::Bind,
     };
+    let endpoint = crate::client::endpoint(name, opts.dotnet).map_err(|e| context.failure(&e))?;
     let server = pipette::Server::bind_with(
-        name,
+        &endpoint,
         &ServerOptions::new()
-            .raw(opts.raw)
+            .raw(opts.raw_mode())
             .access(opts.access.into())
             .max_message_size(opts.max_size),
     )
@@ -98,14 +101,14 @@ pub fn run(
     let path = server.name().path().display().to_string();
     match &mode {
         Mode::Echo => tracing::info!("serving on {name} ({path}): echo"),
-        Mode::Print(_) => tracing::info!("listening on {name} ({path})"),
+        Mode::Print(..) => tracing::info!("listening on {name} ({path})"),
         Mode::Exec(cmd, _) => {
             tracing::info!("serving on {name} ({path}): running {cmd:?} for each connection")
         }
     }
     let shared = Arc::new(Shared {
         name: name.to_owned(),
-        raw: opts.raw,
+        raw: opts.raw_mode(),
         mode,
         stop: stop.clone(),
         printer: Printer {
@@ -170,10 +173,21 @@ fn serve_connection(mut conn: Connection, shared: &Shared) {
     let pid = pid(conn.peer().and_then(|p| p.pid()));
     tracing::info!(%pid, "client connected");
     let mut buf = Vec::new();
+    // A raw stream's text may be cut anywhere: one decoder per connection keeps the pieces.
+    let mut decoder = match shared.mode {
+        Mode::Print(_, encoding) => Decoder::new(encoding),
+        _ => Decoder::new(None),
+    };
     loop {
         match conn.recv_into(&mut buf) {
             Ok(_) => {}
             Err(Error::Closed) => {
+                if let Mode::Print(..) = shared.mode {
+                    let rest = decoder.finish();
+                    if !rest.is_empty() {
+                        shared.printer.print(Output::Raw, &rest, &shared.stop);
+                    }
+                }
                 tracing::info!(%pid, "client disconnected");
                 return;
             }
@@ -184,9 +198,13 @@ fn serve_connection(mut conn: Connection, shared: &Shared) {
             }
         }
         match &shared.mode {
-            Mode::Print(format) => {
-                let format = if shared.raw { Output::Raw } else { *format };
-                if !shared.printer.print(format, &buf, &shared.stop) {
+            Mode::Print(format, _) => {
+                let (format, text) = if shared.raw {
+                    (Output::Raw, std::borrow::Cow::Owned(decoder.feed(&buf)))
+                } else {
+                    (*format, decoder.message(&buf))
+                };
+                if !shared.printer.print(format, &text, &shared.stop) {
                     return;
                 }
             }

@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
+/// Real C# peers (Mono), shared with the library's tests.
+#[cfg(unix)]
+#[path = "../../pipette/tests/support/csharp.rs"]
+mod csharp;
+
 /// How long any one command may take before the test calls it hung.
 const HANG: Duration = Duration::from_secs(30);
 
@@ -178,6 +183,31 @@ fn main() {
             call_refuses_another_users_server,
         ),
     ]);
+    // .NET names and text encodings (issue #16): pipette on both sides everywhere; a real
+    // C# peer (Mono) on Unix, where Mono is available.
+    tests.extend([
+        test(
+            "dotnet_names_and_utf16_text_between_two_pipettes",
+            dotnet_between_two_pipettes,
+        ),
+        test(
+            "encoding_converts_framed_messages_and_refuses_what_is_not_text",
+            encoding_framed,
+        ),
+    ]);
+    #[cfg(unix)]
+    tests.extend([
+        needs(
+            "call_dotnet_talks_to_a_csharp_server",
+            has_mono,
+            call_dotnet_to_csharp_server,
+        ),
+        needs(
+            "serve_and_listen_dotnet_answer_a_csharp_client",
+            has_mono,
+            serve_and_listen_dotnet_for_csharp_client,
+        ),
+    ]);
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -213,6 +243,14 @@ fn has_socat() -> Result<(), String> {
     match Command::new("socat").arg("-V").output() {
         Ok(o) if o.status.success() => Ok(()),
         _ => Err("socat (apt-get install socat)".into()),
+    }
+}
+
+#[cfg(unix)]
+fn has_mono() -> Result<(), String> {
+    match csharp::missing() {
+        None => Ok(()),
+        Some(what) => Err(what),
     }
 }
 
@@ -1457,4 +1495,219 @@ fn serve_exec_shell() {
         text(&out.stdout),
         format!("hello from {name}\ngot one\nand again\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// .NET names and text encodings (issue #16)
+
+/// Where `Name::dotnet(name)` is on Unix with `TMPDIR=tmpdir`, as .NET's rule has it.
+#[cfg(unix)]
+fn dotnet_path(tmpdir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    tmpdir.join(format!("CoreFxPipe_{name}"))
+}
+
+/// `--dotnet` on both sides: the server is at .NET's path under `TMPDIR`, it is raw (no
+/// handshake: `--raw` is implied), and `--encoding utf-16le` puts .NET's bytes on the wire.
+fn dotnet_between_two_pipettes() {
+    let tmp = TempDir::new("dn-tmp");
+    let with_tmp = |args: &[&str]| {
+        let mut c = pipette();
+        c.args(args).env("TMPDIR", &tmp.0);
+        c
+    };
+    // call on a raw connection needs a half-close to end its request (Unix only, as in
+    // raw_half_close); send and listen below run everywhere.
+    #[cfg(unix)]
+    {
+        let name = unique("dn");
+        let echo = Server::start_with(&mut with_tmp(&["serve", "--dotnet", &name]));
+        let path = dotnet_path(&tmp.0, &name);
+        assert!(path.exists(), "no socket at .NET's path {}", path.display());
+        let out = run_cmd(
+            &mut with_tmp(&[
+                "call",
+                "--dotnet",
+                &name,
+                "héllo ✓ 😀",
+                "--encoding",
+                "utf-16le",
+            ]),
+            b"",
+            "call --dotnet",
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "héllo ✓ 😀");
+        // The same server by its path, raw: the echo is the UTF-16LE bytes.
+        let path_str = path.to_str().unwrap().to_owned();
+        let out = run_input(
+            &["call", "--raw", &path_str, "-"],
+            &[b'h', 0, 0xe9, 0, 0x13, 0x27],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(out.stdout, [b'h', 0, 0xe9, 0, 0x13, 0x27]);
+        drop(echo);
+    }
+
+    // listen without --encoding prints the bytes on the wire: send --encoding utf-16le put
+    // .NET's Encoding.Unicode there (no byte order mark, no length prefix).
+    let name = unique("dn-listen");
+    let listen = Server::start_with(&mut with_tmp(&["listen", "--dotnet", &name]));
+    let out = run_cmd(
+        &mut with_tmp(&["send", "--dotnet", &name, "hé✓", "--encoding", "utf-16le"]),
+        b"",
+        "send --dotnet",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wire = listen.wait_stdout(|o| o.len() >= 6);
+    assert_eq!(wire, [b'h', 0, 0xe9, 0, 0x13, 0x27]);
+    drop(listen);
+
+    // A name .NET would refuse is a usage-style error before anything is bound.
+    let out = run_cmd(
+        &mut with_tmp(&["serve", "--dotnet", "anonymous"]),
+        b"",
+        "serve --dotnet anonymous",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("anonymous"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `--encoding` in framed mode: each message is converted as a whole, both ways; text that
+/// is not UTF-8 is refused with a word on what to do.
+fn encoding_framed() {
+    let name = unique("enc");
+    let _echo = Server::start(&["serve", &name]);
+    let out = run(&["call", &name, "née ✓", "--encoding", "utf-16le"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "née ✓\n");
+    let out = run(&["call", &name, "née ✓", "--encoding", "utf-8"]);
+    assert_eq!(text(&out.stdout), "née ✓\n");
+
+    let listen_name = unique("enc-listen");
+    let listen = Server::start(&["listen", &listen_name, "-o", "hex"]);
+    let out = run(&["send", &listen_name, "hé", "--encoding", "utf-16le"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(listen.wait_stdout(|o| o.ends_with(b"\n")), b"6800e900\n");
+    drop(listen);
+
+    // listen --encoding utf-16le turns what arrives into UTF-8 before printing it.
+    let listen_name = unique("enc-listen16");
+    let listen = Server::start(&["listen", &listen_name, "--encoding", "utf-16le"]);
+    let dir = TempDir::new("enc");
+    let utf16 = dir.file("utf16", &[b'o', 0, b'k', 0, 0x13, 0x27]);
+    let out = run(&["send", &listen_name, "-f", &utf16]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&listen.wait_stdout(|o| o.ends_with(b"\n"))), "ok✓\n");
+    drop(listen);
+
+    let not_text = dir.file("bin", b"a\xffb");
+    let out = run(&["call", &name, "-f", &not_text, "--encoding", "utf-16le"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not UTF-8 text (at byte 1)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The compiled C# scenario of the library's tests (tests/dotnet/OriginalPipes.cs).
+#[cfg(unix)]
+fn original_pipes() -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipette/tests/dotnet/OriginalPipes.cs");
+    csharp::compile(
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dotnet"),
+        "OriginalPipes",
+        &[src],
+    )
+}
+
+/// `pipette call --dotnet NAME TEXT --encoding utf-16le` against a C#
+/// `NamedPipeServerStream(NAME)` that answers "echo: " + the request in one write.
+#[cfg(unix)]
+fn call_dotnet_to_csharp_server() {
+    let tmp = TempDir::new("dn-cs");
+    let tmpdir = tmp.0.to_str().unwrap().to_owned();
+    let name = unique("cs-srv");
+    let exe = original_pipes();
+    let mut server = csharp::start(&exe, &["server", &name], &[("TMPDIR", &tmpdir)]);
+    server.expect_exactly("listening");
+    assert!(dotnet_path(&tmp.0, &name).exists(), "Mono's socket moved");
+    let call = |msg: &str| {
+        run_cmd(
+            pipette()
+                .args(["call", "--dotnet", &name, msg, "--encoding", "utf-16le"])
+                .env("TMPDIR", &tmpdir),
+            b"",
+            "call --dotnet",
+        )
+    };
+    let out = call("héllo ✓ 😀");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "echo: héllo ✓ 😀");
+    server.expect(&format!("request {}", csharp::escape("héllo ✓ 😀")));
+    server.expect_exactly("client left");
+    // "bye": the C# server hangs up without answering; call prints nothing and succeeds
+    // (a raw peer's close is the end of its reply).
+    let out = call("bye");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    server.expect("request bye");
+    server.expect_exactly("hanging up");
+    // The C# server refuses to write an answer larger than its 4096-byte buffer and sends
+    // that error instead.
+    let out = call("big 3000");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "error: too large message: 6000 bytes, more than 4096"
+    );
+    server.expect("refused too large message");
+    server.say("exit");
+    server.expect("stopped");
+    assert!(server.wait().success());
+}
+
+/// A C# `NamedPipeClientStream(".", NAME)` against `pipette serve --dotnet NAME` (a byte
+/// echo) and `pipette listen --dotnet NAME --encoding utf-16le` (prints the text).
+#[cfg(unix)]
+fn serve_and_listen_dotnet_for_csharp_client() {
+    let tmp = TempDir::new("dn-cc");
+    let tmpdir = tmp.0.to_str().unwrap().to_owned();
+    let exe = original_pipes();
+    let name = unique("cs-cli");
+    let echo = Server::start_with(
+        pipette()
+            .args(["serve", "--dotnet", &name])
+            .env("TMPDIR", &tmpdir),
+    );
+    let mut client = csharp::start(
+        &exe,
+        &["client", &name, "hi", "héllo ✓ 😀"],
+        &[("TMPDIR", &tmpdir)],
+    );
+    client.expect("reply hi");
+    client.expect_exactly(&format!("reply {}", csharp::escape("héllo ✓ 😀")));
+    assert!(client.wait().success(), "{:?}", client.seen);
+    let (status, _, err) = echo.stop();
+    assert!(status.success(), "{err}");
+
+    let name = unique("cs-cli-listen");
+    let listen = Server::start_with(
+        pipette()
+            .args(["listen", "--dotnet", &name, "--encoding", "utf-16le"])
+            .env("TMPDIR", &tmpdir),
+    );
+    // "!TEXT": the C# client writes TEXT and exits at once.
+    let mut client = csharp::start(&exe, &["client", &name, "!née ✓"], &[("TMPDIR", &tmpdir)]);
+    assert!(client.wait().success(), "{:?}", client.seen);
+    let printed = listen.wait_stdout(|o| o.ends_with("✓".as_bytes()));
+    assert_eq!(text(&printed), "née ✓");
+    let (status, _, err) = listen.stop();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("client disconnected"), "{err}");
 }

@@ -16,7 +16,7 @@ use crate::shared::{Receiver, Sender, Shared, TimeoutCache};
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
 use crate::sys::SysStream;
-use crate::{sys, Name, PeerIdentity, ReuniteError};
+use crate::{sys, Encoding, Name, PeerIdentity, ReuniteError};
 
 /// Size of the receive buffer: a header and a payload just under [`LARGE_MESSAGE`] fit, so a
 /// small message (and usually the next few) arrives with one `read` into it; a larger payload
@@ -106,6 +106,31 @@ impl Connection {
         self.send.send(msg.as_bytes())
     }
 
+    /// Sends a string as one message in `encoding`, for peers that do not speak UTF-8, such
+    /// as a .NET program reading with `Encoding.Unicode`
+    /// ([`Encoding::Utf16Le`](crate::Encoding::Utf16Le)). The size limit applies to the
+    /// encoded bytes.
+    ///
+    /// ```
+    /// use pipette::{Client, Encoding, Server};
+    ///
+    /// let name = format!("doc-text-{}", std::process::id());
+    /// let server = Server::bind(&name)?;
+    /// let mut client = Client::connect(&name)?;
+    /// client.send_text("héllo", Encoding::Utf16Le)?;
+    ///
+    /// let mut conn = server.accept()?;
+    /// assert_eq!(conn.recv_text(Encoding::Utf16Le)?, "héllo");
+    /// # Ok::<(), pipette::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
+    pub fn send_text(&mut self, text: &str, encoding: Encoding) -> Result<()> {
+        self.send.send_text(text, encoding)
+    }
+
     /// Sends one message, waiting at most `timeout` for the peer to make room.
     ///
     /// If the timeout expires before anything was written, nothing was sent and the
@@ -178,6 +203,29 @@ impl Connection {
     /// As [`recv_string`](Connection::recv_string).
     pub fn recv_string_timeout(&mut self, timeout: Duration) -> Result<String> {
         self.recv.recv_string_timeout(timeout)
+    }
+
+    /// Receives one message that must be text in `encoding` (see
+    /// [`send_text`](Connection::send_text)). In raw mode that is whatever bytes have arrived,
+    /// which is one message only if the peer wrote it with one write and it fits one read
+    /// (docs/INTEROP.md).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv), and [`Error::NotUtf8`] or [`Error::NotUtf16`] (which
+    /// keep the bytes; the connection stays usable).
+    pub fn recv_text(&mut self, encoding: Encoding) -> Result<String> {
+        self.recv.recv_text(encoding)
+    }
+
+    /// Receives one message in `encoding`, waiting at most `timeout` for data (see
+    /// [`recv_timeout`](Connection::recv_timeout)).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_text`](Connection::recv_text).
+    pub fn recv_text_timeout(&mut self, encoding: Encoding, timeout: Duration) -> Result<String> {
+        self.recv.recv_text_timeout(encoding, timeout)
     }
 
     /// Receives one message if it can be done without waiting: `Ok(None)` when no whole
@@ -380,6 +428,25 @@ impl RecvHalf {
     /// As [`Connection::recv_string`].
     pub fn recv_string_timeout(&mut self, timeout: Duration) -> Result<String> {
         String::from_utf8(self.recv_timeout(timeout)?).map_err(Error::NotUtf8)
+    }
+
+    /// Receives one message in `encoding`. See [`Connection::recv_text`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv_text`].
+    pub fn recv_text(&mut self, encoding: Encoding) -> Result<String> {
+        encoding.decode(self.recv()?)
+    }
+
+    /// Receives one message in `encoding` with a timeout. See
+    /// [`Connection::recv_text_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv_text`].
+    pub fn recv_text_timeout(&mut self, encoding: Encoding, timeout: Duration) -> Result<String> {
+        encoding.decode(self.recv_timeout(timeout)?)
     }
 
     /// Receives one message without waiting. See [`Connection::try_recv`].
@@ -683,6 +750,15 @@ impl SendHalf {
     /// As [`Connection::send`].
     pub fn send_str(&mut self, msg: &str) -> Result<()> {
         self.send(msg.as_bytes())
+    }
+
+    /// Sends a string as one message in `encoding`. See [`Connection::send_text`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
+    pub fn send_text(&mut self, text: &str, encoding: Encoding) -> Result<()> {
+        self.send(&encoding.encode(text))
     }
 
     /// Sends one message with a timeout. See [`Connection::send_timeout`].

@@ -138,6 +138,16 @@ pub enum Error {
     #[error("the received message is not valid UTF-8 text; use recv() for binary messages")]
     NotUtf8(#[source] std::string::FromUtf8Error),
 
+    /// A message expected to be UTF-16LE text (see [`Encoding`](crate::Encoding)) is not:
+    /// it has an odd number of bytes, or an unpaired surrogate. The connection stays usable.
+    #[error("the received message is not valid UTF-16LE text: {reason}; use recv() for binary messages, or Encoding::decode_lossy")]
+    NotUtf16 {
+        /// What is wrong, and where.
+        reason: String,
+        /// The message's bytes, as received.
+        bytes: Vec<u8>,
+    },
+
     /// Any other I/O error from the operating system; `context` says what pipette was doing.
     #[error("{context}")]
     Io {
@@ -316,6 +326,10 @@ impl Error {
             },
             Error::Broken(cause) => Error::Broken(cause.clone()),
             Error::NotUtf8(e) => Error::NotUtf8(e.clone()),
+            Error::NotUtf16 { reason, bytes } => Error::NotUtf16 {
+                reason: reason.clone(),
+                bytes: bytes.clone(),
+            },
             Error::Io { context, source } => Error::Io {
                 context: context.clone(),
                 source: io::Error::new(source.kind(), source.to_string()),
@@ -339,9 +353,10 @@ impl Error {
             Error::TimedOut { .. } => io::ErrorKind::TimedOut,
             Error::Shutdown => io::ErrorKind::ConnectionAborted,
             Error::Closed => io::ErrorKind::UnexpectedEof,
-            Error::MessageTooLarge { .. } | Error::Protocol { .. } | Error::NotUtf8(_) => {
-                io::ErrorKind::InvalidData
-            }
+            Error::MessageTooLarge { .. }
+            | Error::Protocol { .. }
+            | Error::NotUtf8(_)
+            | Error::NotUtf16 { .. } => io::ErrorKind::InvalidData,
             Error::Broken(cause) => cause.io_kind(),
             Error::Io { source, .. } => source.kind(),
         }

@@ -86,6 +86,7 @@
 mod access;
 mod client;
 mod connection;
+mod dotnet;
 mod error;
 mod handshake;
 mod name;
@@ -99,6 +100,7 @@ mod shutdown;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod text;
 mod trust;
 
 pub use access::Access;
@@ -115,6 +117,7 @@ pub use proto::wire as frame;
 pub use server::{Incoming, Server};
 pub use shutdown::Shutdown;
 pub use stream::Stream;
+pub use text::Encoding;
 pub use trust::Trust;
 
 #[cfg(feature = "tokio")]

@@ -23,7 +23,7 @@ use crate::proto::{Decoded, Outgoing, LARGE_MESSAGE};
 use crate::shared::{Receiver, Sender, Shared};
 use crate::shutdown::Shutdown;
 use crate::sys::{aio, AsyncStream};
-use crate::{Name, PeerIdentity, ReuniteError};
+use crate::{Encoding, Name, PeerIdentity, ReuniteError};
 
 /// How much room a read asks for at least. Small messages arrive whole with one read.
 const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
@@ -129,6 +129,22 @@ impl Connection {
         self.recv.recv_string().await
     }
 
+    /// Receives one message that must be text in `encoding` (see
+    /// [`send_text`](Connection::send_text)). In raw mode that is whatever bytes have arrived
+    /// (docs/INTEROP.md).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Connection::recv), and [`Error::NotUtf8`] or [`Error::NotUtf16`] (which
+    /// keep the bytes; the connection stays usable).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv`](Connection::recv).
+    pub async fn recv_text(&mut self, encoding: Encoding) -> Result<String> {
+        self.recv.recv_text(encoding).await
+    }
+
     /// Receives one message, failing with [`Error::TimedOut`] after `timeout`.
     ///
     /// # Errors
@@ -188,6 +204,39 @@ impl Connection {
     /// Not cancel safe, as [`send`](Connection::send).
     pub async fn send_str(&mut self, msg: &str) -> Result<()> {
         self.send.send(msg.as_bytes()).await
+    }
+
+    /// Sends a string as one message in `encoding`, for peers that do not speak UTF-8, such
+    /// as a .NET program reading with `Encoding.Unicode`
+    /// ([`Encoding::Utf16Le`](crate::Encoding::Utf16Le)). The size limit applies to the
+    /// encoded bytes.
+    ///
+    /// ```
+    /// use pipette::Encoding;
+    /// use pipette::tokio::{Client, Server};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pipette::Result<()> {
+    /// let name = format!("doc-async-text-{}", std::process::id());
+    /// let server = Server::bind(&name)?;
+    /// let mut client = Client::connect(&name).await?;
+    /// client.send_text("héllo", Encoding::Utf16Le).await?;
+    ///
+    /// let mut conn = server.accept().await?;
+    /// assert_eq!(conn.recv_text(Encoding::Utf16Le).await?, "héllo");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send`](Connection::send).
+    pub async fn send_text(&mut self, text: &str, encoding: Encoding) -> Result<()> {
+        self.send.send_text(text, encoding).await
     }
 
     /// Sends one message, failing with [`Error::TimedOut`] after `timeout`.
@@ -462,6 +511,19 @@ impl RecvHalf {
     pub async fn recv_string(&mut self) -> Result<String> {
         let msg = self.recv().await?;
         String::from_utf8(msg.into()).map_err(Error::NotUtf8)
+    }
+
+    /// Receives one message in `encoding`. See [`Connection::recv_text`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::recv_text`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn recv_text(&mut self, encoding: Encoding) -> Result<String> {
+        encoding.decode(self.recv().await?)
     }
 
     /// Receives one message with a timeout. See [`Connection::recv_timeout`].
@@ -749,6 +811,19 @@ impl SendHalf {
     /// Not cancel safe (see [`Connection::send`]).
     pub async fn send_str(&mut self, msg: &str) -> Result<()> {
         self.send(msg.as_bytes()).await
+    }
+
+    /// Sends a string as one message in `encoding`. See [`Connection::send_text`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe (see [`Connection::send`]).
+    pub async fn send_text(&mut self, text: &str, encoding: Encoding) -> Result<()> {
+        self.send(&encoding.encode(text)).await
     }
 
     /// Sends one message with a timeout. See [`Connection::send_timeout`].

@@ -281,28 +281,29 @@ pub fn main_with_ignored(tests: &[Test], ignored: &[Test], roles: &[Role]) {
         std::process::exit(0);
     }
     let args = Arguments::from_args();
-    let trial = |&(name, f): &Test, ignored: bool| {
-        Trial::test(name, move || {
-            // Notes (see `note`) are printed only when the test fails.
-            NOTES.with(|n| n.borrow_mut().clear());
-            let result = std::panic::catch_unwind(f);
-            if let Err(panic) = result {
-                let notes = NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()));
-                for line in notes {
-                    eprintln!("[{name}] {line}");
-                }
-                std::panic::resume_unwind(panic);
-            }
-            Ok(())
-        })
-        .with_ignored_flag(ignored)
-    };
     let trials = tests
         .iter()
         .map(|t| trial(t, false))
         .chain(ignored.iter().map(|t| trial(t, true)))
         .collect();
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// One test as a trial: its notes (see [`note`]) are printed only when it fails.
+fn trial(&(name, f): &Test, ignored: bool) -> Trial {
+    Trial::test(name, move || {
+        NOTES.with(|n| n.borrow_mut().clear());
+        let result = std::panic::catch_unwind(f);
+        if let Err(panic) = result {
+            let notes = NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+            for line in notes {
+                eprintln!("[{name}] {line}");
+            }
+            std::panic::resume_unwind(panic);
+        }
+        Ok(())
+    })
+    .with_ignored_flag(ignored)
 }
 
 /// Like [`main`], for tests that need something this machine may lack (a tool such as
@@ -331,6 +332,43 @@ pub fn main_needing(tests: &[Test], roles: &[Role], missing: impl FnOnce() -> Op
             main_with_ignored(&[], tests, roles)
         }
     }
+}
+
+/// Like [`main_needing`], with what each test needs checked on its own: `missing` is `None`
+/// for a test that can run here, else what it lacks. A test that cannot run is reported as
+/// ignored with a notice (a failure under `CI=true`), never as passed.
+pub fn main_each(tests: &[(Test, Option<String>)], roles: &[Role]) {
+    if std::env::var_os(ROLE_VAR).is_some() {
+        return main(&[], roles);
+    }
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let runnable: Vec<Test> = tests
+        .iter()
+        .filter(|(_, missing)| missing.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    let blocked: Vec<(Test, String)> = tests
+        .iter()
+        .filter_map(|(t, missing)| missing.clone().map(|m| (*t, m)))
+        .collect();
+    if blocked.is_empty() {
+        return main(&runnable, roles);
+    }
+    if ci {
+        let args = Arguments::from_args();
+        let mut trials: Vec<Trial> = runnable.iter().map(|t| trial(t, false)).collect();
+        for ((name, _), what) in blocked {
+            trials.push(Trial::test(name, move || {
+                Err(format!("CI=true and this test needs {what}").into())
+            }));
+        }
+        libtest_mimic::run(&args, trials).exit();
+    }
+    for ((name, _), what) in &blocked {
+        eprintln!("NOTICE: {name} ignored: it needs {what}");
+    }
+    let ignored: Vec<Test> = blocked.iter().map(|(t, _)| *t).collect();
+    main_with_ignored(&runnable, &ignored, roles)
 }
 
 /// `None` when `tool` runs here (`tool -V` or `--version`), else what to install.
