@@ -73,6 +73,13 @@
 //! holder when it is another user), and the leftovers of a crashed server are recovered
 //! safely.
 //!
+//! # Typed messages
+//!
+//! With the cargo feature `serde`, any `Serialize` value goes as one message
+//! ([`Connection::send_value`], [`Connection::recv_value`], and the same on the halves and in
+//! the async API, which also has a `Stream` + `Sink` of values): postcard by default, JSON on
+//! request (`Codec`).
+//!
 //! # Modes
 //!
 //! Framed mode (the default) carries messages; raw mode ([`ServerOptions::raw`],
@@ -100,6 +107,8 @@ mod stream;
 #[allow(unsafe_code)]
 mod sys;
 mod trust;
+#[cfg(feature = "serde")]
+mod value;
 
 pub use access::Access;
 pub use client::Client;
@@ -116,6 +125,9 @@ pub use server::{Incoming, Server};
 pub use shutdown::Shutdown;
 pub use stream::Stream;
 pub use trust::Trust;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use value::Codec;
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

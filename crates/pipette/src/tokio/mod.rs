@@ -49,9 +49,14 @@ mod client;
 mod connection;
 mod server;
 mod stream;
+#[cfg(feature = "serde")]
+mod value;
 
 pub use bytes::Bytes;
 pub use client::Client;
 pub use connection::{Connection, RecvHalf, SendHalf};
 pub use server::{Incoming, Server};
 pub use stream::Stream;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use value::{ValueSink, ValueStream, Values};
