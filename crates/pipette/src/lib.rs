@@ -103,6 +103,7 @@ pub mod proto;
 mod server;
 mod shared;
 mod shutdown;
+mod single_instance;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
@@ -123,6 +124,7 @@ pub use probe::{endpoints, probe, remove_stale, EndpointInfo, Liveness};
 pub use proto::wire as frame;
 pub use server::{Incoming, Server};
 pub use shutdown::Shutdown;
+pub use single_instance::{single_instance, Instance, Launch, Primary, Secondary};
 pub use stream::Stream;
 pub use trust::Trust;
 #[cfg(feature = "serde")]
