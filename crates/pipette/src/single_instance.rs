@@ -152,8 +152,10 @@ pub struct Primary {
 impl Primary {
     /// Waits for the next launch's forward, acknowledges it and returns it.
     ///
-    /// A connection that does not deliver a well-formed forward within 10 seconds is dropped
-    /// and the wait goes on (it costs only that connection).
+    /// Connections are served one at a time, each for at most 10 seconds: one that does not
+    /// deliver a well-formed forward in that time is dropped and the wait goes on. (A stalled
+    /// connection delays the launches queued behind it, which may time out waiting for their
+    /// acknowledgement and decide again.)
     ///
     /// # Errors
     ///
