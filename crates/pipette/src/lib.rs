@@ -76,9 +76,15 @@
 //! # Typed messages
 //!
 //! With the cargo feature `serde`, any `Serialize` value goes as one message
-//! ([`Connection::send_value`], [`Connection::recv_value`], and the same on the halves and in
+//! (`Connection::send_value`, `Connection::recv_value`, and the same on the halves and in
 //! the async API, which also has a `Stream` + `Sink` of values): postcard by default, JSON on
 //! request (`Codec`).
+//!
+//! # Single instance
+//!
+//! [`single_instance`] makes the first launch of an app the [`Primary`], which receives the
+//! arguments and working directory of later launches; each later launch is a [`Secondary`]
+//! that forwards them and gets an acknowledgement.
 //!
 //! # Modes
 //!

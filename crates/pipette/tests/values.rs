@@ -463,8 +463,8 @@ fn async_stream_and_sink_of_values() {
         );
         // Many in flight: the sink queues, the stream drains.
         let (tx, rx) = values.into_inner().split();
-        let mut sink = tx.into_values::<Request>(Codec::Postcard);
-        let mut stream = rx.into_values::<Response>(Codec::Postcard);
+        let mut sink = tx.into_values::<Request>();
+        let mut stream = rx.into_values_with::<Response>(Codec::Postcard);
         let sender = tokio::spawn(async move {
             for i in 0..1000u32 {
                 sink.feed(Request::Numbers(vec![i])).await.unwrap();

@@ -247,9 +247,14 @@ impl SendHalf {
         self.feed(Bytes::from(Codec::Postcard.encode(value)?))
     }
 
-    /// This half as a [`Sink`](futures_sink::Sink) of `Out` values. See
-    /// [`Connection::into_values`].
-    pub fn into_values<Out>(self, codec: Codec) -> ValueSink<Out> {
+    /// This half as a [`Sink`](futures_sink::Sink) of `Out` values ([`Codec::Postcard`]).
+    /// See [`Connection::into_values`].
+    pub fn into_values<Out>(self) -> ValueSink<Out> {
+        Values::new(self, Codec::Postcard)
+    }
+
+    /// As [`into_values`](SendHalf::into_values), with `codec`.
+    pub fn into_values_with<Out>(self, codec: Codec) -> ValueSink<Out> {
         Values::new(self, codec)
     }
 }
@@ -310,9 +315,14 @@ impl RecvHalf {
         }
     }
 
-    /// This half as a [`Stream`](futures_core::Stream) of `In` values. See
-    /// [`Connection::into_values`].
-    pub fn into_values<In>(self, codec: Codec) -> ValueStream<In> {
+    /// This half as a [`Stream`](futures_core::Stream) of `In` values ([`Codec::Postcard`]).
+    /// See [`Connection::into_values`].
+    pub fn into_values<In>(self) -> ValueStream<In> {
+        Values::new(self, Codec::Postcard)
+    }
+
+    /// As [`into_values`](RecvHalf::into_values), with `codec`.
+    pub fn into_values_with<In>(self, codec: Codec) -> ValueStream<In> {
         Values::new(self, codec)
     }
 }
