@@ -143,7 +143,9 @@ pub(crate) fn retry(e: &Error) -> bool {
 
 /// The primary launch: receives what later launches forward.
 ///
-/// Dropping it (or exiting) frees the name for the next launch.
+/// Call [`recv`](Primary::recv) soon and keep calling it: a later launch waits up to 10 seconds
+/// for its acknowledgement, and one that gets none decides again (see [`single_instance`]).
+/// Dropping the primary (or exiting) frees the name for the next launch.
 #[derive(Debug)]
 pub struct Primary {
     server: Server,

@@ -353,6 +353,18 @@ mod users {
         let exe = dir.0.join("test-binary");
         std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A process forked by another test's thread while the copy was open for writing holds
+        // it until it executes, and until then executing the copy fails with ETXTBSY ("text
+        // file busy"): wait until it can be executed.
+        for attempt in 0.. {
+            match Command::new(&exe).arg("--list").output() {
+                Err(e) if e.raw_os_error() == Some(26) && attempt < 500 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("cannot execute the copied test binary: {e}"),
+                Ok(_) => break,
+            }
+        }
         let name = unique("si-users");
         // Each user's own default directory (no XDG_RUNTIME_DIR: /tmp/pipette-<uid>).
         let launch = |other: bool, tag: &str| -> Watched {
