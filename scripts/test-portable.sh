@@ -15,4 +15,5 @@ cd "$(dirname "$0")/.."
 export PIPETTE_UNIX_PORTABLE=1
 cargo test -p pipette-ipc --all-features --lib \
   --test endpoint --test messaging --test shutdown --test users \
-  --test async --test shutdown_races --test names
+  --test async --test shutdown_races --test names \
+  --test single_instance --test values

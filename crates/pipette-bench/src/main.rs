@@ -2,6 +2,7 @@
 //! docs/PERFORMANCE.md. The peers compared (Unix domain sockets, tokio's `UnixStream`, …) are
 //! Unix ones, so the benchmark is built for Unix only.
 
+mod codecs;
 #[cfg(unix)]
 mod instructions;
 #[cfg(unix)]
@@ -9,11 +10,17 @@ mod unix;
 
 #[cfg(unix)]
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--codecs") {
+        return codecs::run();
+    }
     unix::main()
 }
 
 #[cfg(not(unix))]
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--codecs") {
+        return codecs::run();
+    }
     eprintln!("pipette-bench compares Unix transports and runs on Unix only");
     std::process::exit(1);
 }

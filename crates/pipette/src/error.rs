@@ -148,6 +148,32 @@ pub enum Error {
         bytes: Vec<u8>,
     },
 
+    /// A message arrived whole but does not decode as the type asked for (typed messages,
+    /// feature `serde`): the peer sent another type, another codec, or a value this type
+    /// rejects. Only this message is skipped: the connection stays usable for the next one.
+    #[error(
+        "the received message is not a valid {type_name}: the peer sent another type or codec"
+    )]
+    Decode {
+        /// The type it was decoded as (`std::any::type_name`).
+        type_name: &'static str,
+        /// The codec's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A value could not be encoded (typed messages, feature `serde`; for example a map with
+    /// non-string keys in JSON, or a `Serialize` impl that fails). Nothing was sent; the
+    /// connection stays usable.
+    #[error("{type_name} could not be encoded, nothing was sent")]
+    Encode {
+        /// The type of the value (`std::any::type_name`).
+        type_name: &'static str,
+        /// The codec's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Any other I/O error from the operating system; `context` says what pipette was doing.
     #[error("{context}")]
     Io {
@@ -330,6 +356,14 @@ impl Error {
                 reason: reason.clone(),
                 bytes: bytes.clone(),
             },
+            Error::Decode { type_name, source } => Error::Decode {
+                type_name,
+                source: source.clone(),
+            },
+            Error::Encode { type_name, source } => Error::Encode {
+                type_name,
+                source: source.clone(),
+            },
             Error::Io { context, source } => Error::Io {
                 context: context.clone(),
                 source: io::Error::new(source.kind(), source.to_string()),
@@ -356,7 +390,9 @@ impl Error {
             Error::MessageTooLarge { .. }
             | Error::Protocol { .. }
             | Error::NotUtf8(_)
-            | Error::NotUtf16 { .. } => io::ErrorKind::InvalidData,
+            | Error::NotUtf16 { .. }
+            | Error::Decode { .. }
+            | Error::Encode { .. } => io::ErrorKind::InvalidData,
             Error::Broken(cause) => cause.io_kind(),
             Error::Io { source, .. } => source.kind(),
         }

@@ -73,6 +73,19 @@
 //! holder when it is another user), and the leftovers of a crashed server are recovered
 //! safely.
 //!
+//! # Typed messages
+//!
+//! With the cargo feature `serde`, any `Serialize` value goes as one message
+//! (`Connection::send_value`, `Connection::recv_value`, and the same on the halves and in
+//! the async API, which also has a `Stream` + `Sink` of values): postcard by default, JSON on
+//! request (`Codec`).
+//!
+//! # Single instance
+//!
+//! [`single_instance`] makes the first launch of an app the [`Primary`], which receives the
+//! arguments and working directory of later launches; each later launch is a [`Secondary`]
+//! that forwards them and gets an acknowledgement.
+//!
 //! # Modes
 //!
 //! Framed mode (the default) carries messages; raw mode ([`ServerOptions::raw`],
@@ -97,11 +110,14 @@ pub mod proto;
 mod server;
 mod shared;
 mod shutdown;
+mod single_instance;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
 mod text;
 mod trust;
+#[cfg(feature = "serde")]
+mod value;
 
 pub use access::Access;
 pub use client::Client;
@@ -116,9 +132,13 @@ pub use probe::{endpoints, probe, remove_stale, EndpointInfo, Liveness};
 pub use proto::wire as frame;
 pub use server::{Incoming, Server};
 pub use shutdown::Shutdown;
+pub use single_instance::{single_instance, Instance, Launch, Primary, Secondary};
 pub use stream::Stream;
 pub use text::Encoding;
 pub use trust::Trust;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use value::Codec;
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

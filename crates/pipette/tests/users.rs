@@ -226,9 +226,7 @@ mod unix {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         // The build directory may not be reachable by other users: run a copy.
-        let exe = dir.join("test-binary");
-        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = support::runnable_copy_of_this_binary(&dir);
         Some(Setup { uid, gid, dir, exe })
     }
 

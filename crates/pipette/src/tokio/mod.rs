@@ -48,10 +48,17 @@
 mod client;
 mod connection;
 mod server;
+mod single_instance;
 mod stream;
+#[cfg(feature = "serde")]
+mod value;
 
 pub use bytes::Bytes;
 pub use client::Client;
 pub use connection::{Connection, RecvHalf, SendHalf};
 pub use server::{Incoming, Server};
+pub use single_instance::{single_instance, Instance, Primary, Secondary};
 pub use stream::Stream;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use value::{ValueSink, ValueStream, Values};

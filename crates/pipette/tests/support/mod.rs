@@ -399,6 +399,33 @@ pub fn role_command(exe: Option<&std::path::Path>, role: &str, args: &[&str]) ->
     cmd
 }
 
+/// A copy of this test binary at `dir/test-binary`, mode 0755, that other users can run
+/// (the build directory may not be reachable by them), returned once it can be executed.
+///
+/// A process that another test's thread forks while the copy is open for writing keeps the
+/// copy open until that process executes, and until then executing the copy fails with
+/// `ETXTBSY` ("text file busy"); so this runs the copy (`--list`) until it starts.
+#[cfg(unix)]
+pub fn runnable_copy_of_this_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = dir.join("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Command::new(&exe).arg("--list").output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!(
+                "cannot execute the copied test binary {}: {e}",
+                exe.display()
+            ),
+            Ok(_) => return exe,
+        }
+    }
+}
+
 /// A child process whose stdout lines a thread collects, so that a test can wait for a line
 /// with a time limit, and look at the child's memory and descriptors in `/proc`.
 pub struct Watched {
