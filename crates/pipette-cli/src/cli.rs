@@ -88,6 +88,8 @@ Examples:
   pipette call --wait 5 my-app hi           fine to start before the server
   pipette call --timeout 2 my-app hi        exit status 5 if no reply within 2 s
   pipette call --raw my-raw hi              raw: prints every byte until the peer closes
+  pipette call --json my-svc '{\"op\":\"add\",\"args\":[1,2]}'
+                                            a JSON request, its JSON reply on one line
   pipette call --dotnet svc hi --encoding utf-16le
                                             a C# NamedPipeServerStream(\"svc\") that reads
                                             and writes strings with Encoding.Unicode
@@ -306,6 +308,11 @@ pub struct CallArgs {
     /// A file whose bytes are the message (like @FILE).
     #[arg(short = 'f', long, value_name = "PATH", conflicts_with = "message")]
     pub file: Option<PathBuf>,
+    /// The message is a JSON value: checked, then sent compact (the bytes a Rust server's
+    /// `recv_value_with(Codec::Json)` reads); the reply must be JSON too, and is printed
+    /// compact on one line (as it is, without the escaping of --output lines), ready for jq.
+    #[arg(long, conflicts_with_all = ["raw", "dotnet", "encoding"])]
+    pub json: bool,
     #[command(flatten)]
     pub client: ClientOpts,
     #[command(flatten)]

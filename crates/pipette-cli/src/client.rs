@@ -312,6 +312,41 @@ fn send_all(
     Ok(())
 }
 
+/// Writes one received message in `format`.
+fn write_reply(out: &mut impl Write, format: Output, msg: &[u8]) -> Result<(), RecvEnd> {
+    output::write_message(out, format, msg).map_err(|e| {
+        if reader_gone(&e) {
+            RecvEnd::ReaderGone
+        } else {
+            RecvEnd::Output(e)
+        }
+    })
+}
+
+/// `call --json`'s message: `bytes` must hold one JSON value; it is sent as
+/// [`Codec::Json`](pipette::Codec::Json) encodes it (compact), so that a Rust server's
+/// `recv_value_with(Codec::Json)` reads it.
+fn json_message(bytes: &[u8], what: &str) -> Result<Vec<u8>, Failure> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Failure::usage(format!("{what} is not a JSON value: {e}")))?;
+    pipette::Codec::Json
+        .encode(&value)
+        .map_err(|e| Failure::usage(format!("{what} cannot be sent as JSON: {e}")))
+}
+
+/// `call --json`'s reply, checked and made compact (one line); the reason when it is not
+/// one JSON value.
+fn json_reply(reply: &[u8]) -> Result<Vec<u8>, String> {
+    let value: serde_json::Value =
+        pipette::Codec::Json
+            .decode(reply)
+            .map_err(|e| match std::error::Error::source(&e) {
+                Some(cause) => cause.to_string(),
+                None => e.to_string(),
+            })?;
+    serde_json::to_vec(&value).map_err(|e| e.to_string())
+}
+
 /// `pipette call`: one message, one reply (raw: every byte until the peer closes).
 pub fn call(
     name: &str,
@@ -319,12 +354,17 @@ pub fn call(
     source: Source,
     output: Option<Output>,
     encoding: Option<Encoding>,
+    json: bool,
 ) -> Result<(), Failure> {
     let format = output_format(opts.raw_mode(), output)?;
     let msg = source.read()?;
-    let msg = Encoder::new(encoding)
-        .message(&msg, &source.describe())?
-        .into_owned();
+    let msg = if json {
+        json_message(&msg, &source.describe())?
+    } else {
+        Encoder::new(encoding)
+            .message(&msg, &source.describe())?
+            .into_owned()
+    };
     let mut decoder = Decoder::new(encoding);
     let (session, conn) = Session::open(name, opts)?;
     let (mut tx, mut rx) = conn.split();
@@ -381,14 +421,22 @@ pub fn call(
         .and_then(|()| write_end(&mut stdout, &decoder.finish()))
     } else {
         match rx.recv() {
-            Ok(reply) => output::write_message(&mut stdout, format, &decoder.message(&reply))
-                .map_err(|e| {
-                    if reader_gone(&e) {
-                        RecvEnd::ReaderGone
-                    } else {
-                        RecvEnd::Output(e)
-                    }
-                }),
+            Ok(reply) if json => match json_reply(&reply) {
+                // Compact JSON escapes every control character: by default it is printed
+                // as it is, one line (`--output` formats it like any message).
+                Ok(mut line) if output.is_none() => {
+                    line.push(b'\n');
+                    write_reply(&mut stdout, Output::Raw, &line)
+                }
+                Ok(line) => write_reply(&mut stdout, format, &line),
+                Err(why) => {
+                    return Err(Failure::other(format!(
+                    "the reply from {:?} is not JSON ({why}); run without --json to see its bytes",
+                    session.name
+                )))
+                }
+            },
+            Ok(reply) => write_reply(&mut stdout, format, &decoder.message(&reply)),
             Err(e) => Err(RecvEnd::Conn(e)),
         }
     };

@@ -88,6 +88,7 @@ fn run(command: Command, matches: &clap::ArgMatches) -> Result<(), Failure> {
                 source,
                 a.output.output,
                 a.text.encoding(),
+                a.json,
             )
         }
         Command::Connect(a) => client::connect(

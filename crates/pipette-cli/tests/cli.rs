@@ -75,6 +75,10 @@ fn main() {
         ),
         // Defect 3.
         test(
+            "call_json_talks_to_a_typed_server_and_checks_both_directions",
+            call_json,
+        ),
+        test(
             "call_raw_prints_every_chunk_of_the_reply",
             call_raw_prints_every_chunk,
         ),
@@ -894,6 +898,68 @@ fn raw_answering_server(
         }
         got
     })
+}
+
+/// `call --json` (issue #14): the argument is checked and sent compact, so that a Rust
+/// server's `recv_value_with(Codec::Json)` reads it; the reply is printed as one compact line;
+/// a reply that is not JSON, bad JSON given, and --json with --raw are clear errors.
+fn call_json() {
+    use pipette::Codec;
+    use serde_json::{json, Value};
+
+    // A typed server in this process: two requests, a JSON answer then one that is not JSON.
+    let name = unique("json");
+    let server = pipette::Server::bind(&name).unwrap();
+    let typed = thread::spawn(move || {
+        let mut got = Vec::new();
+        for answer in [&b""[..], b"not json"] {
+            let mut conn = server.accept().unwrap();
+            let req: Value = conn.recv_value_with(Codec::Json).unwrap();
+            if answer.is_empty() {
+                let sum = req["args"].as_array().unwrap().iter();
+                let sum: i64 = sum.map(|v| v.as_i64().unwrap()).sum();
+                conn.send_value_with(&json!({"sum": sum, "note": "n\u{e9}e\n"}), Codec::Json)
+                    .unwrap();
+            } else {
+                conn.send(answer).unwrap();
+            }
+            got.push(req);
+        }
+        got
+    });
+    let out = run(&[
+        "call",
+        "--json",
+        &name,
+        r#"{ "op": "add", "args": [1, 2, 39] }"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\"note\":\"n\u{e9}e\\n\",\"sum\":42}\n");
+    let out = run(&["call", "--json", &name, r#"{"op": "add", "args": []}"#]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not JSON") && err.contains("without --json"),
+        "{err}"
+    );
+    assert_eq!(
+        typed.join().unwrap(),
+        [
+            json!({"op": "add", "args": [1, 2, 39]}),
+            json!({"op": "add", "args": []})
+        ]
+    );
+
+    // Checked before anything connects: bad JSON, and --json with a raw mode.
+    let out = run(&["call", "--json", &name, "{op: add}"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a JSON value"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["call", "--json", "--raw", &name, "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 /// Defect 3: `call --raw` prints the whole reply, however many writes the peer used.
