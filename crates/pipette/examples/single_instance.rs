@@ -44,9 +44,11 @@ fn main() -> ExitCode {
                             open(args, launch.cwd())
                         }
                         Err(Error::Shutdown) => return ExitCode::SUCCESS,
+                        // A passing condition (out of descriptors, say): the primary keeps
+                        // the name and goes on; exiting here would drop later launches.
                         Err(e) => {
                             eprintln!("primary: {e}");
-                            return ExitCode::FAILURE;
+                            std::thread::sleep(std::time::Duration::from_millis(100));
                         }
                     }
                 }

@@ -162,7 +162,8 @@ impl Primary {
     /// # Errors
     ///
     /// [`Error::Shutdown`] once the [`shutdown_handle`](Primary::shutdown_handle) was
-    /// triggered, or an error accepting connections.
+    /// triggered. Any other error is a passing condition of [`Server::accept`] (such as
+    /// running out of descriptors): the primary keeps its name; pause and call `recv` again.
     pub fn recv(&self) -> Result<Launch> {
         loop {
             let conn = self.server.accept()?;

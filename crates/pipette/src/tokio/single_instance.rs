@@ -92,7 +92,8 @@ impl Primary {
     /// # Errors
     ///
     /// [`Error::Shutdown`] once the [`shutdown_handle`](Primary::shutdown_handle) was
-    /// triggered, or an error accepting connections.
+    /// triggered. Any other error is a passing condition of accepting (such as running out of
+    /// descriptors): the primary keeps its name; pause and call `recv` again.
     ///
     /// # Cancel safety
     ///
