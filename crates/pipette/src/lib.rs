@@ -80,6 +80,12 @@
 //! the async API, which also has a `Stream` + `Sink` of values): postcard by default, JSON on
 //! request (`Codec`).
 //!
+//! # gRPC
+//!
+//! With the cargo feature `tonic`, `pipette::tonic` serves a tonic service on a
+//! pipette server and connects a tonic channel by name, the caller's [`PeerIdentity`] in each
+//! request.
+//!
 //! # Modes
 //!
 //! Framed mode (the default) carries messages; raw mode ([`ServerOptions::raw`],
@@ -134,3 +140,7 @@ pub use value::Codec;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
