@@ -80,11 +80,11 @@
 //! the async API, which also has a `Stream` + `Sink` of values): postcard by default, JSON on
 //! request (`Codec`).
 //!
-//! # gRPC
+//! # gRPC and tarpc
 //!
 //! With the cargo feature `tonic`, `pipette::tonic` serves a tonic service on a
 //! pipette server and connects a tonic channel by name, the caller's [`PeerIdentity`] in each
-//! request.
+//! request; with `tarpc`, `pipette::tarpc` makes a connection a tarpc transport.
 //!
 //! # Modes
 //!
@@ -96,6 +96,8 @@
 #![warn(rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "tonic", feature = "tarpc"))]
+mod accepting;
 mod access;
 mod client;
 mod connection;
@@ -141,6 +143,9 @@ pub use value::Codec;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
+#[cfg(feature = "tarpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tarpc")))]
+pub mod tarpc;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;

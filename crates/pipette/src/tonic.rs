@@ -76,15 +76,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use ::tonic::transport::server::Connected;
 use ::tonic::transport::{Channel, Endpoint};
 use http::Uri;
 use hyper_util::rt::TokioIo;
 
+use crate::accepting::Accepting;
 use crate::tokio::{Client, Server, Stream};
 use crate::{ClientOptions, Error, IntoName, Name, PeerIdentity, Result};
 
@@ -106,37 +105,17 @@ impl Connected for Stream {
 /// descriptors, say) is yielded as an error, which tonic logs and skips, and the next accept
 /// waits 100 ms so that a lasting condition does not spin.
 pub fn incoming(server: Server) -> Incoming {
-    Incoming {
-        server: Arc::new(server),
-        pending: None,
-        pause: false,
-        done: false,
-    }
-}
-
-type NextFuture = Pin<Box<dyn Future<Output = Next> + Send>>;
-
-enum Next {
-    Conn(Stream),
-    /// One connection failed after it was admitted: skip it.
-    ConnFailed(Error),
-    /// The accept itself failed: pause before the next.
-    AcceptFailed(Error),
-    Stopped,
+    Incoming(Accepting::new(server, |conn| Box::pin(conn.into_stream())))
 }
 
 /// The stream of connections from [`incoming`]: `Stream<Item = Result<Stream, Error>>`.
-pub struct Incoming {
-    server: Arc<Server>,
-    pending: Option<NextFuture>,
-    pause: bool,
-    done: bool,
-}
+#[derive(Debug)]
+pub struct Incoming(Accepting<Stream>);
 
 impl Incoming {
     /// The server underneath (its name, its shutdown handle).
     pub fn server(&self) -> &Server {
-        &self.server
+        self.0.server()
     }
 }
 
@@ -144,50 +123,7 @@ impl futures_core::Stream for Incoming {
     type Item = Result<Stream>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Stream>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        let this = &mut *self;
-        let fut = this.pending.get_or_insert_with(|| {
-            let server = this.server.clone();
-            let pause = std::mem::take(&mut this.pause);
-            Box::pin(async move {
-                if pause {
-                    ::tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                match server.accept().await {
-                    Ok(conn) => match conn.into_stream().await {
-                        Ok(stream) => Next::Conn(stream),
-                        Err(e) => Next::ConnFailed(e),
-                    },
-                    Err(Error::Shutdown) => Next::Stopped,
-                    Err(e) => Next::AcceptFailed(e),
-                }
-            })
-        });
-        let next = ready!(fut.as_mut().poll(cx));
-        this.pending = None;
-        Poll::Ready(match next {
-            Next::Conn(stream) => Some(Ok(stream)),
-            Next::ConnFailed(e) => Some(Err(e)),
-            Next::AcceptFailed(e) => {
-                this.pause = true;
-                Some(Err(e))
-            }
-            Next::Stopped => {
-                this.done = true;
-                None
-            }
-        })
-    }
-}
-
-impl fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Incoming")
-            .field("server", &self.server)
-            .field("done", &self.done)
-            .finish()
+        Pin::new(&mut self.0).poll_next(cx)
     }
 }
 

@@ -38,8 +38,20 @@ fn main() {
                 "grpc_example_runs_over_pipette_and_tcp",
                 grpc_example_runs_over_pipette_and_tcp,
             ),
+            ("tarpc_16_concurrent_callers", tarpc_16_concurrent_callers),
+            (
+                "tarpc_server_killed_mid_call_fails_callers_fast",
+                tarpc_server_killed_mid_call_fails_callers_fast,
+            ),
+            (
+                "tarpc_shutdown_with_calls_in_flight",
+                tarpc_shutdown_with_calls_in_flight,
+            ),
         ],
-        &[("tonic-server", role_tonic_server)],
+        &[
+            ("tonic-server", role_tonic_server),
+            ("tarpc-server", role_tarpc_server),
+        ],
     );
 }
 
@@ -105,6 +117,64 @@ fn role_tonic_server(args: Vec<String>) {
             .serve_with_incoming(svc, pipette::tonic::incoming(server))
             .await
             .expect("serve");
+        tell("served");
+    });
+}
+
+/// The tarpc service: the same echo as the gRPC one.
+#[tarpc::service]
+trait Echoer {
+    async fn call(seq: u64, text: String, delay_ms: u32) -> (u64, String);
+}
+
+#[derive(Clone)]
+struct EchoerServer;
+
+impl Echoer for EchoerServer {
+    async fn call(
+        self,
+        _: tarpc::context::Context,
+        seq: u64,
+        text: String,
+        delay_ms: u32,
+    ) -> (u64, String) {
+        announce(seq);
+        tokio::time::sleep(Duration::from_millis(delay_ms.into())).await;
+        (seq, text)
+    }
+}
+
+/// `tarpc-server NAME`: the tarpc echo on a pipette server until stdin says `shutdown` or
+/// closes; then prints `served` once the incoming stream has ended.
+fn role_tarpc_server(args: Vec<String>) {
+    use futures::StreamExt;
+    use tarpc::server::{BaseChannel, Channel};
+
+    let rt = runtime();
+    rt.block_on(async {
+        let server = pipette::tokio::Server::bind(args[0].as_str()).expect("bind");
+        let stop = server.shutdown_handle();
+        std::thread::spawn(move || {
+            while let Some(line) = read_stdin_line() {
+                if line == "shutdown" {
+                    break;
+                }
+            }
+            stop.shutdown();
+        });
+        tell("ready");
+        pipette::tarpc::incoming(server)
+            .for_each(|transport| async move {
+                let transport = transport.expect("accept");
+                tokio::spawn(
+                    BaseChannel::with_defaults(transport)
+                        .execute(EchoerServer.serve())
+                        .for_each(|call| async move {
+                            tokio::spawn(call);
+                        }),
+                );
+            })
+            .await;
         tell("served");
     });
 }
@@ -195,6 +265,25 @@ async fn tonic_call(name: String, seq: u64) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+async fn tarpc_client(name: &str) -> Result<EchoerClient, String> {
+    let transport = pipette::tarpc::connect(name, &wait_opts())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok(EchoerClient::new(tarpc::client::Config::default(), transport).spawn())
+}
+
+async fn tarpc_call(name: String, seq: u64) -> Result<(), String> {
+    let client = tarpc_client(&name).await?;
+    let mut ctx = tarpc::context::current();
+    // Far beyond the test: the call must end because the server went away, not by deadline.
+    ctx.deadline = Instant::now() + Duration::from_secs(120);
+    client
+        .call(ctx, seq, "slow".to_owned(), LONG_CALL_MS)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e}"))
 }
 
 // ---- tonic ----
@@ -350,4 +439,83 @@ fn grpc_example_runs_over_pipette_and_tcp() {
         lines[1].starts_with("tcp: 16 calls answered") && lines[1].contains("pid unknown"),
         "{stdout}"
     );
+}
+
+// ---- tarpc ----
+
+fn tarpc_16_concurrent_callers() {
+    let (_server, name) = start("tarpc-server");
+    let rt = runtime();
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut callers = tokio::task::JoinSet::new();
+        for caller in 0..CALLERS {
+            let name = name.clone();
+            callers.spawn(async move {
+                let client = tarpc_client(&name).await.expect("connect");
+                for i in 0..CALLS_EACH {
+                    let seq = caller * CALLS_EACH + i;
+                    let text = format!("caller {caller} call {i} {}", "x".repeat(i as usize));
+                    let reply = client
+                        .call(tarpc::context::current(), seq, text.clone(), 0)
+                        .await
+                        .unwrap_or_else(|e| panic!("call {seq}: {e}"));
+                    assert_eq!(reply, (seq, text));
+                }
+            });
+        }
+        let limit = Duration::from_secs(60);
+        while let Some(done) = tokio::time::timeout(limit, callers.join_next())
+            .await
+            .expect("callers hung")
+        {
+            done.unwrap();
+        }
+    });
+    note(format!(
+        "tarpc: {} calls by {CALLERS} callers in {:?}",
+        CALLERS * CALLS_EACH,
+        started.elapsed()
+    ));
+}
+
+fn tarpc_server_killed_mid_call_fails_callers_fast() {
+    let (mut server, name) = start("tarpc-server");
+    let rt = runtime();
+    let tasks = long_calls_in_flight(&rt, &mut server, |seq| tarpc_call(name.clone(), seq));
+    let t0 = Instant::now();
+    server.kill();
+    let last = all_failed(&rt, tasks, t0, "the server was killed");
+    note(format!(
+        "tarpc: 16 callers failed within {last:?} of SIGKILL"
+    ));
+    assert!(
+        last < Duration::from_secs(1),
+        "callers took {last:?} to fail"
+    );
+}
+
+fn tarpc_shutdown_with_calls_in_flight() {
+    let (mut server, name) = start("tarpc-server");
+    let rt = runtime();
+    let tasks = long_calls_in_flight(&rt, &mut server, |seq| tarpc_call(name.clone(), seq));
+    let t0 = Instant::now();
+    server.say("shutdown");
+    let last = all_failed(&rt, tasks, t0, "the server shut down");
+    note(format!(
+        "tarpc: 16 callers failed within {last:?} of the shutdown"
+    ));
+    assert!(
+        last < Duration::from_secs(1),
+        "callers took {last:?} to fail"
+    );
+    server.expect("served");
+    assert!(server.wait_timeout(Duration::from_secs(10)).success());
+    let err = rt
+        .block_on(pipette::tarpc::connect::<(), ()>(
+            name.as_str(),
+            &pipette::ClientOptions::new(),
+        ))
+        .expect_err("connected to a server that shut down");
+    assert!(matches!(err, pipette::Error::NotFound { .. }), "{err}");
 }
