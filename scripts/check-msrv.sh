@@ -9,7 +9,7 @@
 # only full check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo metadata --format-version 1 --locked | python3 -c '
+cargo metadata --format-version 1 --locked --all-features | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 pkgs = {p["id"]: p for p in m["packages"]}

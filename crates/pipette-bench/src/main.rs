@@ -6,12 +6,20 @@ mod codecs;
 #[cfg(unix)]
 mod instructions;
 #[cfg(unix)]
+mod rpc;
+#[cfg(unix)]
 mod unix;
 
 #[cfg(unix)]
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--codecs") {
         return codecs::run();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--rpc") => return rpc::run(args.get(1).and_then(|s| s.parse().ok())),
+        Some("--rpc-serve") => return rpc::serve(&args[1], &args[2]),
+        _ => {}
     }
     unix::main()
 }

@@ -86,6 +86,12 @@
 //! arguments and working directory of later launches; each later launch is a [`Secondary`]
 //! that forwards them and gets an acknowledgement.
 //!
+//! # gRPC and tarpc
+//!
+//! With the cargo feature `tonic`, `pipette::tonic` serves a tonic service on a
+//! pipette server and connects a tonic channel by name, the caller's [`PeerIdentity`] in each
+//! request; with `tarpc`, `pipette::tarpc` makes a connection a tarpc transport.
+//!
 //! # Modes
 //!
 //! Framed mode (the default) carries messages; raw mode ([`ServerOptions::raw`],
@@ -96,6 +102,8 @@
 #![warn(rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "tonic", feature = "tarpc"))]
+mod accepting;
 mod access;
 mod client;
 mod connection;
@@ -143,3 +151,10 @@ pub use value::Codec;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+#[cfg(feature = "tarpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tarpc")))]
+pub mod tarpc;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
