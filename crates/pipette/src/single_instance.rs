@@ -102,27 +102,61 @@ pub enum Instance {
 /// [`Trust`](crate::Trust)), or the last error of the retries after 10 seconds.
 pub fn single_instance(name: impl IntoName) -> Result<Instance> {
     let name = name.into_name()?;
-    let deadline = Instant::now() + DECIDE_DEADLINE;
-    let mut pause = Duration::from_millis(1);
+    let mut decide = Decide::new();
     loop {
-        let last = match Server::bind(&name) {
-            Ok(server) => return Ok(Instance::Primary(Primary { server })),
-            Err(Error::AddrInUse { .. }) => {
-                let wait = CONNECT_SLICE.min(deadline.saturating_duration_since(Instant::now()));
-                match Client::connect_with(&name, &ClientOptions::new().wait(wait)) {
-                    Ok(conn) => return Ok(Instance::Secondary(Secondary { conn })),
-                    Err(e) if retry(&e) => e,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if Instant::now() >= deadline {
-            return Err(last);
+        if let Some(server) = Decide::primary(Server::bind(&name))? {
+            return Ok(Instance::Primary(Primary { server }));
         }
-        tracing::debug!(name = name.as_str(), error = %last, "single instance: retrying");
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+        match Client::connect_with(&name, &decide.connect_options()) {
+            Ok(conn) => return Ok(Instance::Secondary(Secondary { conn })),
+            Err(e) => std::thread::sleep(decide.after_connect_failure(&name, e)?),
+        }
+    }
+}
+
+/// The decision's policy, without I/O, for [`single_instance`] and its async twin: what a
+/// bind's outcome means, how long a connect may wait, and what follows a failed connect.
+pub(crate) struct Decide {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Decide {
+    pub(crate) fn new() -> Decide {
+        Decide {
+            deadline: Instant::now() + DECIDE_DEADLINE,
+            pause: Duration::from_millis(1),
+        }
+    }
+
+    /// A bind's outcome: the server (this launch is the primary), `None` (the name is in
+    /// use: connect to its holder), or the error to give up with.
+    pub(crate) fn primary<S>(bind: Result<S>) -> Result<Option<S>> {
+        match bind {
+            Ok(server) => Ok(Some(server)),
+            Err(Error::AddrInUse { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next connect's options: it waits for a holder that is not listening yet, at most
+    /// [`CONNECT_SLICE`] and never past the deadline.
+    pub(crate) fn connect_options(&self) -> ClientOptions {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        ClientOptions::new().wait(CONNECT_SLICE.min(left))
+    }
+
+    /// After the connect to a name in use failed with `e`: the pause before binding again,
+    /// or the error to give up with (one that is not passing, or the last after the
+    /// deadline).
+    pub(crate) fn after_connect_failure(&mut self, name: &Name, e: Error) -> Result<Duration> {
+        if !retry(&e) || Instant::now() >= self.deadline {
+            return Err(e);
+        }
+        tracing::debug!(name = name.as_str(), error = %e, "single instance: retrying");
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(Duration::from_millis(50));
+        Ok(pause)
     }
 }
 
@@ -204,22 +238,35 @@ impl Primary {
 /// Reads one forward on `conn` and acknowledges it; `None` (logged) if it is not one.
 fn serve(mut conn: Connection) -> Option<Launch> {
     conn.set_write_timeout(Some(EXCHANGE_TIMEOUT));
-    let res = conn
-        .recv_timeout(EXCHANGE_TIMEOUT)
-        .and_then(|msg| decode_forward(&msg));
-    let mut launch = match res {
-        Ok(launch) => launch,
-        Err(e) => {
-            tracing::debug!(error = %e, "single instance: dropped a connection without a forward");
-            return None;
-        }
-    };
-    launch.peer = conn.peer().cloned();
+    let launch = received_forward(conn.recv_timeout(EXCHANGE_TIMEOUT), conn.peer())?;
     if let Err(e) = conn.send(ACK) {
-        // The secondary left: it will retry, and may deliver this again (at least once).
-        tracing::debug!(error = %e, "single instance: could not acknowledge a forward");
+        not_acknowledged(&e);
     }
     Some(launch)
+}
+
+/// What a primary received on a connection (`msg`, from `peer`): the launch it forwarded,
+/// or `None` (logged) when it is not a forward.
+pub(crate) fn received_forward(
+    msg: Result<impl AsRef<[u8]>>,
+    peer: Option<&PeerIdentity>,
+) -> Option<Launch> {
+    match msg.and_then(|msg| decode_forward(msg.as_ref())) {
+        Ok(mut launch) => {
+            launch.peer = peer.cloned();
+            Some(launch)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "single instance: dropped a connection without a forward");
+            None
+        }
+    }
+}
+
+/// Logs an acknowledgement that could not be sent: the secondary left, and will retry (so
+/// it may deliver this forward again: at least once).
+pub(crate) fn not_acknowledged(e: &Error) {
+    tracing::debug!(error = %e, "single instance: could not acknowledge a forward");
 }
 
 /// A later launch, as its forward described it.

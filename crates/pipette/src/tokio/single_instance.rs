@@ -4,15 +4,13 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use super::{Client, Connection, Server};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::single_instance::{
-    check_ack, decode_forward, encode_forward, retry, ACK, CONNECT_SLICE, DECIDE_DEADLINE,
-    EXCHANGE_TIMEOUT,
+    check_ack, encode_forward, not_acknowledged, received_forward, Decide, ACK, EXCHANGE_TIMEOUT,
 };
-use crate::{ClientOptions, IntoName, Launch, Name, PeerIdentity, Shutdown};
+use crate::{IntoName, Launch, Name, PeerIdentity, Shutdown};
 
 /// What [`single_instance`] decided; the async twin of
 /// [`pipette::Instance`](crate::Instance).
@@ -52,27 +50,15 @@ pub enum Instance {
 /// Cancel safe: dropped before it returns, it leaves neither a bound name nor a connection.
 pub async fn single_instance(name: impl IntoName) -> Result<Instance> {
     let name = name.into_name()?;
-    let deadline = Instant::now() + DECIDE_DEADLINE;
-    let mut pause = Duration::from_millis(1);
+    let mut decide = Decide::new();
     loop {
-        let last = match Server::bind(&name) {
-            Ok(server) => return Ok(Instance::Primary(Primary { server })),
-            Err(Error::AddrInUse { .. }) => {
-                let wait = CONNECT_SLICE.min(deadline.saturating_duration_since(Instant::now()));
-                match Client::connect_with(&name, &ClientOptions::new().wait(wait)).await {
-                    Ok(conn) => return Ok(Instance::Secondary(Secondary { conn })),
-                    Err(e) if retry(&e) => e,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if Instant::now() >= deadline {
-            return Err(last);
+        if let Some(server) = Decide::primary(Server::bind(&name))? {
+            return Ok(Instance::Primary(Primary { server }));
         }
-        tracing::debug!(name = name.as_str(), error = %last, "single instance: retrying");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        match Client::connect_with(&name, &decide.connect_options()).await {
+            Ok(conn) => return Ok(Instance::Secondary(Secondary { conn })),
+            Err(e) => tokio::time::sleep(decide.after_connect_failure(&name, e)?).await,
+        }
     }
 }
 
@@ -91,7 +77,7 @@ impl Primary {
     ///
     /// # Errors
     ///
-    /// [`Error::Shutdown`] once the [`shutdown_handle`](Primary::shutdown_handle) was
+    /// [`Error::Shutdown`](crate::Error::Shutdown) once the [`shutdown_handle`](Primary::shutdown_handle) was
     /// triggered. Any other error is a passing condition of accepting (such as running out of
     /// descriptors): the primary keeps its name; pause and call `recv` again.
     ///
@@ -110,7 +96,7 @@ impl Primary {
     }
 
     /// A handle whose [`shutdown`](Shutdown::shutdown) ends a waiting
-    /// [`recv`](Primary::recv) with [`Error::Shutdown`] and frees the name.
+    /// [`recv`](Primary::recv) with [`Error::Shutdown`](crate::Error::Shutdown) and frees the name.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.server.shutdown_handle()
     }
@@ -121,22 +107,13 @@ impl Primary {
     }
 }
 
+/// Reads one forward on `conn` and acknowledges it; `None` (logged) if it is not one.
 async fn serve(mut conn: Connection) -> Option<Launch> {
     conn.set_write_timeout(Some(EXCHANGE_TIMEOUT));
-    let res = match conn.recv_timeout(EXCHANGE_TIMEOUT).await {
-        Ok(msg) => decode_forward(&msg),
-        Err(e) => Err(e),
-    };
-    let mut launch = match res {
-        Ok(launch) => launch,
-        Err(e) => {
-            tracing::debug!(error = %e, "single instance: dropped a connection without a forward");
-            return None;
-        }
-    };
-    launch.peer = conn.peer().cloned();
+    let msg = conn.recv_timeout(EXCHANGE_TIMEOUT).await;
+    let launch = received_forward(msg, conn.peer())?;
     if let Err(e) = conn.send(ACK).await {
-        tracing::debug!(error = %e, "single instance: could not acknowledge a forward");
+        not_acknowledged(&e);
     }
     Some(launch)
 }
