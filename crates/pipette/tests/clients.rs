@@ -47,7 +47,7 @@ mod unix {
     pub fn main() {
         let python = support::missing_tool("python3", "python3");
         let mono = csharp::missing();
-        let other = root_and_setpriv();
+        let other = support::missing_root_and_setpriv("to run a server as another user");
         let tests: Vec<(support::Test, Option<String>)> = vec![
             (
                 (
@@ -86,18 +86,6 @@ mod unix {
             ),
         ];
         support::main_each(&tests, &[("serve", role_serve)]);
-    }
-
-    fn root_and_setpriv() -> Option<String> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root {
-            return Some("root (to run a server as another user)".into());
-        }
-        let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-        (!setpriv).then(|| "setpriv (apt-get install util-linux)".into())
     }
 
     fn repo() -> PathBuf {

@@ -80,7 +80,7 @@ mod unix {
     pub fn main() {
         let roles: &[support::Role] = &[("dotnet-call", role_dotnet_call), ("serve", role_serve)];
         let mono = csharp::missing();
-        let root = root_and_setpriv();
+        let root = support::missing_root_and_setpriv("to run the C# peer as another user");
         let tests: Vec<(support::Test, Option<String>)> = vec![
             (
                 (
@@ -140,15 +140,6 @@ mod unix {
             ),
         ];
         support::main_each(&tests, roles);
-    }
-
-    fn root_and_setpriv() -> Option<String> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Some("root (to run the C# peer as another user)".into());
-        }
-        let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-        (!setpriv).then(|| "setpriv (apt-get install util-linux)".into())
     }
 
     /// The compiled C# scenario.

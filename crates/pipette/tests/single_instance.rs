@@ -309,27 +309,8 @@ mod users {
 
     use super::support::{self, unique, watch, Watched};
 
-    const OTHER: &str = "pipette-other";
-
-    fn id_of(flag: &str) -> Option<u32> {
-        let out = Command::new("id").args([flag, OTHER]).output().ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-    }
-
-    /// Why this machine cannot run the test, if it cannot.
     pub fn problem() -> Option<String> {
-        let me = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&me.stdout).trim() != "0" {
-            Some("it needs root, to run a launch as another user".to_owned())
-        } else if Command::new("setpriv").arg("--version").output().is_err() {
-            Some("setpriv (util-linux) is missing".to_owned())
-        } else if id_of("-u").zip(id_of("-g")).is_none() {
-            Some(format!(
-                "the user {OTHER} is missing; run scripts/reliability.sh setup"
-            ))
-        } else {
-            None
-        }
+        super::support::other_user_problem("to run a launch as another user")
     }
 
     /// A scratch directory both users can enter, with a copy of this test binary in it (the
@@ -346,7 +327,7 @@ mod users {
         if let Some(p) = problem() {
             panic!("cannot run: {p}");
         }
-        let (uid, gid) = id_of("-u").zip(id_of("-g")).unwrap();
+        let (uid, gid) = super::support::other_user_ids().unwrap();
         let dir = Scratch(std::env::temp_dir().join(unique("si-users")));
         std::fs::create_dir(&dir.0).unwrap();
         std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -89,7 +89,7 @@ mod unix {
         }
     }
 
-    const OTHER: &str = "pipette-other";
+    const OTHER: &str = super::support::OTHER_USER;
     const HANG: Duration = Duration::from_secs(30);
     /// The outsider: `nobody`/`nogroup` by number (no entry in the user database is needed).
     const NOBODY: u32 = 65534;
@@ -193,27 +193,9 @@ mod unix {
         }
     }
 
-    fn id_of(flag: &str) -> Option<u32> {
-        let out = Command::new("id").args([flag, OTHER]).output().ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-    }
-
     /// Why this machine cannot run the tests, if it cannot.
     fn setup_problem() -> Option<String> {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-        if !root {
-            Some("they need root, to run processes as other users".to_owned())
-        } else if !setpriv {
-            Some("setpriv (util-linux) is missing".to_owned())
-        } else if id_of("-u").zip(id_of("-g")).is_none() {
-            Some(format!(
-                "the user {OTHER} is missing; run scripts/reliability.sh setup"
-            ))
-        } else {
-            None
-        }
+        super::support::other_user_problem("to run processes as other users")
     }
 
     /// The setup (`main` has checked that this machine can run the tests).
@@ -221,7 +203,7 @@ mod unix {
         if let Some(p) = setup_problem() {
             panic!("the other-user tests cannot run: {p}");
         }
-        let (uid, gid) = id_of("-u").zip(id_of("-g")).unwrap();
+        let (uid, gid) = super::support::other_user_ids().unwrap();
         let dir = std::env::temp_dir().join(unique("users"));
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -399,6 +399,43 @@ pub fn role_command(exe: Option<&std::path::Path>, role: &str, args: &[&str]) ->
     cmd
 }
 
+/// The throwaway user of the other-user tests (`scripts/reliability.sh setup` creates it).
+#[cfg(unix)]
+pub const OTHER_USER: &str = "pipette-other";
+
+/// Why this process cannot run a peer as another user (`why` says what for), or `None`: it
+/// needs root and `setpriv`.
+#[cfg(unix)]
+pub fn missing_root_and_setpriv(why: &str) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        Some(format!("root ({why})"))
+    } else if Command::new("setpriv").arg("--version").output().is_err() {
+        Some("setpriv (apt-get install util-linux)".to_owned())
+    } else {
+        None
+    }
+}
+
+/// The uid and gid of [`OTHER_USER`], if it exists.
+#[cfg(unix)]
+pub fn other_user_ids() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, OTHER_USER]).output().ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    };
+    id("-u").zip(id("-g"))
+}
+
+/// Why this machine cannot run a peer as [`OTHER_USER`] (`why` says what for), or `None`.
+#[cfg(unix)]
+pub fn other_user_problem(why: &str) -> Option<String> {
+    missing_root_and_setpriv(why).or_else(|| {
+        other_user_ids()
+            .is_none()
+            .then(|| format!("the user {OTHER_USER} is missing; run scripts/reliability.sh setup"))
+    })
+}
+
 /// A copy of this test binary at `dir/test-binary`, mode 0755, that other users can run
 /// (the build directory may not be reachable by them), returned once it can be executed.
 ///
