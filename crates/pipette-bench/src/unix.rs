@@ -50,6 +50,8 @@ const LARGE: usize = 4 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum T {
     Pipette,
+    /// pipette, both ends receiving with `WaitStrategy::Spin(SPIN)`.
+    PipetteSpin,
     PipetteAsync,
     RawUds,
     Tcp,
@@ -59,9 +61,10 @@ enum T {
 }
 
 /// In table order; the baseline is [`T::RawUds`].
-const ALL: [T; 7] = [
+const ALL: [T; 8] = [
     T::RawUds,
     T::Pipette,
+    T::PipetteSpin,
     T::PipetteAsync,
     T::TokioUds,
     T::Tcp,
@@ -73,6 +76,7 @@ impl T {
     fn name(self) -> &'static str {
         match self {
             T::Pipette => "pipette",
+            T::PipetteSpin => "pipette-spin",
             T::PipetteAsync => "pipette-async",
             T::RawUds => "raw-uds",
             T::Tcp => "tcp-nodelay",
@@ -525,14 +529,10 @@ fn rt() -> io::Result<tokio::runtime::Runtime> {
 /// Runs every workload of `t` once against fresh children.
 fn measure(t: T, cfg: &Cfg) -> io::Result<Figures> {
     match t {
-        T::Pipette => measure_blocking(cfg, |role| {
+        T::Pipette | T::PipetteSpin => measure_blocking(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &pipette_name())?;
             let name = child.addr.clone();
-            Ok((child, move || {
-                pipette::Client::connect(name.as_str())
-                    .map(PipetteLink)
-                    .map_err(other)
-            }))
+            Ok((child, move || pipette_connect(t, &name)))
         }),
         T::RawUds => measure_blocking(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &socket_path())?;
@@ -726,6 +726,26 @@ async fn aserve<L: ALink>(mut l: L, role: Role) -> io::Result<()> {
     Ok(())
 }
 
+/// How long `pipette-spin` receives spin before they sleep: longer than a prompt peer takes
+/// to answer a small message, far shorter than an idle period.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// The receive wait strategy of a pipette transport.
+fn wait_strategy(t: T) -> pipette::WaitStrategy {
+    match t {
+        T::PipetteSpin => pipette::WaitStrategy::Spin(SPIN),
+        _ => pipette::WaitStrategy::Block,
+    }
+}
+
+/// A blocking pipette client for transport `t`.
+fn pipette_connect(t: T, name: &str) -> io::Result<PipetteLink> {
+    let opts = pipette::ClientOptions::new().wait_strategy(wait_strategy(t));
+    pipette::Client::connect_with(name, &opts)
+        .map(PipetteLink)
+        .map_err(other)
+}
+
 fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
     // Exit with the parent: it holds our stdin.
     std::thread::spawn(|| {
@@ -733,8 +753,9 @@ fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
         process::exit(0);
     });
     match t {
-        T::Pipette => {
-            let server = pipette::Server::bind(addr).map_err(other)?;
+        T::Pipette | T::PipetteSpin => {
+            let opts = pipette::ServerOptions::new().wait_strategy(wait_strategy(t));
+            let server = pipette::Server::bind_with(addr, &opts).map_err(other)?;
             ready(addr);
             loop {
                 serve(PipetteLink(server.accept().map_err(other)?), role)?;
@@ -1024,6 +1045,16 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
             per_run(4, a, k)
         );
     }
+    if let Some(sp) = find(T::PipetteSpin) {
+        println!(
+            "pipette-spin (receives spin up to {} us, then sleep)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
+            SPIN.as_micros(),
+            s.ratios[sp][0],
+            s.ratios[sp][2],
+            s.ratios[sp][3],
+            s.ratios[sp][4]
+        );
+    }
     let _ = fs::remove_dir_all(scratch_dir());
     // Every row, every figure present and positive, or the run failed.
     let complete = s.values.len() == transports.len()
@@ -1179,7 +1210,7 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
         _ => Role::Echo,
     };
     let addr = match t {
-        T::Pipette | T::PipetteAsync => pipette_name(),
+        T::Pipette | T::PipetteSpin | T::PipetteAsync => pipette_name(),
         _ => socket_path(),
     };
     let child = ChildGuard::spawn(t, role, &addr)?;
@@ -1218,15 +1249,7 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
     let addr = child.addr.clone();
     match t {
         T::RawUds => run(|| Ok(Framed(UnixStream::connect(&addr)?)), &cfg, work)?,
-        T::Pipette => run(
-            || {
-                pipette::Client::connect(addr.as_str())
-                    .map(PipetteLink)
-                    .map_err(other)
-            },
-            &cfg,
-            work,
-        )?,
+        T::Pipette | T::PipetteSpin => run(|| pipette_connect(t, &addr), &cfg, work)?,
         T::PipetteAsync => rt()?.block_on(arun(
             async || {
                 pipette::tokio::Client::connect(addr.as_str())

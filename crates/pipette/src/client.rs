@@ -89,7 +89,9 @@ impl Client {
             }
         };
         let shared = handshake::hello(&side, shutdown, stream)?;
-        Ok(Connection::new(shared, side.limit))
+        let mut conn = Connection::new(shared, side.limit);
+        conn.set_wait_strategy(side.wait_strategy);
+        Ok(conn)
     }
 }
 

@@ -16,7 +16,8 @@ use crate::shared::{Receiver, Sender, Shared, TimeoutCache};
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
 use crate::sys::SysStream;
-use crate::{sys, Encoding, Name, PeerIdentity, ReuniteError};
+use crate::wait::spin_then_block;
+use crate::{sys, Encoding, Name, PeerIdentity, ReuniteError, WaitStrategy};
 
 /// Size of the receive buffer: a header and a payload just under [`LARGE_MESSAGE`] fit, so a
 /// small message (and usually the next few) arrives with one `read` into it; a larger payload
@@ -70,6 +71,7 @@ impl Connection {
                 rx: Receiver::new(our_limit),
                 timeouts: TimeoutCache::default(),
                 partial: None,
+                strategy: WaitStrategy::Block,
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
@@ -271,6 +273,19 @@ impl Connection {
         self.recv.read_timeout()
     }
 
+    /// Sets how receives wait for the peer's bytes: sleep, spin for a while, or spin (see
+    /// [`WaitStrategy`]). The default is the server's or client's option
+    /// ([`ServerOptions::wait_strategy`](crate::ServerOptions::wait_strategy),
+    /// [`ClientOptions::wait_strategy`](crate::ClientOptions::wait_strategy)).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.recv.set_wait_strategy(strategy)
+    }
+
+    /// How receives wait for the peer's bytes.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.recv.wait_strategy()
+    }
+
     /// The current write timeout.
     pub fn write_timeout(&self) -> Option<Duration> {
         self.send.write_timeout()
@@ -369,6 +384,8 @@ pub struct RecvHalf {
     timeouts: TimeoutCache,
     /// A large message whose payload was partly received when a timeout expired.
     partial: Option<Vec<u8>>,
+    /// How a blocking receive waits for bytes.
+    strategy: WaitStrategy,
 }
 
 /// How a receive may wait.
@@ -479,6 +496,16 @@ impl RecvHalf {
         self.timeouts.default
     }
 
+    /// Sets how receives wait. See [`Connection::set_wait_strategy`].
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// How receives wait. See [`Connection::wait_strategy`].
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.strategy
+    }
+
     /// Who is on the other end. See [`Connection::peer`].
     pub fn peer(&self) -> Option<&PeerIdentity> {
         self.shared.peer.as_ref()
@@ -543,9 +570,18 @@ impl RecvHalf {
             Some(n) => self.buf.len().min(self.end + n),
             None => self.buf.len(),
         };
+        let buf = &mut self.buf[self.end..stop];
+        let stream = &*self.shared.stream;
         let n = match wait {
-            Wait::Block(_) => self.shared.stream.read(&mut self.buf[self.end..stop])?,
-            Wait::Now => self.shared.stream.read_now(&mut self.buf[self.end..stop])?,
+            Wait::Block(_) if self.strategy == WaitStrategy::Block => stream.read(buf)?,
+            Wait::Block(t) => spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
+                if now {
+                    stream.read_now(buf)
+                } else {
+                    stream.read(buf)
+                }
+            })?,
+            Wait::Now => stream.read_now(buf)?,
         };
         self.end += n;
         Ok(n)
@@ -675,9 +711,16 @@ impl RecvHalf {
     fn finish_large(&mut self, out: &mut Vec<u8>, len: usize, wait: Wait) -> Result<usize> {
         while out.len() < len {
             let missing = len - out.len();
+            let stream = &*self.shared.stream;
             let res = match wait {
-                Wait::Block(_) => self.shared.stream.read_append(out, missing),
-                Wait::Now => self.shared.stream.read_append_now(out, missing),
+                Wait::Block(t) => spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
+                    if now {
+                        stream.read_append_now(out, missing)
+                    } else {
+                        stream.read_append(out, missing)
+                    }
+                }),
+                Wait::Now => stream.read_append_now(out, missing),
             };
             match res {
                 Ok(0) => return Err(self.rx.end_of_stream(&self.shared, self.end - self.start)),
@@ -705,9 +748,16 @@ impl RecvHalf {
             return Ok(out.len());
         }
         // One whole message on a message pipe, else whatever bytes have arrived.
+        let stream = &*self.shared.stream;
         let res = match wait {
-            Wait::Block(_) => self.shared.stream.read_message(out, RAW_CHUNK),
-            Wait::Now => self.shared.stream.read_append_now(out, RAW_CHUNK),
+            Wait::Block(t) => spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
+                if now {
+                    stream.read_append_now(out, RAW_CHUNK)
+                } else {
+                    stream.read_message(out, RAW_CHUNK)
+                }
+            }),
+            Wait::Now => stream.read_append_now(out, RAW_CHUNK),
         };
         match res {
             Ok(0) => Err(self.shared.eof()),

@@ -22,6 +22,8 @@ pub(crate) struct Policy {
     pub limit: u32,
     /// The server's identity, captured at bind.
     pub owner: Credentials,
+    /// How the accepted connections' receives wait.
+    pub wait_strategy: crate::WaitStrategy,
 }
 
 /// Judges a new connection whose first bytes (`hello`, as a
@@ -155,6 +157,8 @@ pub(crate) struct ClientSide {
     /// before connecting.
     pub trust_policy: TrustPolicy,
     pub me: proto::Credentials,
+    /// How the connection's receives wait.
+    pub wait_strategy: crate::WaitStrategy,
 }
 
 /// Checks who the server is (before a byte goes out), registers the fresh stream with the

@@ -126,6 +126,7 @@ mod text;
 mod trust;
 #[cfg(feature = "serde")]
 mod value;
+mod wait;
 
 pub use access::Access;
 pub use client::Client;
@@ -147,6 +148,7 @@ pub use trust::Trust;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use value::Codec;
+pub use wait::WaitStrategy;
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

@@ -11,7 +11,7 @@ use crate::handshake::{ClientSide, Policy};
 use crate::shared::message_limit;
 use crate::shutdown::Shutdown;
 use crate::sys::{self, ConnectOptions, ListenOptions};
-use crate::{Access, IntoName, Trust};
+use crate::{Access, IntoName, Trust, WaitStrategy};
 
 /// The default largest message: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -43,6 +43,7 @@ pub struct ServerOptions {
     message_pipe: bool,
     handshake_timeout: Duration,
     shutdown: Option<Shutdown>,
+    wait_strategy: WaitStrategy,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +62,7 @@ impl ServerOptions {
             message_pipe: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown: None,
+            wait_strategy: WaitStrategy::Block,
         }
     }
 
@@ -134,6 +136,14 @@ impl ServerOptions {
         self
     }
 
+    /// How the accepted connections' receives wait (default [`WaitStrategy::Block`]); see
+    /// [`WaitStrategy`]. The blocking API only: `pipette::tokio` refuses anything else at
+    /// bind with [`Error::InvalidConfig`].
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.wait_strategy = strategy;
+        self
+    }
+
     /// Everything binding needs, checked: shared by the blocking and the async server.
     pub(crate) fn prepare(&self, name: impl IntoName) -> Result<(Policy, ListenOptions, Shutdown)> {
         let name = name.into_name()?;
@@ -155,6 +165,7 @@ impl ServerOptions {
             raw: self.raw,
             limit,
             owner: sys::credentials(self.access == Access::Group),
+            wait_strategy: self.wait_strategy,
         };
         Ok((policy, listen, shutdown))
     }
@@ -185,6 +196,7 @@ pub struct ClientOptions {
     trust: Trust,
     wait: Option<Duration>,
     shutdown: Option<Shutdown>,
+    wait_strategy: WaitStrategy,
 }
 
 impl Default for ClientOptions {
@@ -205,6 +217,7 @@ impl ClientOptions {
             trust: Trust::CurrentUser,
             wait: None,
             shutdown: None,
+            wait_strategy: WaitStrategy::Block,
         }
     }
 
@@ -275,6 +288,14 @@ impl ClientOptions {
         self
     }
 
+    /// How the connection's receives wait (default [`WaitStrategy::Block`]); see
+    /// [`WaitStrategy`]. The blocking API only: `pipette::tokio` refuses anything else at
+    /// connect with [`Error::InvalidConfig`].
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.wait_strategy = strategy;
+        self
+    }
+
     /// Everything connecting needs, checked: shared by the blocking and the async client.
     pub(crate) fn prepare(
         &self,
@@ -294,6 +315,7 @@ impl ClientOptions {
             trust: self.trust.clone(),
             trust_policy,
             me: sys::credentials(self.trust == Trust::Group),
+            wait_strategy: self.wait_strategy,
         };
         let connect = ConnectOptions {
             message_pipe: self.message_pipe,

@@ -177,7 +177,9 @@ impl Server {
             if let Some(shared) =
                 handshake::admit(&self.policy, &self.shutdown, stream, hello.bytes())
             {
-                return Ok(Connection::new(shared, self.policy.limit));
+                let mut conn = Connection::new(shared, self.policy.limit);
+                conn.set_wait_strategy(self.policy.wait_strategy);
+                return Ok(conn);
             }
         }
     }

@@ -70,8 +70,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As the blocking [`Client::connect_with`](crate::Client::connect_with); on Windows also
-    /// [`Error::InvalidConfig`] for `message_pipe`.
+    /// As the blocking [`Client::connect_with`](crate::Client::connect_with); also
+    /// [`Error::InvalidConfig`] for a [`WaitStrategy`](crate::WaitStrategy) other than
+    /// `Block`, and on Windows for `message_pipe`.
     ///
     /// # Cancel safety
     ///
@@ -82,6 +83,7 @@ impl Client {
     /// Outside a tokio runtime (the stream registers with its reactor).
     pub async fn connect_with(name: impl IntoName, options: &ClientOptions) -> Result<Connection> {
         let (side, connect, shutdown, wait) = options.prepare(name)?;
+        crate::tokio::only_blocking_waits(side.wait_strategy)?;
         let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
         let shared = handshake::hello(&side, shutdown, stream)?;
         Ok(Connection::new(shared, side.limit))

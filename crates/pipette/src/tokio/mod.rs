@@ -62,3 +62,14 @@ pub use stream::Stream;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use value::{ValueSink, ValueStream, Values};
+
+/// The async API waits through the runtime's reactor only (see
+/// [`WaitStrategy`](crate::WaitStrategy)): anything else is a configuration error.
+pub(crate) fn only_blocking_waits(strategy: crate::WaitStrategy) -> crate::Result<()> {
+    if strategy == crate::WaitStrategy::Block {
+        return Ok(());
+    }
+    Err(crate::Error::InvalidConfig(format!(
+        "wait strategy {strategy:?} is for the blocking API: an async receive waits through the runtime's reactor, and spinning in a task would hold up the other tasks of its thread; use WaitStrategy::Block here, or the blocking API on a thread of its own"
+    )))
+}

@@ -104,14 +104,16 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// As the blocking [`Server::bind_with`](crate::Server::bind_with); on Windows also
-    /// [`Error::InvalidConfig`] for `message_pipe`.
+    /// As the blocking [`Server::bind_with`](crate::Server::bind_with); also
+    /// [`Error::InvalidConfig`] for a [`WaitStrategy`](crate::WaitStrategy) other than
+    /// `Block`, and on Windows for `message_pipe`.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind_with(name: impl IntoName, options: &ServerOptions) -> Result<Server> {
         let (policy, listen, shutdown) = options.prepare(name)?;
+        crate::tokio::only_blocking_waits(policy.wait_strategy)?;
         let listener = Arc::new(aio::Listener::bind(&policy.name, &listen)?);
         let token = CancellationToken::new();
         let registrations = [
