@@ -152,8 +152,10 @@ fuzz_target!(|data: &[u8]| {
     if a.is_done() {
         // A hello that is complete is the same bytes; bytes that cannot be one may be judged
         // after more or fewer of them, with the same verdict.
-        let judge = |h: &HelloReader| match admit(false, 4096, true, false, h.bytes()) {
-            Admission::Accept { reply, peer_limit } => (true, reply, peer_limit),
+        let judge = |h: &HelloReader| match admit(false, 4096, 0, true, false, h.bytes()) {
+            Admission::Accept {
+                reply, peer_limit, ..
+            } => (true, reply, peer_limit),
             Admission::Refuse { reply, .. } => (false, reply, 0),
         };
         assert_eq!(judge(&a), judge(&b));

@@ -57,9 +57,11 @@ pub(crate) fn admit<S: Handshake>(
         sys::ACCESS_ENFORCED_BY_OS,
     );
     let judge =
-        |shutting_down| proto::admit(policy.raw, policy.limit, admitted, shutting_down, hello);
+        |shutting_down| proto::admit(policy.raw, policy.limit, 0, admitted, shutting_down, hello);
     let (reply, peer_limit) = match judge(shutdown.is_shutdown()) {
-        Admission::Accept { reply, peer_limit } => (reply, peer_limit),
+        Admission::Accept {
+            reply, peer_limit, ..
+        } => (reply, peer_limit),
         Admission::Refuse {
             reply,
             reason,

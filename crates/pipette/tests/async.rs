@@ -571,6 +571,7 @@ fn accept_is_cancel_safe() {
         ));
         let hello = pipette::frame::Hello {
             version: 1,
+            features: 0,
             max_message_size: 4096,
         }
         .encode();

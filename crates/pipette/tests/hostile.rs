@@ -171,6 +171,7 @@ impl Target {
 fn hello() -> [u8; 16] {
     Hello {
         version: 1,
+        features: 0,
         max_message_size: 1 << 20,
     }
     .encode()

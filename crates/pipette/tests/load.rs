@@ -441,6 +441,7 @@ fn soak() {
             if let Ok(mut c) = pipette::Client::connect_with(name.as_str(), &raw) {
                 let hello = pipette::frame::Hello {
                     version: 1,
+                    features: 0,
                     max_message_size: 4096,
                 }
                 .encode();

@@ -207,6 +207,7 @@ fn the_end_header_is_an_orderly_close_everywhere() {
     let handshake = |c: &mut pipette::Connection| {
         let hello = Hello {
             version: 1,
+            features: 0,
             max_message_size: 4096,
         };
         c.send(&hello.encode()).unwrap();
@@ -320,6 +321,7 @@ fn a_lying_header_is_refused_without_hurting_others() {
         pipette::Client::connect_with(name.as_str(), &ClientOptions::new().raw(true)).unwrap();
     let hello = pipette::frame::Hello {
         version: 1,
+        features: 0,
         max_message_size: 4096,
     }
     .encode();
@@ -516,6 +518,7 @@ fn an_unspeakable_version_is_refused_with_the_reason() {
         pipette::Client::connect_with(name.as_str(), &ClientOptions::new().raw(true)).unwrap();
     let mut hello = pipette::frame::Hello {
         version: 1,
+        features: 0,
         max_message_size: 4096,
     }
     .encode();
@@ -591,6 +594,7 @@ fn an_event_loop_drives_a_server_and_its_connections() {
     let mut c = std::os::unix::net::UnixStream::connect(server.name().path()).unwrap();
     let hello = pipette::frame::Hello {
         version: 1,
+        features: 0,
         max_message_size: 4096,
     }
     .encode();

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use super::wire::{negotiate, DecodeError, Hello, Reply, Status, HELLO_LEN, REPLY_LEN, VERSION};
+use super::wire::{
+    negotiate, DecodeError, Hello, Reply, Status, HELLO_LEN, KNOWN_FEATURES, REPLY_LEN, VERSION,
+};
 
 /// Why a server turned a connection away: the status of its handshake reply (see
 /// `docs/PROTOCOL.md`).
@@ -53,6 +55,9 @@ pub enum Admission {
         reply: Option<[u8; REPLY_LEN]>,
         /// The largest message the peer accepts (`u32::MAX` in raw mode).
         peer_limit: u32,
+        /// The optional features both sides use (`FEATURE_*` bits of
+        /// [`wire`](super::wire)): those the client offered and the server supports.
+        features: u16,
     },
     /// Send `reply` if there is one, then drop the connection.
     Refuse {
@@ -69,11 +74,14 @@ pub enum Admission {
 /// (`hello`), whether the peer passed the access policy (`admitted`, see
 /// [`admit_peer`](super::admit_peer)), and whether the server is shutting down.
 ///
-/// `limit` is the server's own message limit, announced in an acceptance. In `raw` mode
-/// there is no hello and no reply: only the access policy and the shutdown matter.
+/// `limit` is the server's own message limit, announced in an acceptance; `supported`, the
+/// optional features (`FEATURE_*` bits) the server can use with this client: the acceptance
+/// agrees to those of them that the client offered. In `raw` mode there is no hello and no
+/// reply: only the access policy and the shutdown matter.
 pub fn admit(
     raw: bool,
     limit: u32,
+    supported: u16,
     admitted: bool,
     shutting_down: bool,
     hello: &[u8],
@@ -93,24 +101,43 @@ pub fn admit(
         return Admission::Accept {
             reply: None,
             peer_limit: u32::MAX,
+            features: 0,
         };
     }
     match Hello::decode_prefix(hello) {
         Err(e) => refuse(Refusal::BadHello, Some(e)),
         Ok(hello) => match negotiate(hello.version) {
             None => refuse(Refusal::UnsupportedVersion, None),
-            Some(version) => Admission::Accept {
-                reply: Some(Reply::accept(version, limit).encode()),
-                peer_limit: hello.max_message_size,
-            },
+            Some(version) => {
+                // The reply's field is one byte: bits beyond it are never agreed to.
+                let features = hello.features & supported & KNOWN_FEATURES & 0xff;
+                Admission::Accept {
+                    reply: Some(
+                        Reply {
+                            features: features as u8,
+                            ..Reply::accept(version, limit)
+                        }
+                        .encode(),
+                    ),
+                    peer_limit: hello.max_message_size,
+                    features,
+                }
+            }
         },
     }
 }
 
-/// The client's hello announcing `limit` (the largest message it accepts).
+/// The client's hello announcing `limit` (the largest message it accepts), offering no
+/// optional feature.
 pub fn hello(limit: u32) -> [u8; HELLO_LEN] {
+    hello_offering(limit, 0)
+}
+
+/// The client's hello announcing `limit` and offering `features` (`FEATURE_*` bits).
+pub fn hello_offering(limit: u32, features: u16) -> [u8; HELLO_LEN] {
     Hello {
         version: VERSION,
+        features,
         max_message_size: limit,
     }
     .encode()
@@ -138,12 +165,30 @@ pub struct ReplyReader {
     buf: [u8; REPLY_LEN],
     have: usize,
     result: Option<Result<u32, ReplyError>>,
+    /// The features the hello offered.
+    offered: u16,
+    /// The features the acceptance agreed to.
+    agreed: u16,
 }
 
 impl ReplyReader {
-    /// A reader waiting for the first byte of the reply.
+    /// A reader waiting for the first byte of the reply to a hello that offered no feature.
     pub fn new() -> ReplyReader {
         ReplyReader::default()
+    }
+
+    /// A reader for the reply to a hello that offered `features`: an acceptance that agrees
+    /// to anything else is invalid.
+    pub fn offering(features: u16) -> ReplyReader {
+        ReplyReader {
+            offered: features,
+            ..ReplyReader::default()
+        }
+    }
+
+    /// The offered features the server agreed to (0 until an acceptance is complete).
+    pub fn features(&self) -> u16 {
+        self.agreed
     }
 
     /// How many bytes the reply still lacks (0 once it is complete or the stream ended).
@@ -167,7 +212,11 @@ impl ReplyReader {
         self.buf[self.have..self.have + n].copy_from_slice(&bytes[..n]);
         self.have += n;
         if self.have == REPLY_LEN && self.result.is_none() {
-            self.result = Some(interpret(&self.buf));
+            let result = interpret(&self.buf, self.offered);
+            if let Ok((_, agreed)) = result {
+                self.agreed = agreed;
+            }
+            self.result = Some(result.map(|(limit, _)| limit));
         }
         n
     }
@@ -187,10 +236,19 @@ impl ReplyReader {
     }
 }
 
-fn interpret(bytes: &[u8; REPLY_LEN]) -> Result<u32, ReplyError> {
+/// The server's limit and the agreed features, or why there are none.
+fn interpret(bytes: &[u8; REPLY_LEN], offered: u16) -> Result<(u32, u16), ReplyError> {
     let reply = Reply::decode(bytes).map_err(ReplyError::Invalid)?;
     Err(ReplyError::Refused(match reply.status {
-        Status::Accepted => return Ok(reply.max_message_size),
+        Status::Accepted => {
+            let agreed = u16::from(reply.features);
+            if agreed & !(offered & KNOWN_FEATURES) != 0 {
+                return Err(ReplyError::Invalid(DecodeError::UnofferedFeatures(
+                    reply.features,
+                )));
+            }
+            return Ok((reply.max_message_size, agreed));
+        }
         Status::AccessDenied => Refusal::AccessDenied,
         Status::ShuttingDown => Refusal::ShuttingDown,
         Status::UnsupportedVersion => Refusal::UnsupportedVersion,
@@ -201,10 +259,13 @@ fn interpret(bytes: &[u8; REPLY_LEN]) -> Result<u32, ReplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::wire::{FEATURE_DESCRIPTORS, FEATURE_SHARED_MEMORY};
 
     fn accepted(a: Admission) -> (Option<[u8; 16]>, u32) {
         match a {
-            Admission::Accept { reply, peer_limit } => (reply, peer_limit),
+            Admission::Accept {
+                reply, peer_limit, ..
+            } => (reply, peer_limit),
             other => panic!("expected an acceptance, got {other:?}"),
         }
     }
@@ -219,35 +280,70 @@ mod tests {
     #[test]
     fn admission_in_order_access_shutdown_hello() {
         let h = hello(1 << 20);
-        let (reply, limit) = accepted(admit(false, 4096, true, false, &h));
+        let (reply, limit) = accepted(admit(false, 4096, 0, true, false, &h));
         assert_eq!(limit, 1 << 20);
         let mut r = ReplyReader::new();
         assert_eq!(r.feed(&reply.unwrap()), 16);
         assert_eq!(r.result(), Some(&Ok(4096)));
 
-        let (reply, why) = refused(admit(false, 4096, false, true, b"garbage"));
+        let (reply, why) = refused(admit(false, 4096, 0, false, true, b"garbage"));
         assert_eq!(why, Refusal::AccessDenied);
         assert_eq!(reply.unwrap()[10], 1);
         assert_eq!(
-            refused(admit(false, 4096, true, true, &h)).1,
+            refused(admit(false, 4096, 0, true, true, &h)).1,
             Refusal::ShuttingDown
         );
         assert_eq!(
-            refused(admit(false, 4096, true, false, b"G")).1,
+            refused(admit(false, 4096, 0, true, false, b"G")).1,
             Refusal::BadHello
         );
         let mut v0 = h;
         v0[8] = 0;
         assert_eq!(
-            refused(admit(false, 4096, true, false, &v0)).1,
+            refused(admit(false, 4096, 0, true, false, &v0)).1,
             Refusal::UnsupportedVersion
         );
         // Raw: no reply either way.
         assert_eq!(
-            accepted(admit(true, 4096, true, false, b"")),
+            accepted(admit(true, 4096, 0, true, false, b"")),
             (None, u32::MAX)
         );
-        assert_eq!(refused(admit(true, 4096, false, false, b"")).0, None);
+        assert_eq!(refused(admit(true, 4096, 0, false, false, b"")).0, None);
+    }
+
+    #[test]
+    fn features_are_agreed_only_where_offered_and_supported() {
+        let h = hello_offering(4096, FEATURE_SHARED_MEMORY | FEATURE_DESCRIPTORS | 0x8000);
+        let Admission::Accept {
+            reply: Some(reply),
+            features,
+            ..
+        } = admit(false, 4096, FEATURE_DESCRIPTORS, true, false, &h)
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            features, FEATURE_DESCRIPTORS,
+            "supported and offered, nothing else"
+        );
+        let mut r = ReplyReader::offering(FEATURE_SHARED_MEMORY | FEATURE_DESCRIPTORS);
+        r.feed(&reply);
+        assert_eq!(r.result(), Some(&Ok(4096)));
+        assert_eq!(r.features(), FEATURE_DESCRIPTORS);
+        // A reply agreeing to what was not offered is not a pipette server's.
+        let mut r = ReplyReader::offering(FEATURE_SHARED_MEMORY);
+        r.feed(&reply);
+        assert!(matches!(
+            r.result(),
+            Some(Err(ReplyError::Invalid(DecodeError::UnofferedFeatures(2))))
+        ));
+        // A v1 client offers nothing and is agreed nothing.
+        let Admission::Accept { features, .. } =
+            admit(false, 4096, KNOWN_FEATURES, true, false, &hello(4096))
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(features, 0);
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod tests {
     fn a_hello_in_pieces_is_done_after_sixteen_bytes_and_never_asks_for_more() {
         let hello = Hello {
             version: 1,
+            features: 0,
             max_message_size: 4096,
         }
         .encode();

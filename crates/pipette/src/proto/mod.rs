@@ -17,6 +17,9 @@
 //! - [`Encoder`] and [`Outgoing`]: the send side: the size check, headers, partial writes,
 //!   and the poisoning of a direction that was cut part-way through a message.
 //!
+//! - [`ring`]: the shared-memory transport's layout and the bounds on every index read
+//!   from the peer.
+//!
 //! [`wire`] (also public as `pipette::frame`) holds the byte layouts themselves.
 //!
 //! Everything here is deterministic and total: any sequence of bytes, split at any points,
@@ -29,10 +32,11 @@ mod decoder;
 mod encoder;
 mod handshake;
 mod hello;
+pub mod ring;
 pub mod wire;
 
 pub use admit::{admit_peer, trusts, Credentials, ServerIdentity, TrustPolicy};
 pub use decoder::{Decoded, Decoder, Failure, LARGE_MESSAGE};
 pub use encoder::{EncodeError, Encoder, Outgoing};
-pub use handshake::{admit, hello, Admission, Refusal, ReplyError, ReplyReader};
+pub use handshake::{admit, hello, hello_offering, Admission, Refusal, ReplyError, ReplyReader};
 pub use hello::HelloReader;

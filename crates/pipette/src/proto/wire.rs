@@ -68,6 +68,8 @@ pub enum DecodeError {
     UnknownFlags(u32),
     /// A reply carries a status code this version does not define.
     UnknownStatus(u8),
+    /// An acceptance agrees to features (these bits) that the client did not offer.
+    UnofferedFeatures(u8),
     /// A limit below [`MIN_MESSAGE_LIMIT`] was announced.
     LimitTooSmall(u32),
     /// A message header announces more bytes than the receiver accepts.
@@ -96,6 +98,10 @@ impl fmt::Display for DecodeError {
                 "message header has unknown flag bits {flags:#010x} (or the end-of-stream flag with a payload)"
             ),
             DecodeError::UnknownStatus(s) => write!(f, "handshake reply has unknown status {s}"),
+            DecodeError::UnofferedFeatures(bits) => write!(
+                f,
+                "handshake reply agrees to features {bits:#04x} that the client did not offer"
+            ),
             DecodeError::LimitTooSmall(n) => write!(
                 f,
                 "peer announced a message limit of {n} bytes, below the protocol minimum of {MIN_MESSAGE_LIMIT}"
@@ -113,18 +119,33 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Feature bit: the client offers, or the server agrees to, the shared-memory transport
+/// (docs/PROTOCOL.md §10).
+pub const FEATURE_SHARED_MEMORY: u16 = 1 << 0;
+
+/// Feature bit: the client accepts, or the server accepts, messages that carry descriptors
+/// (docs/PROTOCOL.md §11).
+pub const FEATURE_DESCRIPTORS: u16 = 1 << 1;
+
+/// Every feature bit this version defines. A server agrees only to bits the client offered;
+/// a bit it does not know it ignores, as v1 servers ignored the whole field.
+pub const KNOWN_FEATURES: u16 = FEATURE_SHARED_MEMORY | FEATURE_DESCRIPTORS;
+
 /// The client's opening bytes.
 ///
 /// ```text
 /// 0..8   magic "PIPETTE?"
 /// 8..10  version    u16  highest protocol version the client speaks
-/// 10..12 flags      u16  reserved, sent as 0, ignored by v1 servers
+/// 10..12 features   u16  optional features the client offers (FEATURE_*); servers ignore
+///                        bits they do not know
 /// 12..16 max_len    u32  largest message payload the client accepts
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
     /// Highest protocol version the client speaks.
     pub version: u16,
+    /// Optional features the client offers (`FEATURE_*` bits).
+    pub features: u16,
     /// Largest payload the client accepts, in bytes.
     pub max_message_size: u32,
 }
@@ -135,7 +156,7 @@ impl Hello {
         let mut b = [0u8; HELLO_LEN];
         b[0..8].copy_from_slice(&HELLO_MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
-        // 10..12: flags, reserved.
+        b[10..12].copy_from_slice(&self.features.to_le_bytes());
         b[12..16].copy_from_slice(&self.max_message_size.to_le_bytes());
         b
     }
@@ -163,12 +184,14 @@ impl Hello {
         // Any version decodes; whether it can be spoken is `negotiate`'s call, so that a
         // client offering only versions this server lacks gets `UnsupportedVersion`.
         let version = u16::from_le_bytes([b[8], b[9]]);
+        let features = u16::from_le_bytes([b[10], b[11]]);
         let max_message_size = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         if max_message_size < MIN_MESSAGE_LIMIT {
             return Err(DecodeError::LimitTooSmall(max_message_size));
         }
         Ok(Hello {
             version,
+            features,
             max_message_size,
         })
     }
@@ -211,7 +234,7 @@ impl Status {
 /// 8..10  version    u16  version both sides speak from now on (0 when refused)
 /// 10     status     u8   0 accepted, 1 access denied, 2 shutting down, 3 unsupported version,
 ///                         4 hello not understood
-/// 11     reserved   u8   0
+/// 11     features   u8   the offered features the server agrees to (0 when refused)
 /// 12..16 max_len    u32  largest payload the server accepts (0 when refused)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,16 +243,19 @@ pub struct Reply {
     pub status: Status,
     /// The version chosen (0 when refused).
     pub version: u16,
+    /// The features of the hello the server agrees to (`FEATURE_*` bits; 0 when refused).
+    pub features: u8,
     /// The server's limit (0 when refused).
     pub max_message_size: u32,
 }
 
 impl Reply {
-    /// An acceptance.
+    /// An acceptance, agreeing to no optional feature.
     pub fn accept(version: u16, max_message_size: u32) -> Reply {
         Reply {
             status: Status::Accepted,
             version,
+            features: 0,
             max_message_size,
         }
     }
@@ -239,6 +265,7 @@ impl Reply {
         Reply {
             status,
             version: 0,
+            features: 0,
             max_message_size: 0,
         }
     }
@@ -249,6 +276,7 @@ impl Reply {
         b[0..8].copy_from_slice(&REPLY_MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
         b[10] = self.status as u8;
+        b[11] = self.features;
         b[12..16].copy_from_slice(&self.max_message_size.to_le_bytes());
         b
     }
@@ -258,6 +286,7 @@ impl Reply {
         check_magic(b, REPLY_MAGIC)?;
         let version = u16::from_le_bytes([b[8], b[9]]);
         let status = Status::from_u8(b[10])?;
+        let features = if status == Status::Accepted { b[11] } else { 0 };
         let max_message_size = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         if status == Status::Accepted {
             if version == 0 || version > VERSION {
@@ -270,6 +299,7 @@ impl Reply {
         Ok(Reply {
             status,
             version,
+            features,
             max_message_size,
         })
     }
@@ -373,6 +403,7 @@ mod tests {
     fn hello_round_trips_and_has_documented_layout() {
         let h = Hello {
             version: 1,
+            features: 0,
             max_message_size: 16 << 20,
         };
         let b = h.encode();
@@ -409,6 +440,7 @@ mod tests {
     fn an_echoed_hello_is_not_a_reply() {
         let hello = Hello {
             version: 1,
+            features: 0,
             max_message_size: 4096,
         }
         .encode();
@@ -426,6 +458,7 @@ mod tests {
         ));
         let mut b = Hello {
             version: 1,
+            features: 0,
             max_message_size: 4096,
         }
         .encode();
@@ -435,6 +468,7 @@ mod tests {
         assert_eq!(negotiate(0), None);
         let b = Hello {
             version: 1,
+            features: 0,
             max_message_size: 100,
         }
         .encode();
