@@ -52,6 +52,9 @@ enum T {
     Pipette,
     /// pipette, both ends receiving with `WaitStrategy::Spin(SPIN)`.
     PipetteSpin,
+    /// pipette over shared memory (`shared_memory(true)` on both ends; its default wait
+    /// strategy, a 50 us spin).
+    PipetteShm,
     PipetteAsync,
     RawUds,
     Tcp,
@@ -61,10 +64,11 @@ enum T {
 }
 
 /// In table order; the baseline is [`T::RawUds`].
-const ALL: [T; 8] = [
+const ALL: [T; 9] = [
     T::RawUds,
     T::Pipette,
     T::PipetteSpin,
+    T::PipetteShm,
     T::PipetteAsync,
     T::TokioUds,
     T::Tcp,
@@ -77,6 +81,7 @@ impl T {
         match self {
             T::Pipette => "pipette",
             T::PipetteSpin => "pipette-spin",
+            T::PipetteShm => "pipette-shm",
             T::PipetteAsync => "pipette-async",
             T::RawUds => "raw-uds",
             T::Tcp => "tcp-nodelay",
@@ -529,7 +534,7 @@ fn rt() -> io::Result<tokio::runtime::Runtime> {
 /// Runs every workload of `t` once against fresh children.
 fn measure(t: T, cfg: &Cfg) -> io::Result<Figures> {
     match t {
-        T::Pipette | T::PipetteSpin => measure_blocking(cfg, |role| {
+        T::Pipette | T::PipetteSpin | T::PipetteShm => measure_blocking(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &pipette_name())?;
             let name = child.addr.clone();
             Ok((child, move || pipette_connect(t, &name)))
@@ -730,17 +735,21 @@ async fn aserve<L: ALink>(mut l: L, role: Role) -> io::Result<()> {
 /// to answer a small message, far shorter than an idle period.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 
-/// The receive wait strategy of a pipette transport.
-fn wait_strategy(t: T) -> pipette::WaitStrategy {
+/// The receive wait strategy of a pipette transport (`None`: its default).
+fn wait_strategy(t: T) -> Option<pipette::WaitStrategy> {
     match t {
-        T::PipetteSpin => pipette::WaitStrategy::Spin(SPIN),
-        _ => pipette::WaitStrategy::Block,
+        T::PipetteSpin => Some(pipette::WaitStrategy::Spin(SPIN)),
+        T::PipetteShm => None,
+        _ => Some(pipette::WaitStrategy::Block),
     }
 }
 
 /// A blocking pipette client for transport `t`.
 fn pipette_connect(t: T, name: &str) -> io::Result<PipetteLink> {
-    let opts = pipette::ClientOptions::new().wait_strategy(wait_strategy(t));
+    let mut opts = pipette::ClientOptions::new().shared_memory(t == T::PipetteShm);
+    if let Some(w) = wait_strategy(t) {
+        opts = opts.wait_strategy(w);
+    }
     pipette::Client::connect_with(name, &opts)
         .map(PipetteLink)
         .map_err(other)
@@ -753,8 +762,11 @@ fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
         process::exit(0);
     });
     match t {
-        T::Pipette | T::PipetteSpin => {
-            let opts = pipette::ServerOptions::new().wait_strategy(wait_strategy(t));
+        T::Pipette | T::PipetteSpin | T::PipetteShm => {
+            let mut opts = pipette::ServerOptions::new().shared_memory(t == T::PipetteShm);
+            if let Some(w) = wait_strategy(t) {
+                opts = opts.wait_strategy(w);
+            }
             let server = pipette::Server::bind_with(addr, &opts).map_err(other)?;
             ready(addr);
             loop {
@@ -1045,6 +1057,12 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
             per_run(4, a, k)
         );
     }
+    if let Some(sh) = find(T::PipetteShm) {
+        println!(
+            "pipette-shm (shared memory, default 50 us spin)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
+            s.ratios[sh][0], s.ratios[sh][2], s.ratios[sh][3], s.ratios[sh][4]
+        );
+    }
     if let Some(sp) = find(T::PipetteSpin) {
         println!(
             "pipette-spin (receives spin up to {} us, then sleep)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
@@ -1210,7 +1228,7 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
         _ => Role::Echo,
     };
     let addr = match t {
-        T::Pipette | T::PipetteSpin | T::PipetteAsync => pipette_name(),
+        T::Pipette | T::PipetteSpin | T::PipetteShm | T::PipetteAsync => pipette_name(),
         _ => socket_path(),
     };
     let child = ChildGuard::spawn(t, role, &addr)?;
@@ -1249,7 +1267,9 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
     let addr = child.addr.clone();
     match t {
         T::RawUds => run(|| Ok(Framed(UnixStream::connect(&addr)?)), &cfg, work)?,
-        T::Pipette | T::PipetteSpin => run(|| pipette_connect(t, &addr), &cfg, work)?,
+        T::Pipette | T::PipetteSpin | T::PipetteShm => {
+            run(|| pipette_connect(t, &addr), &cfg, work)?
+        }
         T::PipetteAsync => rt()?.block_on(arun(
             async || {
                 pipette::tokio::Client::connect(addr.as_str())

@@ -89,8 +89,15 @@ impl Client {
             }
         };
         let shared = handshake::hello(&side, shutdown, stream)?;
+        let mut shared = shared;
+        if side.features & crate::frame::FEATURE_SHARED_MEMORY != 0 {
+            // A client that asks for shared memory waits for the reply, which brings it.
+            shared.shm = crate::shm::client_handover(&shared, crate::DEFAULT_HANDSHAKE_TIMEOUT)?;
+        }
         let mut conn = Connection::new(shared, side.limit);
-        conn.set_wait_strategy(side.wait_strategy);
+        if let Some(s) = side.wait_strategy {
+            conn.set_wait_strategy(s);
+        }
         Ok(conn)
     }
 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Operation, Result};
 use crate::frame::HEADER_LEN;
 use crate::proto::{Decoded, LARGE_MESSAGE};
 use crate::shared::{Receiver, Sender, Shared, TimeoutCache};
+use crate::shm;
 use crate::shutdown::Shutdown;
 use crate::stream::Stream;
 use crate::sys::SysStream;
@@ -62,6 +63,15 @@ pub struct Connection {
 impl Connection {
     pub(crate) fn new(shared: Shared<sys::Stream>, our_limit: u32) -> Connection {
         let shared = Arc::new(shared);
+        let (rx, tx) = match &shared.shm {
+            Some(link) => (Some(shm::Rx::new(link)), Some(shm::Tx::new(link))),
+            None => (None, None),
+        };
+        // Shared memory answers within microseconds: spinning a little is its default.
+        let strategy = match rx {
+            Some(_) => WaitStrategy::Spin(shm::DEFAULT_SPIN),
+            None => WaitStrategy::Block,
+        };
         Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
@@ -71,12 +81,14 @@ impl Connection {
                 rx: Receiver::new(our_limit),
                 timeouts: TimeoutCache::default(),
                 partial: None,
-                strategy: WaitStrategy::Block,
+                strategy,
+                shm: rx,
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
                 shared,
                 timeouts: TimeoutCache::default(),
+                shm: tx,
             },
         }
     }
@@ -308,6 +320,13 @@ impl Connection {
         self.send.shared.raw
     }
 
+    /// Whether messages travel through shared memory (both sides asked for it and the
+    /// platform can: see [`ClientOptions::shared_memory`](crate::ClientOptions::shared_memory))
+    /// rather than the socket.
+    pub fn is_shared_memory(&self) -> bool {
+        self.send.shared.shm.is_some()
+    }
+
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
         self.recv.max_message_size()
@@ -343,6 +362,11 @@ impl Connection {
     /// A client's handshake errors (as for [`recv`](Connection::recv)), and
     /// [`Error::InvalidConfig`] in the middle of a message.
     pub fn into_stream(mut self) -> Result<Stream> {
+        if self.is_shared_memory() {
+            return Err(Error::InvalidConfig(
+                "a shared-memory connection cannot become a byte stream: its messages do not travel through the socket; connect without shared_memory to use into_stream".into(),
+            ));
+        }
         self.recv.settle_reply(self.recv.timeouts.default)?;
         self.recv.rx.at_boundary()?;
         let leftover = self.recv.buf[self.recv.start..self.recv.end].to_vec();
@@ -386,6 +410,8 @@ pub struct RecvHalf {
     partial: Option<Vec<u8>>,
     /// How a blocking receive waits for bytes.
     strategy: WaitStrategy,
+    /// The ring this half reads, on a shared-memory connection.
+    shm: Option<shm::Rx>,
 }
 
 /// How a receive may wait.
@@ -572,6 +598,22 @@ impl RecvHalf {
         };
         let buf = &mut self.buf[self.end..stop];
         let stream = &*self.shared.stream;
+        if let Some(rx) = &mut self.shm {
+            let n = match wait {
+                Wait::Now => rx.read_now(stream, buf, true)?,
+                Wait::Block(t) => {
+                    spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
+                        if now {
+                            rx.read_now(stream, buf, false)
+                        } else {
+                            rx.wait(stream, t, |rx| rx.read_now(stream, buf, true))
+                        }
+                    })?
+                }
+            };
+            self.end += n;
+            return Ok(n);
+        }
         let n = match wait {
             Wait::Block(_) if self.strategy == WaitStrategy::Block => stream.read(buf)?,
             Wait::Block(t) => spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
@@ -589,7 +631,11 @@ impl RecvHalf {
 
     /// The error for a failed read: a timeout (or nothing there yet, for `try_recv`) keeps
     /// everything for the next call.
-    fn read_error(&self, e: io::Error, wait: Wait) -> Error {
+    fn read_error(&mut self, e: io::Error, wait: Wait) -> Error {
+        if e.kind() == io::ErrorKind::InvalidData && self.shm.is_some() {
+            // The peer broke the shared-memory protocol: the connection ends here.
+            return self.rx.sticky.set(shm_failure(&self.shared, e));
+        }
         let t = match wait {
             Wait::Block(t) => t,
             Wait::Now => Some(Duration::ZERO),
@@ -712,15 +758,29 @@ impl RecvHalf {
         while out.len() < len {
             let missing = len - out.len();
             let stream = &*self.shared.stream;
-            let res = match wait {
-                Wait::Block(t) => spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
-                    if now {
-                        stream.read_append_now(out, missing)
-                    } else {
-                        stream.read_append(out, missing)
-                    }
-                }),
-                Wait::Now => stream.read_append_now(out, missing),
+            let res = match (&mut self.shm, wait) {
+                (Some(rx), Wait::Now) => rx.read_append_now(stream, out, missing, true),
+                (Some(rx), Wait::Block(t)) => {
+                    spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
+                        if now {
+                            rx.read_append_now(stream, out, missing, false)
+                        } else {
+                            rx.wait(stream, t, |rx| {
+                                rx.read_append_now(stream, out, missing, true)
+                            })
+                        }
+                    })
+                }
+                (None, Wait::Block(t)) => {
+                    spin_then_block(self.strategy, t, &self.shared.shutdown, |now| {
+                        if now {
+                            stream.read_append_now(out, missing)
+                        } else {
+                            stream.read_append(out, missing)
+                        }
+                    })
+                }
+                (None, Wait::Now) => stream.read_append_now(out, missing),
             };
             match res {
                 Ok(0) => return Err(self.rx.end_of_stream(&self.shared, self.end - self.start)),
@@ -781,6 +841,8 @@ pub struct SendHalf {
     shared: Arc<Shared<sys::Stream>>,
     tx: Sender,
     timeouts: TimeoutCache,
+    /// The ring this half writes, on a shared-memory connection.
+    shm: Option<shm::Tx>,
 }
 
 impl SendHalf {
@@ -945,6 +1007,9 @@ impl SendHalf {
             None => self.peer_limit_for(msg.len())?,
         };
         let mut out = self.tx.frame(msg.len(), limit)?;
+        if self.shm.is_some() {
+            return self.send_shm(out, msg, t);
+        }
         // The common case: header and payload go out in one system call.
         let first = self.shared.stream.write2(out.header(), msg);
         match first {
@@ -956,6 +1021,55 @@ impl SendHalf {
                 self.write_rest(out, msg, t, None)
             }
             first => self.write_rest(out, msg, t, Some(first)),
+        }
+    }
+
+    /// `send_with` on a shared-memory connection: into the ring as room allows, waiting for
+    /// room (a short spin, then asleep) when it is full. A failure part-way cuts the message,
+    /// as on a socket.
+    fn send_shm(
+        &mut self,
+        mut out: crate::proto::Outgoing,
+        msg: &[u8],
+        t: Option<Duration>,
+    ) -> Result<()> {
+        let stream = &*self.shared.stream;
+        let Some(tx) = &mut self.shm else {
+            unreachable!("called on shared-memory connections only")
+        };
+        loop {
+            let (h, p) = out.remaining(msg);
+            let res = match tx.write_now(h, p) {
+                Ok(n) => {
+                    if out.advance(n) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let spin = WaitStrategy::Spin(shm::DEFAULT_SPIN);
+                    spin_then_block(spin, t, &self.shared.shutdown, |now| {
+                        if now {
+                            tx.room_now()
+                        } else {
+                            tx.wait_room(stream, t)
+                        }
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            let Err(e) = res else { continue };
+            let err = if e.kind() == io::ErrorKind::InvalidData {
+                shm_failure(&self.shared, e)
+            } else {
+                self.shared.error(e, Operation::Send, t)
+            };
+            if out.started() {
+                return Err(self.tx.cut(err, || {
+                    let _ = stream.shutdown_write();
+                }));
+            }
+            return Err(err);
         }
     }
 
@@ -1042,4 +1156,14 @@ crate::shared::impl_as_fd! {
     Connection => send.shared.stream;
     RecvHalf => shared.stream;
     SendHalf => shared.stream;
+}
+
+/// The error for a peer that broke the shared-memory protocol (a corrupted ring, bytes on
+/// the socket): the connection is closed at once, both ways.
+fn shm_failure(shared: &Shared<sys::Stream>, e: io::Error) -> Error {
+    use crate::sys::Cancel;
+    shared.stream.cancel();
+    Error::protocol(format!(
+        "{e}; the peer broke the shared-memory protocol, so the connection was closed"
+    ))
 }

@@ -10,7 +10,7 @@ use crate::proto::{self, Admission, Credentials, TrustPolicy};
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::sys::{self, Handshake};
-use crate::{Access, Name, PeerIdentity, Trust};
+use crate::{frame, Access, Name, PeerIdentity, Trust};
 
 /// What a server needs to know to judge a newcomer.
 #[derive(Debug, Clone)]
@@ -22,8 +22,10 @@ pub(crate) struct Policy {
     pub limit: u32,
     /// The server's identity, captured at bind.
     pub owner: Credentials,
-    /// How the accepted connections' receives wait.
-    pub wait_strategy: crate::WaitStrategy,
+    /// How the accepted connections' receives wait (`None`: the transport's default).
+    pub wait_strategy: Option<crate::WaitStrategy>,
+    /// Whether to agree to shared memory with a client that asks (and the platform can).
+    pub shared_memory: bool,
 }
 
 /// Judges a new connection whose first bytes (`hello`, as a
@@ -56,12 +58,34 @@ pub(crate) fn admit<S: Handshake>(
         groups.as_deref(),
         sys::ACCESS_ENFORCED_BY_OS,
     );
-    let judge =
-        |shutting_down| proto::admit(policy.raw, policy.limit, 0, admitted, shutting_down, hello);
-    let (reply, peer_limit) = match judge(shutdown.is_shutdown()) {
+    // Shared memory is prepared only for an admitted client that asks, by a server that
+    // offers it; if that fails, the feature is simply not agreed to.
+    let region = (policy.shared_memory
+        && admitted
+        && proto::offered_features(hello) & frame::FEATURE_SHARED_MEMORY != 0)
+        .then(|| crate::shm::server_region(crate::proto::ring::DEFAULT_RING))
+        .flatten();
+    let supported = if region.is_some() {
+        frame::FEATURE_SHARED_MEMORY
+    } else {
+        0
+    };
+    let judge = |shutting_down| {
+        proto::admit(
+            policy.raw,
+            policy.limit,
+            supported,
+            admitted,
+            shutting_down,
+            hello,
+        )
+    };
+    let (reply, peer_limit, features) = match judge(shutdown.is_shutdown()) {
         Admission::Accept {
-            reply, peer_limit, ..
-        } => (reply, peer_limit),
+            reply,
+            peer_limit,
+            features,
+        } => (reply, peer_limit, features),
         Admission::Refuse {
             reply,
             reason,
@@ -82,9 +106,15 @@ pub(crate) fn admit<S: Handshake>(
         }
         return None;
     };
+    let region = region.filter(|_| features & frame::FEATURE_SHARED_MEMORY != 0);
     if let Some(reply) = reply {
-        // A fresh stream's send buffer is empty: the 16 bytes go out at once.
-        match stream.write_now(&reply) {
+        // A fresh stream's send buffer is empty: the 16 bytes go out at once (with the
+        // shared memory's descriptors when it was agreed to: only to this admitted client).
+        let sent = match &region {
+            Some(region) => stream.write_handover(&reply, region),
+            None => stream.write_now(&reply),
+        };
+        match sent {
             Ok(n) if n == reply.len() => {}
             Ok(_) => return None,
             Err(e) => {
@@ -93,8 +123,8 @@ pub(crate) fn admit<S: Handshake>(
             }
         }
     }
-    tracing::debug!(name = %policy.name, pid = %Shown(id.pid()), uid = %Shown(id.uid()), sid = %Shown(id.sid()), "accepted a connection");
-    Some(Shared::new(
+    tracing::debug!(name = %policy.name, pid = %Shown(id.pid()), uid = %Shown(id.uid()), sid = %Shown(id.sid()), shared_memory = region.is_some(), "accepted a connection");
+    let mut shared = Shared::new(
         stream,
         shutdown.clone(),
         registration,
@@ -102,7 +132,9 @@ pub(crate) fn admit<S: Handshake>(
         policy.raw,
         peer,
         Some(peer_limit),
-    ))
+    );
+    shared.shm = region.map(crate::shm::Link::server);
+    Some(shared)
 }
 
 /// A log field that may be unknown: `pid=20842`, or `pid=?` (never `pid=Some(20842)`).
@@ -159,8 +191,14 @@ pub(crate) struct ClientSide {
     /// before connecting.
     pub trust_policy: TrustPolicy,
     pub me: proto::Credentials,
-    /// How the connection's receives wait.
-    pub wait_strategy: crate::WaitStrategy,
+    /// How the connection's receives wait (`None`: the transport's default).
+    pub wait_strategy: Option<crate::WaitStrategy>,
+    /// The optional features the hello offers (`frame::FEATURE_*`).
+    pub features: u16,
+    /// Whether the user asked for shared memory (even where it cannot be offered): the
+    /// async API refuses it.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub asked_shared_memory: bool,
 }
 
 /// Checks who the server is (before a byte goes out), registers the fresh stream with the
@@ -176,7 +214,7 @@ pub(crate) fn hello<S: Handshake>(
         .register(stream.clone())
         .map_err(|()| Error::Shutdown)?;
     if !side.raw {
-        let hello = proto::hello(side.limit);
+        let hello = proto::hello_offering(side.limit, side.features);
         // A fresh stream's send buffer is empty: the 16 bytes go out in one write.
         match stream.write_now(&hello) {
             Ok(n) if n == hello.len() => {}
@@ -189,7 +227,7 @@ pub(crate) fn hello<S: Handshake>(
             Err(e) => return Err(crate::client::connect_error(&side.name, e)),
         }
     }
-    Ok(Shared::new(
+    let shared = Shared::new(
         stream,
         shutdown,
         registration,
@@ -197,7 +235,11 @@ pub(crate) fn hello<S: Handshake>(
         side.raw,
         Some(server),
         side.raw.then_some(u32::MAX),
-    ))
+    );
+    if side.features != 0 {
+        shared.reply.offer(side.features);
+    }
+    Ok(shared)
 }
 
 /// The client's check of the server (see [`Trust`]): the server at the other end of a fresh

@@ -117,6 +117,7 @@ mod probe;
 pub mod proto;
 mod server;
 mod shared;
+mod shm;
 mod shutdown;
 mod single_instance;
 mod stream;

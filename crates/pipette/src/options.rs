@@ -43,7 +43,8 @@ pub struct ServerOptions {
     message_pipe: bool,
     handshake_timeout: Duration,
     shutdown: Option<Shutdown>,
-    wait_strategy: WaitStrategy,
+    wait_strategy: Option<WaitStrategy>,
+    shared_memory: bool,
 }
 
 impl Default for ServerOptions {
@@ -62,7 +63,8 @@ impl ServerOptions {
             message_pipe: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown: None,
-            wait_strategy: WaitStrategy::Block,
+            wait_strategy: None,
+            shared_memory: false,
         }
     }
 
@@ -136,12 +138,29 @@ impl ServerOptions {
         self
     }
 
-    /// How the accepted connections' receives wait (default [`WaitStrategy::Block`]); see
-    /// [`WaitStrategy`]. The blocking API only: `pipette::tokio` refuses anything else at
-    /// bind with [`Error::InvalidConfig`].
+    /// How the accepted connections' receives wait (default [`WaitStrategy::Block`], and
+    /// for shared-memory connections `Spin(50 us)`); see [`WaitStrategy`]. The blocking API
+    /// only: `pipette::tokio` refuses anything else at bind with [`Error::InvalidConfig`].
     pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
-        self.wait_strategy = strategy;
+        self.wait_strategy = Some(strategy);
         self
+    }
+
+    /// Offers clients that ask for it the shared-memory transport (default off): their
+    /// messages then travel through a ring in memory both processes map instead of the
+    /// socket, with the same API and the same message semantics. See
+    /// [`ClientOptions::shared_memory`]. Linux, blocking API: elsewhere, and with a client
+    /// that does not ask, connections stay on the socket; `pipette::tokio` refuses it at
+    /// bind with [`Error::InvalidConfig`] (for now).
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = on;
+        self
+    }
+
+    /// Whether `shared_memory(true)` was asked for (the async API refuses it for now).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn asks_shared_memory(&self) -> bool {
+        self.shared_memory
     }
 
     /// Everything binding needs, checked: shared by the blocking and the async server.
@@ -166,6 +185,7 @@ impl ServerOptions {
             limit,
             owner: sys::credentials(self.access == Access::Group),
             wait_strategy: self.wait_strategy,
+            shared_memory: self.shared_memory && !self.raw && sys::shm::SUPPORTED,
         };
         Ok((policy, listen, shutdown))
     }
@@ -196,7 +216,8 @@ pub struct ClientOptions {
     trust: Trust,
     wait: Option<Duration>,
     shutdown: Option<Shutdown>,
-    wait_strategy: WaitStrategy,
+    wait_strategy: Option<WaitStrategy>,
+    shared_memory: bool,
 }
 
 impl Default for ClientOptions {
@@ -217,7 +238,8 @@ impl ClientOptions {
             trust: Trust::CurrentUser,
             wait: None,
             shutdown: None,
-            wait_strategy: WaitStrategy::Block,
+            wait_strategy: None,
+            shared_memory: false,
         }
     }
 
@@ -288,11 +310,29 @@ impl ClientOptions {
         self
     }
 
-    /// How the connection's receives wait (default [`WaitStrategy::Block`]); see
-    /// [`WaitStrategy`]. The blocking API only: `pipette::tokio` refuses anything else at
-    /// connect with [`Error::InvalidConfig`].
+    /// How the connection's receives wait (default [`WaitStrategy::Block`], and for a
+    /// shared-memory connection `Spin(50 us)`); see [`WaitStrategy`]. The blocking API only:
+    /// `pipette::tokio` refuses anything else at connect with [`Error::InvalidConfig`].
     pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
-        self.wait_strategy = strategy;
+        self.wait_strategy = Some(strategy);
+        self
+    }
+
+    /// Asks for the shared-memory transport (default off): when the server offers it too
+    /// ([`ServerOptions::shared_memory`]), the server hands this client (and only it) a
+    /// sealed memory region with the reply, and messages travel through two rings in it
+    /// (1 MiB each way) instead of the socket, which stays open to tell either side when the
+    /// other is gone. Same API, same messages, same errors; a round trip costs no system
+    /// call while the peer answers within the spin window (see [`WaitStrategy`]).
+    ///
+    /// `connect` then waits for the server's reply (a client that asks cannot send ahead of
+    /// it), and reports a refusal itself. Where the server does not offer it, or the platform
+    /// cannot (only Linux can, for now), the connection stays on the socket:
+    /// [`Connection::is_shared_memory`](crate::Connection::is_shared_memory) says which.
+    /// Raw mode ignores it. Blocking API only, for now: `pipette::tokio` refuses it with
+    /// [`Error::InvalidConfig`].
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = on;
         self
     }
 
@@ -316,6 +356,12 @@ impl ClientOptions {
             trust_policy,
             me: sys::credentials(self.trust == Trust::Group),
             wait_strategy: self.wait_strategy,
+            features: if self.shared_memory && !self.raw && sys::shm::SUPPORTED {
+                crate::frame::FEATURE_SHARED_MEMORY
+            } else {
+                0
+            },
+            asked_shared_memory: self.shared_memory,
         };
         let connect = ConnectOptions {
             message_pipe: self.message_pipe,

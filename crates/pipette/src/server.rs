@@ -178,7 +178,9 @@ impl Server {
                 handshake::admit(&self.policy, &self.shutdown, stream, hello.bytes())
             {
                 let mut conn = Connection::new(shared, self.policy.limit);
-                conn.set_wait_strategy(self.policy.wait_strategy);
+                if let Some(s) = self.policy.wait_strategy {
+                    conn.set_wait_strategy(s);
+                }
                 return Ok(conn);
             }
         }

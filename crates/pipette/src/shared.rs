@@ -26,6 +26,9 @@ pub(crate) struct Shared<S> {
     pub(crate) peer: Option<PeerIdentity>,
     /// The server's handshake reply, for a client; read by whichever half needs it first.
     pub(crate) reply: ReplySlot,
+    /// The shared-memory region the messages travel through, when both sides agreed to it
+    /// (the socket then carries no bytes and stays open as the liveness channel).
+    pub(crate) shm: Option<crate::shm::Link>,
 }
 
 impl<S> Shared<S> {
@@ -58,6 +61,7 @@ impl<S> Shared<S> {
             raw,
             peer,
             reply: ReplySlot::new(peer_limit),
+            shm: None,
         }
     }
 
@@ -325,6 +329,11 @@ impl ReplySlot {
     #[inline]
     pub(crate) fn limit_or_minimum(&self) -> u32 {
         self.limit().unwrap_or(frame::MIN_MESSAGE_LIMIT)
+    }
+
+    /// A client's hello offered `features`: the reply must agree to no others.
+    pub(crate) fn offer(&self, features: u16) {
+        *self.lock() = ReplyReader::offering(features);
     }
 
     /// The reader, locked (for the half that reads the reply now).

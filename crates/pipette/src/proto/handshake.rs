@@ -127,6 +127,13 @@ pub fn admit(
     }
 }
 
+/// The optional features (`FEATURE_*` bits) a hello offers; 0 when the bytes are not a
+/// valid hello. A server looks before [`admit`], to prepare what a feature needs (the
+/// shared-memory region) only for a client that asks.
+pub fn offered_features(hello: &[u8]) -> u16 {
+    Hello::decode_prefix(hello).map_or(0, |h| h.features)
+}
+
 /// The client's hello announcing `limit` (the largest message it accepts), offering no
 /// optional feature.
 pub fn hello(limit: u32) -> [u8; HELLO_LEN] {

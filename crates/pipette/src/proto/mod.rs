@@ -38,5 +38,7 @@ pub mod wire;
 pub use admit::{admit_peer, trusts, Credentials, ServerIdentity, TrustPolicy};
 pub use decoder::{Decoded, Decoder, Failure, LARGE_MESSAGE};
 pub use encoder::{EncodeError, Encoder, Outgoing};
-pub use handshake::{admit, hello, hello_offering, Admission, Refusal, ReplyError, ReplyReader};
+pub use handshake::{
+    admit, hello, hello_offering, offered_features, Admission, Refusal, ReplyError, ReplyReader,
+};
 pub use hello::HelloReader;

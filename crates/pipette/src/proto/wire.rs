@@ -123,8 +123,8 @@ impl std::error::Error for DecodeError {}
 /// (docs/PROTOCOL.md §10).
 pub const FEATURE_SHARED_MEMORY: u16 = 1 << 0;
 
-/// Feature bit: the client accepts, or the server accepts, messages that carry descriptors
-/// (docs/PROTOCOL.md §11).
+/// Feature bit reserved for messages that carry descriptors (docs/PROTOCOL.md, "Optional
+/// features"): not specified yet, so never offered nor agreed to.
 pub const FEATURE_DESCRIPTORS: u16 = 1 << 1;
 
 /// Every feature bit this version defines. A server agrees only to bits the client offered;

@@ -62,7 +62,12 @@
 //! only macOS or FreeBSD can run (compiled for them by CI's clippy, never executed):
 //! `unix/macos.rs` and `unix/freebsd.rs` (their kernels' credential calls and directories),
 //! the kqueue half of `unix/poller.rs`, `SO_NOSIGPIPE` in `unix/socket.rs::no_sigpipe`, and
-//! the send flags without `MSG_NOSIGNAL` there.
+//! the send flags without `MSG_NOSIGNAL` there, and `FD_CLOEXEC` set after a receive of
+//! descriptors in `unix/fds.rs` (macOS has no `MSG_CMSG_CLOEXEC`).
+//!
+//! Shared memory (`shm`) is Linux's alone: `unix/shm.rs` (a sealed memfd, its mapping, four
+//! eventfds). Every other platform gets `shm_none.rs`, whose region type cannot exist, so the
+//! drivers compile unchanged and never offer the feature.
 //!
 //! # Where Windows differs (`windows/`)
 //!
@@ -111,6 +116,14 @@ use unix as imp;
 mod windows;
 #[cfg(windows)]
 use windows as imp;
+
+/// The shared-memory transport's platform layer (Linux), or a stand-in that says there is
+/// none (`shm::SUPPORTED` is false, and its region type cannot exist).
+#[cfg(target_os = "linux")]
+pub(crate) use unix::shm;
+#[cfg(not(target_os = "linux"))]
+#[path = "shm_none.rs"]
+pub(crate) mod shm;
 
 #[cfg(not(any(
     target_os = "linux",
@@ -383,6 +396,11 @@ pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
     /// Writes without waiting (the 16-byte hello or reply, into a fresh stream's empty send
     /// buffer).
     fn write_now(&self, buf: &[u8]) -> std::io::Result<usize>;
+
+    /// `write_now` of the server's reply with a shared-memory region's descriptors attached
+    /// (`SCM_RIGHTS`), for the admitted client only. Where there is no shared memory, the
+    /// region type cannot exist and this is never called.
+    fn write_handover(&self, reply: &[u8], region: &shm::Region) -> std::io::Result<usize>;
 }
 
 /// Something a [`Shutdown`](crate::Shutdown) can wake.

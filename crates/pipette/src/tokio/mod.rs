@@ -73,3 +73,10 @@ pub(crate) fn only_blocking_waits(strategy: crate::WaitStrategy) -> crate::Resul
         "wait strategy {strategy:?} is for the blocking API: an async receive waits through the runtime's reactor, and spinning in a task would hold up the other tasks of its thread; use WaitStrategy::Block here, or the blocking API on a thread of its own"
     )))
 }
+
+/// The async API has no shared-memory transport yet.
+pub(crate) fn no_shared_memory_yet() -> crate::Error {
+    crate::Error::InvalidConfig(
+        "shared_memory is for the blocking API for now; the async API's connections use the socket (leave shared_memory off here)".into(),
+    )
+}

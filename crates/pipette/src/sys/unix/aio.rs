@@ -97,6 +97,16 @@ impl crate::sys::Handshake for Stream {
     fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
         send_now(self.inner.as_fd(), buf)
     }
+
+    #[cfg(target_os = "linux")]
+    fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
+        super::fds::send_with_fds(self.inner.as_fd(), &[reply], &region.handover())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
+        match *region {}
+    }
 }
 
 impl std::os::fd::AsFd for Stream {

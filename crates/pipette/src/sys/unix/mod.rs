@@ -52,6 +52,8 @@ mod endpoint;
 pub(crate) mod fds;
 mod listener;
 mod poller;
+#[cfg(target_os = "linux")]
+pub(crate) mod shm;
 mod socket;
 mod stream;
 

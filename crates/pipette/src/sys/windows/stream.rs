@@ -534,6 +534,11 @@ impl crate::sys::Handshake for Stream {
     fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
         self.write(buf)
     }
+
+    /// Never called: Windows has no shared-memory transport yet (the region cannot exist).
+    fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
+        match *region {}
+    }
 }
 
 impl Cancel for Stream {

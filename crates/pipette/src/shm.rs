@@ -1,0 +1,392 @@
+//! The shared-memory transport's ring discipline (docs/PROTOCOL.md §10), for the blocking
+//! driver: a receive half consumes one ring, a send half produces into the other, and the
+//! socket stays open as the liveness channel (its end is the peer's end).
+//!
+//! Every index read from the peer is checked (`proto::ring`) before use; bytes are copied
+//! once out of the ring into private memory, and only the copy is decoded (by the same
+//! `proto::Decoder` as a socket's bytes). A side that may sleep says so in its ring's
+//! waiting flag first and then checks again; the other side, after publishing, looks at
+//! that flag and signals the eventfd. Each store and the following load are `SeqCst`, so at
+//! least one of the two sees the other: no wake-up is lost.
+
+use std::io;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::proto::ring::{self, Direction, RingError, Word};
+use crate::sys::shm::{Event, Region, Woken};
+use crate::sys::{self, SysStream};
+
+/// How long a shared-memory connection's receives spin before they sleep, unless the
+/// options say otherwise: longer than a prompt peer takes to answer, far shorter than an
+/// idle period.
+pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// One connection's region and which ring is whose.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) region: Arc<Region>,
+    /// The ring this side writes.
+    pub(crate) send: Direction,
+    /// The ring this side reads.
+    pub(crate) recv: Direction,
+}
+
+impl Link {
+    /// The server's view of `region`.
+    pub(crate) fn server(region: Region) -> Link {
+        Link {
+            region: Arc::new(region),
+            send: Direction::ServerToClient,
+            recv: Direction::ClientToServer,
+        }
+    }
+
+    /// The client's view of `region`.
+    pub(crate) fn client(region: Region) -> Link {
+        Link {
+            region: Arc::new(region),
+            send: Direction::ClientToServer,
+            recv: Direction::ServerToClient,
+        }
+    }
+}
+
+/// An index the peer wrote makes no sense: the ring is corrupted.
+fn corrupted(e: RingError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The peer wrote bytes on the socket, which carries none in this mode.
+fn bytes_on_socket() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the peer wrote on the socket of a shared-memory connection, which carries no bytes",
+    )
+}
+
+/// The remaining time of a wait that began at `start` with `timeout`; `WouldBlock` once over.
+fn left(start: Instant, timeout: Option<Duration>) -> io::Result<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) => match t.checked_sub(start.elapsed()) {
+            Some(l) if !l.is_zero() => Ok(Some(l)),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        },
+    }
+}
+
+/// The receive half's end of its ring.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    region: Arc<Region>,
+    dir: Direction,
+    /// Bytes consumed so far (ours: never read back from the shared word).
+    tail: u64,
+    /// Empty checks since the socket was last looked at.
+    empty_checks: u32,
+}
+
+/// While spinning, the socket (for the peer's end) is looked at once per this many empty
+/// checks of the ring: often enough to notice the end within microseconds, rarely enough to
+/// keep a check at one atomic load.
+const SOCKET_EVERY: u32 = 64;
+
+impl Rx {
+    pub(crate) fn new(link: &Link) -> Rx {
+        Rx {
+            region: link.region.clone(),
+            dir: link.recv,
+            tail: 0,
+            empty_checks: 0,
+        }
+    }
+
+    /// How many bytes are buffered (checked).
+    fn buffered(&self) -> io::Result<usize> {
+        let head = self
+            .region
+            .index(self.dir, Word::Head)
+            .load(Ordering::Acquire);
+        ring::buffered(head, self.tail, self.region.layout().ring_size()).map_err(corrupted)
+    }
+
+    /// Marks `n` bytes consumed and wakes a producer waiting for room.
+    fn consume(&mut self, n: usize) {
+        self.tail += n as u64;
+        self.region
+            .index(self.dir, Word::Tail)
+            .store(self.tail, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self
+            .region
+            .flag(self.dir, Word::ProducerWaiting)
+            .load(Ordering::SeqCst)
+            != 0
+        {
+            self.region.signal(Event::Room(self.dir));
+        }
+    }
+
+    /// Takes up to `max` buffered bytes with `copy(region, dir, pos, n)`; `WouldBlock` when
+    /// none are there; 0 at the peer's end (its socket reads end-of-stream and the ring is
+    /// drained). `look`: check the socket now (else only every `SOCKET_EVERY` empty checks).
+    fn take(
+        &mut self,
+        stream: &sys::Stream,
+        max: usize,
+        look: bool,
+        copy: impl FnOnce(&Region, Direction, u64, usize),
+    ) -> io::Result<usize> {
+        let mut n = self.buffered()?;
+        if n == 0 {
+            self.empty_checks += 1;
+            if !look && self.empty_checks % SOCKET_EVERY != 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            match stream.read_now(&mut [0u8; 1]) {
+                // The peer's end: everything it wrote before is in the ring by now.
+                Ok(0) => {
+                    n = self.buffered()?;
+                    if n == 0 {
+                        return Ok(0);
+                    }
+                }
+                Ok(_) => return Err(bytes_on_socket()),
+                Err(e) => return Err(e),
+            }
+        }
+        let n = n.min(max);
+        copy(&self.region, self.dir, self.tail, n);
+        self.consume(n);
+        Ok(n)
+    }
+
+    /// What is buffered, into `dst`, without waiting (see `take`).
+    pub(crate) fn read_now(
+        &mut self,
+        stream: &sys::Stream,
+        dst: &mut [u8],
+        look: bool,
+    ) -> io::Result<usize> {
+        let max = dst.len();
+        self.take(stream, max, look, |r, d, pos, n| {
+            r.copy_out_init(d, pos, &mut dst[..n])
+        })
+    }
+
+    /// What is buffered, at most `max` bytes appended to `dst`, without waiting.
+    pub(crate) fn read_append_now(
+        &mut self,
+        stream: &sys::Stream,
+        dst: &mut Vec<u8>,
+        max: usize,
+        look: bool,
+    ) -> io::Result<usize> {
+        self.take(stream, max, look, |r, d, pos, n| {
+            r.copy_out_append(d, pos, dst, n)
+        })
+    }
+
+    /// Sleeps until bytes may be there (or the peer ended, or `timeout` expired:
+    /// `WouldBlock`), announcing it in the ring's waiting flag; `ready` is the non-waiting
+    /// read to try after announcing, whose result is returned when it finds something.
+    pub(crate) fn wait<T>(
+        &mut self,
+        stream: &sys::Stream,
+        timeout: Option<Duration>,
+        mut ready: impl FnMut(&mut Rx) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let start = Instant::now();
+        let region = self.region.clone();
+        let flag = region.flag(self.dir, Word::ConsumerWaiting);
+        loop {
+            flag.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            match ready(self) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => {
+                    flag.store(0, Ordering::Relaxed);
+                    return other;
+                }
+            }
+            let left = match left(start, timeout) {
+                Ok(l) => l,
+                Err(e) => {
+                    flag.store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            let woken = region.wait_on(Event::Data(self.dir), stream, left);
+            flag.store(0, Ordering::Relaxed);
+            if let Woken::TimedOut = woken? {
+                // One last look, then give up.
+                return match ready(self) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+                    other => other,
+                };
+            }
+        }
+    }
+}
+
+/// The send half's end of its ring.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    region: Arc<Region>,
+    dir: Direction,
+    /// Bytes written so far (ours: never read back from the shared word).
+    head: u64,
+}
+
+impl Tx {
+    pub(crate) fn new(link: &Link) -> Tx {
+        Tx {
+            region: link.region.clone(),
+            dir: link.send,
+            head: 0,
+        }
+    }
+
+    /// Room in the ring (checked).
+    fn room(&self) -> io::Result<usize> {
+        let tail = self
+            .region
+            .index(self.dir, Word::Tail)
+            .load(Ordering::Acquire);
+        ring::room(self.head, tail, self.region.layout().ring_size()).map_err(corrupted)
+    }
+
+    /// Writes as much of `a` then `b` as fits, publishes it and wakes a waiting consumer;
+    /// `WouldBlock` when the ring is full.
+    pub(crate) fn write_now(&mut self, a: &[u8], b: &[u8]) -> io::Result<usize> {
+        let room = self.room()?;
+        if room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let na = a.len().min(room);
+        let nb = b.len().min(room - na);
+        self.region.copy_in(self.dir, self.head, &a[..na]);
+        self.region
+            .copy_in(self.dir, self.head + na as u64, &b[..nb]);
+        self.head += (na + nb) as u64;
+        self.region
+            .index(self.dir, Word::Head)
+            .store(self.head, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self
+            .region
+            .flag(self.dir, Word::ConsumerWaiting)
+            .load(Ordering::SeqCst)
+            != 0
+        {
+            self.region.signal(Event::Data(self.dir));
+        }
+        Ok(na + nb)
+    }
+
+    /// `Ok` when there is room now, else `WouldBlock`.
+    pub(crate) fn room_now(&self) -> io::Result<()> {
+        match self.room()? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sleeps until there is room (`Ok`), the peer is gone or the connection was shut down
+    /// (`BrokenPipe`), or `timeout` expired (`WouldBlock`).
+    pub(crate) fn wait_room(
+        &self,
+        stream: &sys::Stream,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let start = Instant::now();
+        let flag = self.region.flag(self.dir, Word::ProducerWaiting);
+        loop {
+            flag.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let room = self.room_now();
+            if !matches!(&room, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                flag.store(0, Ordering::Relaxed);
+                return room;
+            }
+            let left = match left(start, timeout) {
+                Ok(l) => l,
+                Err(e) => {
+                    flag.store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            let woken = self.region.wait_on(Event::Room(self.dir), stream, left);
+            flag.store(0, Ordering::Relaxed);
+            match woken? {
+                Woken::Socket => return Err(io::ErrorKind::BrokenPipe.into()),
+                Woken::TimedOut => return self.room_now(),
+                Woken::Event => {}
+            }
+        }
+    }
+}
+
+/// A client's side of the handover: reads the server's reply (with the descriptors sent
+/// with it) into the connection's reply slot, and returns the region when the server agreed
+/// to shared memory. Waits at most `timeout` for the reply.
+pub(crate) fn client_handover(
+    shared: &crate::shared::Shared<sys::Stream>,
+    timeout: Duration,
+) -> crate::Result<Option<Link>> {
+    let mut reader = shared.reply.lock();
+    let mut fds = Vec::new();
+    let start = Instant::now();
+    while reader.result().is_none() {
+        let mut buf = [0u8; crate::frame::REPLY_LEN];
+        let want = reader.missing();
+        let left = left(start, Some(timeout)).unwrap_or(Some(Duration::ZERO));
+        match sys::shm::read_handover(&shared.stream, &mut buf[..want], &mut fds, left) {
+            Ok(0) => reader.end_of_stream(),
+            Ok(n) => {
+                reader.feed(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(crate::Error::TimedOut {
+                    op: crate::Operation::Handshake,
+                    after: timeout,
+                })
+            }
+            Err(e) => return Err(shared.error(e, crate::Operation::Handshake, None)),
+        }
+    }
+    let agreed = reader.features() & crate::frame::FEATURE_SHARED_MEMORY != 0;
+    match shared.reply.settle(&reader) {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => return Err(shared.reply_failure(&e)),
+        None => unreachable!("the loop ends with a result"),
+    }
+    if !agreed {
+        // Descriptors nobody asked for are closed here.
+        return Ok(None);
+    }
+    let region = Region::open(fds).map_err(|e| crate::Error::Protocol {
+        message: format!(
+            "the server at {:?} agreed to shared memory but handed over unusable memory: {e}",
+            shared.name.as_str()
+        ),
+        source: None,
+    })?;
+    Ok(Some(Link::client(region)))
+}
+
+/// A server's side: a region for a client that offered shared memory, when this server
+/// wants it and the platform can (a failure is logged, and the connection stays on its
+/// socket).
+pub(crate) fn server_region(ring_size: usize) -> Option<Region> {
+    let layout = ring::Layout::new(ring_size).ok()?;
+    match Region::create(layout) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up shared memory for a connection; it stays on its socket");
+            None
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The shared-memory transport (docs/PROTOCOL.md §10), server and client in separate
+//! processes: every size class through the rings in both directions at once, checksummed;
+//! the fallback to the socket when either side does not ask (or the platform cannot); a peer
+//! killed mid-message and mid-wait; a peer that corrupts the ring (an adversarial client
+//! written here from the protocol, mapping the memory itself); a server that hands over
+//! memory that is not sealed; a shutdown while waiting; the CPU time of an idle connection.
+//!
+//! The time limits only turn a hang into a failure.
+
+mod support;
+
+use std::time::Duration;
+
+use pipette::{Client, ClientOptions, Connection, Error, Server, ServerOptions};
+use support::{pattern, spawn_watched, unique, Watched};
+
+fn main() {
+    let everywhere: Vec<support::Test> = vec![(
+        "either_side_not_asking_stays_on_the_socket",
+        either_side_not_asking_stays_on_the_socket,
+    )];
+    let linux: Vec<support::Test> = vec![
+        (
+            "every_size_class_both_ways_at_once_through_the_rings",
+            every_size_class_both_ways_at_once_through_the_rings,
+        ),
+        (
+            "a_peer_killed_mid_message_and_mid_wait",
+            a_peer_killed_mid_message_and_mid_wait,
+        ),
+        (
+            "a_shutdown_wakes_a_receive_asleep_on_the_ring",
+            a_shutdown_wakes_a_receive_asleep_on_the_ring,
+        ),
+        (
+            "an_idle_connection_costs_no_cpu_after_its_spin",
+            an_idle_connection_costs_no_cpu_after_its_spin,
+        ),
+        #[cfg(target_os = "linux")]
+        (
+            "a_client_that_corrupts_the_ring_ends_only_its_own_connection",
+            hostile::a_client_that_corrupts_the_ring_ends_only_its_own_connection,
+        ),
+        #[cfg(target_os = "linux")]
+        (
+            "a_server_handing_over_unsealed_memory_is_refused",
+            hostile::a_server_handing_over_unsealed_memory_is_refused,
+        ),
+    ];
+    let (mut tests, mut elsewhere) = (everywhere, Vec::new());
+    if cfg!(target_os = "linux") {
+        tests.extend(linux);
+    } else {
+        // Reported as ignored: shared memory is Linux-only for now.
+        elsewhere.extend(linux);
+    }
+    support::main_with_ignored(
+        &tests,
+        &elsewhere,
+        &[("echo", role_echo), ("hold", role_hold)],
+    );
+}
+
+const HANG: Duration = Duration::from_secs(30);
+
+fn shm_client(name: &str) -> Connection {
+    let opts = ClientOptions::new().wait(HANG).shared_memory(true);
+    Client::connect_with(name, &opts).unwrap()
+}
+
+/// An echo server (its own process) offering shared memory when `shm`.
+fn echo(tag: &str, shm: bool) -> (Watched, String) {
+    let name = unique(tag);
+    let server = spawn_watched("echo", &[&name, if shm { "shm" } else { "socket" }]);
+    server.expect("ready");
+    (server, name)
+}
+
+fn every_size_class_both_ways_at_once_through_the_rings() {
+    let (_server, name) = echo("sizes", true);
+    let conn = shm_client(&name);
+    assert!(conn.is_shared_memory(), "both asked, on Linux");
+    // Empty, small, a header split at the ring's end sooner or later, the largest buffered
+    // size, large messages read straight into their buffer, and messages larger than the
+    // ring (1 MiB), which go through it in pieces while the other side reads.
+    let sizes = [0usize, 1, 7, 100, 4000, 8192, 70_000, 1 << 20, 3 << 20];
+    let rounds = 12u64;
+    let (mut tx, mut rx) = conn.split();
+    let sender = std::thread::spawn(move || {
+        for round in 0..rounds {
+            for (i, &len) in sizes.iter().enumerate() {
+                tx.send(&pattern(round * 100 + i as u64, len)).unwrap();
+            }
+        }
+        tx
+    });
+    for round in 0..rounds {
+        for (i, &len) in sizes.iter().enumerate() {
+            let got = rx.recv().unwrap();
+            assert!(
+                got == pattern(round * 100 + i as u64, len),
+                "round {round}: the {len}-byte message came back changed"
+            );
+        }
+    }
+    let tx = sender.join().unwrap();
+    let conn = tx.reunite(rx).unwrap();
+    assert!(conn.is_shared_memory());
+}
+
+fn either_side_not_asking_stays_on_the_socket() {
+    // Server offers, client does not ask; client asks, server does not offer.
+    for (server_shm, client_shm) in [(true, false), (false, true)] {
+        let (_server, name) = echo("fallback", server_shm);
+        let opts = ClientOptions::new().wait(HANG).shared_memory(client_shm);
+        let mut conn = Client::connect_with(name.as_str(), &opts).unwrap();
+        assert!(
+            !conn.is_shared_memory(),
+            "server {server_shm}, client {client_shm}"
+        );
+        for len in [0, 5, 70_000] {
+            conn.send(&pattern(len as u64, len)).unwrap();
+            assert_eq!(conn.recv().unwrap(), pattern(len as u64, len));
+        }
+    }
+    // Both ask, but where the platform cannot, the connection says so and works.
+    let (_server, name) = echo("fallback", true);
+    let mut conn = shm_client(&name);
+    assert_eq!(conn.is_shared_memory(), cfg!(target_os = "linux"));
+    conn.send(b"works").unwrap();
+    assert_eq!(conn.recv().unwrap(), b"works");
+    // Raw mode ignores the option.
+    let raw = ServerOptions::new().raw(true).shared_memory(true);
+    let raw_name = unique("raw");
+    let raw_server = Server::bind_with(raw_name.as_str(), &raw).unwrap();
+    let client = Client::connect_with(
+        raw_name.as_str(),
+        &ClientOptions::new().raw(true).shared_memory(true),
+    )
+    .unwrap();
+    let accepted = raw_server.accept().unwrap();
+    assert!(!client.is_shared_memory() && !accepted.is_shared_memory());
+}
+
+fn a_peer_killed_mid_message_and_mid_wait() {
+    // Mid-wait: the client waits for an answer that never comes; the server dies.
+    let mut server = spawn_watched("hold", &[&unique("killed"), "quiet"]);
+    let name = server.line_within(HANG);
+    let mut conn = shm_client(&name);
+    assert!(conn.is_shared_memory());
+    conn.send(b"hello").unwrap();
+    assert_eq!(server.line_within(HANG), "got 5");
+    let waiter = std::thread::spawn(move || conn.recv());
+    std::thread::sleep(Duration::from_millis(100));
+    server.kill();
+    let got = support::within(HANG, "the receive after the peer died", move || {
+        waiter.join().unwrap()
+    });
+    assert!(matches!(got, Err(Error::Closed)), "{got:?}");
+
+    // Mid-message: the server is part-way through a message larger than the ring when it
+    // dies (the ring is full and the client has not read).
+    let mut server = spawn_watched("hold", &[&unique("killed"), "flood"]);
+    let name = server.line_within(HANG);
+    let mut conn = shm_client(&name);
+    conn.send(b"go").unwrap();
+    assert_eq!(server.line_within(HANG), "got 2");
+    // Let it fill the ring and block on the rest.
+    std::thread::sleep(Duration::from_millis(200));
+    server.kill();
+    let got = support::within(HANG, "the receive of a cut message", move || conn.recv());
+    assert!(
+        matches!(&got, Err(Error::Protocol { message, .. }) if message.contains("in the middle of a message")),
+        "a message cut by the peer's death: {got:?}"
+    );
+    support::note(format!("cut message: {got:?}"));
+}
+
+fn a_shutdown_wakes_a_receive_asleep_on_the_ring() {
+    let server = spawn_watched("hold", &[&unique("shutdown"), "quiet"]);
+    let name = server.line_within(HANG);
+    let mut conn = shm_client(&name);
+    conn.send(b"hello").unwrap();
+    assert_eq!(server.line_within(HANG), "got 5");
+    let handle = conn.shutdown_handle();
+    let waiter = std::thread::spawn(move || conn.recv());
+    // Well past the spin window: asleep on the eventfd.
+    std::thread::sleep(Duration::from_millis(100));
+    handle.shutdown();
+    let got = support::within(HANG, "the receive after shutdown", move || {
+        waiter.join().unwrap()
+    });
+    assert!(matches!(got, Err(Error::Shutdown)), "{got:?}");
+}
+
+/// CPU time (user + system) of process `pid`, or of the calling thread for `None`.
+#[cfg(target_os = "linux")]
+fn cpu_time(pid: Option<u32>) -> Duration {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/thread-self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cpu_time(_pid: Option<u32>) -> Duration {
+    panic!("needs Linux's /proc");
+}
+
+fn an_idle_connection_costs_no_cpu_after_its_spin() {
+    let mut server = spawn_watched("hold", &[&unique("idle"), "quiet"]);
+    let name = server.line_within(HANG);
+    let mut conn = shm_client(&name);
+    conn.send(b"hello").unwrap();
+    assert_eq!(server.line_within(HANG), "got 5");
+    // The server now waits for a message that does not come (default: spin 50 us, then
+    // sleep); so do we, for its answer.
+    let before = cpu_time(Some(server.id()));
+    // This thread's own time (the other tests of this process run meanwhile).
+    let mine = cpu_time(None);
+    let idle = Duration::from_millis(1500);
+    assert!(matches!(
+        conn.recv_timeout(idle),
+        Err(Error::TimedOut { .. })
+    ));
+    let used_here = cpu_time(None) - mine;
+    let used = cpu_time(Some(server.id())) - before;
+    assert!(
+        used <= Duration::from_millis(100),
+        "the idle server used {used:?} of CPU in {idle:?}"
+    );
+    assert!(
+        used_here <= Duration::from_millis(200),
+        "the waiting client used {used_here:?} of CPU in {idle:?}"
+    );
+    server.say("send");
+    assert_eq!(conn.recv().unwrap(), b"late");
+    support::note(format!(
+        "idle for {idle:?}: server {used:?}, client {used_here:?}"
+    ));
+}
+
+/// `echo NAME shm|socket`: an echo server (a thread per connection) offering shared memory
+/// or not; prints `ready`, serves until stdin closes; a connection's failure is printed as
+/// `end KIND MESSAGE`.
+fn role_echo(args: Vec<String>) {
+    let opts = ServerOptions::new().shared_memory(args[1] == "shm");
+    let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
+    support::stop_on_stdin_close(server.shutdown_handle());
+    support::tell("ready");
+    for conn in server.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let e = loop {
+                if let Err(e) = conn.recv_into(&mut buf) {
+                    break e;
+                }
+                if let Err(e) = conn.send(&buf) {
+                    break e;
+                }
+            };
+            support::tell(&format!("end {}", e));
+        });
+    }
+}
+
+/// `hold NAME quiet|flood`: accepts one shared-memory connection, receives one message
+/// (`got LEN`), then either waits quietly (a `send` line on stdin makes it send `late`), or
+/// sends 3 MiB messages until it is killed.
+fn role_hold(args: Vec<String>) {
+    let opts = ServerOptions::new().shared_memory(true);
+    let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
+    support::tell(&args[0]);
+    let conn = server.accept().unwrap();
+    let (mut tx, mut rx) = conn.split();
+    let first = rx.recv().unwrap();
+    support::tell(&format!("got {}", first.len()));
+    if args[1] == "flood" {
+        let big = pattern(1, 3 << 20);
+        loop {
+            if tx.send(&big).is_err() {
+                return;
+            }
+        }
+    }
+    std::thread::spawn(move || {
+        while let Some(line) = support::read_stdin_line() {
+            if line == "send" {
+                tx.send(b"late").unwrap();
+            }
+        }
+        std::process::exit(0);
+    });
+    let _ = rx.recv();
+}
+
+/// Peers that break the protocol on purpose, written from docs/PROTOCOL.md with raw system
+/// calls.
+#[cfg(target_os = "linux")]
+mod hostile {
+    use std::io::{Read, Write};
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::time::Duration;
+
+    use pipette::frame::{Reply, Status, FEATURE_SHARED_MEMORY, REPLY_LEN};
+    use pipette::proto::ring::{Direction, Layout, Word};
+    use pipette::{Client, ClientOptions, Error, Name};
+    use rustix::net::{
+        RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+        SendAncillaryMessage, SendFlags,
+    };
+
+    use super::{echo, shm_client, HANG};
+
+    pub fn a_client_that_corrupts_the_ring_ends_only_its_own_connection() {
+        let (server, name) = echo("corrupt", true);
+        // A well-behaved shared-memory client of the same server.
+        let mut good = shm_client(&name);
+        assert!(good.is_shared_memory());
+        good.send(b"before").unwrap();
+        assert_eq!(good.recv().unwrap(), b"before");
+
+        // The hostile one: hello offering shared memory, reply with the descriptors.
+        let path = Name::new(&name).unwrap().path().to_owned();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(&pipette::proto::hello_offering(
+            1 << 20,
+            FEATURE_SHARED_MEMORY,
+        ))
+        .unwrap();
+        let mut reply = [0u8; REPLY_LEN];
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [std::io::IoSliceMut::new(&mut reply)];
+        let got = rustix::net::recvmsg(&s, &mut iov, &mut control, RecvFlags::empty()).unwrap();
+        assert_eq!(got.bytes, REPLY_LEN);
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(r) = m {
+                fds.extend(r);
+            }
+        }
+        let r = Reply::decode(&reply).unwrap();
+        assert_eq!((r.status, r.features), (Status::Accepted, 1));
+        assert_eq!(fds.len(), 5, "the memfd and four eventfds");
+        let len = rustix::fs::fstat(&fds[0]).unwrap().st_size as usize;
+        // SAFETY: a fresh shared mapping of the memfd, unmapped below; only atomics and
+        // plain stores touch it.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &fds[0],
+                0,
+            )
+            .unwrap()
+        };
+        // Claim that far more was written into ring 0 than it can hold, and wake the server.
+        let at = Layout::word_offset(Direction::ClientToServer, Word::Head);
+        // SAFETY: `at` is inside the mapping and 8-aligned.
+        let head = unsafe {
+            &*(base
+                .cast::<u8>()
+                .add(at)
+                .cast::<std::sync::atomic::AtomicU64>())
+        };
+        head.store(1 << 40, std::sync::atomic::Ordering::SeqCst);
+        rustix::io::write(&fds[1], &1u64.to_ne_bytes()).unwrap();
+        let end = server.line_within(HANG);
+        assert!(
+            end.contains("corrupted shared-memory ring"),
+            "the server reports the corruption, got {end:?}"
+        );
+        // The server closed that connection; its other client goes on.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        good.send(b"after").unwrap();
+        assert_eq!(good.recv().unwrap(), b"after");
+        let mut fresh = shm_client(&name);
+        fresh.send(b"fresh").unwrap();
+        assert_eq!(fresh.recv().unwrap(), b"fresh");
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { rustix::mm::munmap(base, len).unwrap() };
+    }
+
+    pub fn a_server_handing_over_unsealed_memory_is_refused() {
+        let dir = std::env::temp_dir().join(super::unique("unsealed"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 16];
+            s.read_exact(&mut hello).unwrap();
+            let memfd =
+                rustix::fs::memfd_create("unsealed", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+            let layout = Layout::new(4096).unwrap();
+            rustix::fs::ftruncate(&memfd, layout.region_len() as u64).unwrap();
+            let events: Vec<OwnedFd> = (0..4)
+                .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
+                .collect();
+            let mut all = vec![memfd.as_fd()];
+            all.extend(events.iter().map(|e| e.as_fd()));
+            let reply = Reply {
+                features: 1,
+                ..Reply::accept(1, 1 << 20)
+            }
+            .encode();
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(5))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(SendAncillaryMessage::ScmRights(&all)));
+            rustix::net::sendmsg(
+                &s,
+                &[std::io::IoSlice::new(&reply)],
+                &mut control,
+                SendFlags::empty(),
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let got = Client::connect_with(
+            path.to_str().unwrap(),
+            &ClientOptions::new().wait(HANG).shared_memory(true),
+        );
+        match got {
+            Err(Error::Protocol { message, .. }) => {
+                assert!(message.contains("sealed"), "{message}")
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
