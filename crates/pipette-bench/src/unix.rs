@@ -1297,7 +1297,7 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput4m|conn] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput1m|tput4m|conn] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1376,6 +1376,7 @@ pub(crate) fn main() {
                 let work = match it.next().as_deref() {
                     None | Some("rtt") => Workload::Rtt,
                     Some("tput64") => Workload::Tput(SMALL),
+                    Some("tput1m") => Workload::Tput(1 << 20),
                     Some("tput4m") => Workload::Tput(LARGE),
                     Some("conn") => Workload::Conn,
                     Some(_) => usage(),

@@ -60,7 +60,8 @@ pub enum WaitStrategy {
     BusySpin,
 }
 
-/// Runs a receive under `strategy`: `read(true)` is the non-blocking attempt (`WouldBlock`
+/// Runs a receive under `strategy` (the first checks back to back, then yielding the CPU
+/// between checks, Aeron's back-off without its sleeps): `read(true)` is the non-blocking attempt (`WouldBlock`
 /// when nothing is there), `read(false)` the blocking one (which applies the read timeout
 /// itself). `timeout` is the receive's timeout, which also bounds the spin; when it expires
 /// during the spin the result is `WouldBlock`, as from a blocking read that timed out.
@@ -81,11 +82,13 @@ pub(crate) fn spin_then_block<T>(
         (None, t) => t,
     };
     let start = Instant::now();
+    let mut checks = 0u32;
     loop {
         match read(true) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return other,
         }
+        checks = checks.saturating_add(1);
         if shutdown.is_shutdown() {
             // The caller reports `Error::Shutdown` (the handle was triggered).
             return Err(io::ErrorKind::ConnectionAborted.into());
@@ -99,9 +102,18 @@ pub(crate) fn spin_then_block<T>(
                 return read(false);
             }
         }
-        std::hint::spin_loop();
+        if checks < PURE_SPIN {
+            std::hint::spin_loop();
+        } else {
+            // Still nothing: let the peer have this CPU if it is waiting for one (two
+            // spinning processes on one CPU would otherwise each burn the other's slice).
+            std::thread::yield_now();
+        }
     }
 }
+
+/// How many checks a spin makes back to back before it yields the CPU between checks.
+const PURE_SPIN: u32 = 128;
 
 #[cfg(test)]
 mod tests {
