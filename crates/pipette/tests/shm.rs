@@ -25,6 +25,10 @@ fn main() {
             every_size_class_both_ways_at_once_through_the_rings,
         ),
         (
+            "no_wake_up_is_lost_around_the_spin_window",
+            no_wake_up_is_lost_around_the_spin_window,
+        ),
+        (
             "a_peer_killed_mid_message_and_mid_wait",
             a_peer_killed_mid_message_and_mid_wait,
         ),
@@ -106,6 +110,53 @@ fn every_size_class_both_ways_at_once_through_the_rings() {
     let tx = sender.join().unwrap();
     let conn = tx.reunite(rx).unwrap();
     assert!(conn.is_shared_memory());
+}
+
+/// Round trips whose pauses straddle the spin window, so that each side keeps going from
+/// spinning to sleeping and back while the other writes: a lost wake-up would hang a round
+/// (the limit turns that into a failure). Every strategy on the client, the server's default
+/// (spin 50 us); `PIPETTE_SHM_ROUNDS` round trips each (default 1000), with a ring-filling
+/// message now and then so that the producer's wait for room is crossed too.
+fn no_wake_up_is_lost_around_the_spin_window() {
+    use pipette::WaitStrategy;
+    let rounds: u64 = std::env::var("PIPETTE_SHM_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1000);
+    for strategy in [
+        WaitStrategy::Block,
+        WaitStrategy::Spin(Duration::from_micros(20)),
+        WaitStrategy::BusySpin,
+    ] {
+        let (_server, name) = echo("wakeups", true);
+        let opts = ClientOptions::new()
+            .wait(HANG)
+            .shared_memory(true)
+            .wait_strategy(strategy);
+        let mut conn = Client::connect_with(name.as_str(), &opts).unwrap();
+        assert!(conn.is_shared_memory());
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let what = move |i| format!("{strategy:?}: round trip {i}");
+        support::rounds_within(rounds, HANG, what, move |i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // 0-99 us, around the server's 50 us spin and the client's 20 us one.
+            let pause = Duration::from_micros(seed % 100);
+            let len = if i % 97 == 0 {
+                3 << 20
+            } else {
+                (seed >> 8) as usize % 200
+            };
+            let msg = pattern(i, len);
+            conn.send(&msg).unwrap();
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+            let back = conn.recv().unwrap();
+            assert!(back == msg, "round {i}: the echo differs");
+        });
+    }
 }
 
 fn either_side_not_asking_stays_on_the_socket() {
