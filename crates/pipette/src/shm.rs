@@ -190,7 +190,7 @@ impl Rx {
     }
 
     /// Sleeps until bytes may be there (or the peer ended, or `timeout` expired:
-    /// `WouldBlock`), announcing it in the ring's waiting flag; `ready` is the non-waiting
+    /// `WouldBlock`), announcing it in the ring's waiting word; `ready` is the non-waiting
     /// read to try after announcing, whose result is returned when it finds something.
     pub(crate) fn wait<T>(
         &mut self,
@@ -198,35 +198,46 @@ impl Rx {
         timeout: Option<Duration>,
         mut ready: impl FnMut(&mut Rx) -> io::Result<T>,
     ) -> io::Result<T> {
-        let start = Instant::now();
         let region = self.region.clone();
-        let flag = region.flag(self.dir, Word::ConsumerWaiting);
-        loop {
-            flag.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            match ready(self) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => {
-                    flag.store(0, Ordering::Relaxed);
-                    return other;
-                }
+        let data = Event::Data(self.dir);
+        sleep_announced(&region, data, stream, timeout, || ready(self))
+    }
+}
+
+/// Waits for `event` the lost-wake-up-free way: store 1 in the ring's waiting word for that
+/// event, check again with `ready` (its result is returned unless `WouldBlock`), sleep on the
+/// eventfd (and the socket), store 0, and go round. A consumer's socket wake is the peer's
+/// end, which `ready` then reports; a producer's is a hang-up (`BrokenPipe`). `WouldBlock`
+/// once `timeout` is over.
+fn sleep_announced<T>(
+    region: &Region,
+    event: Event,
+    stream: &sys::Stream,
+    timeout: Option<Duration>,
+    mut ready: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let flag = match event {
+        Event::Data(d) => region.flag(d, Word::ConsumerWaiting),
+        Event::Room(d) => region.flag(d, Word::ProducerWaiting),
+    };
+    let start = Instant::now();
+    loop {
+        flag.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        match ready() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => {
+                flag.store(0, Ordering::Relaxed);
+                return other;
             }
-            let left = match left(start, timeout) {
-                Ok(l) => l,
-                Err(e) => {
-                    flag.store(0, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            let woken = region.wait_on(Event::Data(self.dir), stream, left);
-            flag.store(0, Ordering::Relaxed);
-            if let Woken::TimedOut = woken? {
-                // One last look, then give up.
-                return match ready(self) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
-                    other => other,
-                };
-            }
+        }
+        let woken = left(start, timeout).and_then(|left| region.wait_on(event, stream, left));
+        flag.store(0, Ordering::Relaxed);
+        match (woken?, event) {
+            // One last look, then give up (`ready` says `WouldBlock` if still nothing).
+            (Woken::TimedOut, _) => return ready(),
+            (Woken::Socket, Event::Room(_)) => return Err(io::ErrorKind::BrokenPipe.into()),
+            _ => {}
         }
     }
 }
@@ -301,31 +312,9 @@ impl Tx {
         stream: &sys::Stream,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        let start = Instant::now();
-        let flag = self.region.flag(self.dir, Word::ProducerWaiting);
-        loop {
-            flag.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            let room = self.room_now();
-            if !matches!(&room, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                flag.store(0, Ordering::Relaxed);
-                return room;
-            }
-            let left = match left(start, timeout) {
-                Ok(l) => l,
-                Err(e) => {
-                    flag.store(0, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            let woken = self.region.wait_on(Event::Room(self.dir), stream, left);
-            flag.store(0, Ordering::Relaxed);
-            match woken? {
-                Woken::Socket => return Err(io::ErrorKind::BrokenPipe.into()),
-                Woken::TimedOut => return self.room_now(),
-                Woken::Event => {}
-            }
-        }
+        sleep_announced(&self.region, Event::Room(self.dir), stream, timeout, || {
+            self.room_now()
+        })
     }
 }
 

@@ -244,27 +244,6 @@ fn a_shutdown_wakes_a_receive_asleep_on_the_ring() {
     assert!(matches!(got, Err(Error::Shutdown)), "{got:?}");
 }
 
-/// CPU time (user + system) of process `pid`, or of the calling thread for `None`.
-#[cfg(target_os = "linux")]
-fn cpu_time(pid: Option<u32>) -> Duration {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/thread-self/stat".to_owned(),
-    };
-    let stat = std::fs::read_to_string(path).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn cpu_time(_pid: Option<u32>) -> Duration {
-    panic!("needs Linux's /proc");
-}
-
 fn an_idle_connection_costs_no_cpu_after_its_spin() {
     let mut server = spawn_watched("hold", &[&unique("idle"), "quiet"]);
     let name = server.line_within(HANG);
@@ -273,16 +252,16 @@ fn an_idle_connection_costs_no_cpu_after_its_spin() {
     assert_eq!(server.line_within(HANG), "got 5");
     // The server now waits for a message that does not come (default: spin 50 us, then
     // sleep); so do we, for its answer.
-    let before = cpu_time(Some(server.id()));
+    let before = support::cpu_time(Some(server.id()));
     // This thread's own time (the other tests of this process run meanwhile).
-    let mine = cpu_time(None);
+    let mine = support::cpu_time(None);
     let idle = Duration::from_millis(1500);
     assert!(matches!(
         conn.recv_timeout(idle),
         Err(Error::TimedOut { .. })
     ));
-    let used_here = cpu_time(None) - mine;
-    let used = cpu_time(Some(server.id())) - before;
+    let used_here = support::cpu_time(None) - mine;
+    let used = support::cpu_time(Some(server.id())) - before;
     assert!(
         used <= Duration::from_millis(100),
         "the idle server used {used:?} of CPU in {idle:?}"

@@ -607,6 +607,31 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) used so far by process `pid`, or by the calling thread for
+/// `None` (the other tests of a process run beside it), from /proc.
+#[cfg(target_os = "linux")]
+pub fn cpu_time(pid: Option<u32>) -> Duration {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/thread-self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).unwrap();
+    // The fields after the command name (which may contain spaces) start after the last ')';
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 of that rest.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Elsewhere there is no /proc: the tests that need it are reported as ignored there.
+#[cfg(not(target_os = "linux"))]
+pub fn cpu_time(_pid: Option<u32>) -> Duration {
+    panic!("needs Linux's /proc");
+}
+
 /// How many descriptors process `pid` has open.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
