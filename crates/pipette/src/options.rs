@@ -331,6 +331,14 @@ impl ClientOptions {
     /// [`Connection::is_shared_memory`](crate::Connection::is_shared_memory) says which.
     /// Raw mode ignores it. Blocking API only, for now: `pipette::tokio` refuses it with
     /// [`Error::InvalidConfig`].
+    ///
+    /// One difference a program may notice: a `send` to a peer that has died succeeds as
+    /// long as the ring has room (up to 1 MiB), where a socket fails at once with
+    /// [`Error::Closed`]; the next receive, or a send that finds the ring full, reports
+    /// `Closed`. A shared-memory connection cannot become a byte stream
+    /// ([`Connection::into_stream`](crate::Connection::into_stream) refuses it), and its
+    /// descriptor (`AsFd`) does not become readable when a message arrives: event loops
+    /// should stay on the socket.
     pub fn shared_memory(mut self, on: bool) -> Self {
         self.shared_memory = on;
         self
