@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p pipette-bench -- --compare   # full run: table, docs/perf/results.csv, docs/perf/ratios.svg
+//!                                                     # (with --only: the table, and files only where --csv/--svg say)
 //! cargo run --release -p pipette-bench -- --smoke     # every row with tiny counts, seconds; fails if a row is missing
 //! cargo run --release -p pipette-bench -- --alias     # the 4 KiB aliasing check of the receive buffer
 //! ```
@@ -1403,12 +1404,15 @@ pub(crate) fn main() {
             _ => usage(),
         }
     }
+    // The committed tables in docs/perf are the full comparison: a run of some transports
+    // (`--only`) writes files only where `--csv`/`--svg` say.
+    let full = transports.len() == ALL.len();
     match mode {
         Some("compare") => compare(
             &cfg,
             &transports,
-            csv_path.or(Some(docs.join("results.csv"))),
-            svg_path.or(Some(docs.join("ratios.svg"))),
+            csv_path.or(full.then(|| docs.join("results.csv"))),
+            svg_path.or(full.then(|| docs.join("ratios.svg"))),
         ),
         Some("smoke") => compare(&cfg, &transports, csv_path, svg_path),
         Some("alias") => {
