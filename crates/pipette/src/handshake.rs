@@ -195,10 +195,6 @@ pub(crate) struct ClientSide {
     pub wait_strategy: Option<crate::WaitStrategy>,
     /// The optional features the hello offers (`frame::FEATURE_*`).
     pub features: u16,
-    /// Whether the user asked for shared memory (even where it cannot be offered): the
-    /// async API refuses it.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub asked_shared_memory: bool,
 }
 
 /// Checks who the server is (before a byte goes out), registers the fresh stream with the

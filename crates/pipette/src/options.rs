@@ -344,6 +344,12 @@ impl ClientOptions {
         self
     }
 
+    /// Whether `shared_memory(true)` was asked for (the async API refuses it for now).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn asks_shared_memory(&self) -> bool {
+        self.shared_memory
+    }
+
     /// Everything connecting needs, checked: shared by the blocking and the async client.
     pub(crate) fn prepare(
         &self,
@@ -369,7 +375,6 @@ impl ClientOptions {
             } else {
                 0
             },
-            asked_shared_memory: self.shared_memory,
         };
         let connect = ConnectOptions {
             message_pipe: self.message_pipe,

@@ -10,7 +10,7 @@
 //! least one of the two sees the other: no wake-up is lost.
 
 use std::io;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,33 +112,10 @@ impl Rx {
         ring::buffered(head, self.tail, self.region.layout().ring_size()).map_err(corrupted)
     }
 
-    /// Marks `n` bytes consumed and wakes a producer waiting for room.
-    fn consume(&mut self, n: usize) {
-        self.tail += n as u64;
-        self.region
-            .index(self.dir, Word::Tail)
-            .store(self.tail, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self
-            .region
-            .flag(self.dir, Word::ProducerWaiting)
-            .load(Ordering::SeqCst)
-            != 0
-        {
-            self.region.signal(Event::Room(self.dir));
-        }
-    }
-
-    /// Takes up to `max` buffered bytes with `copy(region, dir, pos, n)`; `WouldBlock` when
-    /// none are there; 0 at the peer's end (its socket reads end-of-stream and the ring is
-    /// drained). `look`: check the socket now (else only every `SOCKET_EVERY` empty checks).
-    fn take(
-        &mut self,
-        stream: &sys::Stream,
-        max: usize,
-        look: bool,
-        copy: impl FnOnce(&Region, Direction, u64, usize),
-    ) -> io::Result<usize> {
+    /// Takes up to `dst`'s room of buffered bytes; `WouldBlock` when none are there; 0 at
+    /// the peer's end (its socket reads end-of-stream and the ring is drained). `look`:
+    /// check the socket now (else only every `SOCKET_EVERY` empty checks, while spinning).
+    fn take(&mut self, stream: &sys::Stream, dst: &mut Dst<'_>, look: bool) -> io::Result<usize> {
         let mut n = self.buffered()?;
         if n == 0 {
             self.empty_checks += 1;
@@ -157,50 +134,76 @@ impl Rx {
                 Err(e) => return Err(e),
             }
         }
-        let n = n.min(max);
-        copy(&self.region, self.dir, self.tail, n);
-        self.consume(n);
+        let n = match dst {
+            Dst::Slice(buf) => {
+                let n = n.min(buf.len());
+                self.region
+                    .copy_out_init(self.dir, self.tail, &mut buf[..n]);
+                n
+            }
+            Dst::Append(out, max) => {
+                let n = n.min(*max);
+                self.region.copy_out_append(self.dir, self.tail, out, n);
+                n
+            }
+        };
+        self.tail += n as u64;
+        publish(
+            &self.region,
+            self.dir,
+            Word::Tail,
+            self.tail,
+            Event::Room(self.dir),
+        );
         Ok(n)
     }
 
-    /// What is buffered, into `dst`, without waiting (see `take`).
-    pub(crate) fn read_now(
+    /// One read into `dst`, as the socket's reads are: with `now`, what is buffered (`look`:
+    /// check the socket for the peer's end at once, as `try_recv` must; a spinning check
+    /// does so only now and then); without, it sleeps until bytes may be there (or the peer
+    /// ended, or `timeout` expired: `WouldBlock`), announcing it in the ring's waiting word.
+    pub(crate) fn read(
         &mut self,
         stream: &sys::Stream,
-        dst: &mut [u8],
+        dst: &mut Dst<'_>,
+        now: bool,
         look: bool,
-    ) -> io::Result<usize> {
-        let max = dst.len();
-        self.take(stream, max, look, |r, d, pos, n| {
-            r.copy_out_init(d, pos, &mut dst[..n])
-        })
-    }
-
-    /// What is buffered, at most `max` bytes appended to `dst`, without waiting.
-    pub(crate) fn read_append_now(
-        &mut self,
-        stream: &sys::Stream,
-        dst: &mut Vec<u8>,
-        max: usize,
-        look: bool,
-    ) -> io::Result<usize> {
-        self.take(stream, max, look, |r, d, pos, n| {
-            r.copy_out_append(d, pos, dst, n)
-        })
-    }
-
-    /// Sleeps until bytes may be there (or the peer ended, or `timeout` expired:
-    /// `WouldBlock`), announcing it in the ring's waiting word; `ready` is the non-waiting
-    /// read to try after announcing, whose result is returned when it finds something.
-    pub(crate) fn wait<T>(
-        &mut self,
-        stream: &sys::Stream,
         timeout: Option<Duration>,
-        mut ready: impl FnMut(&mut Rx) -> io::Result<T>,
-    ) -> io::Result<T> {
+    ) -> io::Result<usize> {
+        if now {
+            return self.take(stream, dst, look);
+        }
         let region = self.region.clone();
         let data = Event::Data(self.dir);
-        sleep_announced(&region, data, stream, timeout, || ready(self))
+        sleep_announced(&region, data, stream, timeout, || {
+            self.take(stream, dst, true)
+        })
+    }
+}
+
+/// Where a receive puts the bytes it takes out of the ring.
+pub(crate) enum Dst<'a> {
+    /// Into this slice (the receive buffer), as many as fit.
+    Slice(&'a mut [u8]),
+    /// Appended to this `Vec` (a large message's own buffer), at most this many.
+    Append(&'a mut Vec<u8>, usize),
+}
+
+/// The waiting word a sleeper on `event` announces itself in.
+fn waiting_word(region: &Region, event: Event) -> &AtomicU32 {
+    match event {
+        Event::Data(d) => region.flag(d, Word::ConsumerWaiting),
+        Event::Room(d) => region.flag(d, Word::ProducerWaiting),
+    }
+}
+
+/// Publishes our index (`word` of ring `dir`, which only we write), then, after a full
+/// fence, wakes the other side if its waiting word for `wake` says it may be asleep.
+fn publish(region: &Region, dir: Direction, word: Word, value: u64, wake: Event) {
+    region.index(dir, word).store(value, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if waiting_word(region, wake).load(Ordering::SeqCst) != 0 {
+        region.signal(wake);
     }
 }
 
@@ -216,10 +219,7 @@ fn sleep_announced<T>(
     timeout: Option<Duration>,
     mut ready: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
-    let flag = match event {
-        Event::Data(d) => region.flag(d, Word::ConsumerWaiting),
-        Event::Room(d) => region.flag(d, Word::ProducerWaiting),
-    };
+    let flag = waiting_word(region, event);
     let start = Instant::now();
     loop {
         flag.store(1, Ordering::SeqCst);
@@ -282,18 +282,13 @@ impl Tx {
         self.region
             .copy_in(self.dir, self.head + na as u64, &b[..nb]);
         self.head += (na + nb) as u64;
-        self.region
-            .index(self.dir, Word::Head)
-            .store(self.head, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self
-            .region
-            .flag(self.dir, Word::ConsumerWaiting)
-            .load(Ordering::SeqCst)
-            != 0
-        {
-            self.region.signal(Event::Data(self.dir));
-        }
+        publish(
+            &self.region,
+            self.dir,
+            Word::Head,
+            self.head,
+            Event::Data(self.dir),
+        );
         Ok(na + nb)
     }
 

@@ -84,14 +84,6 @@ fn main() {
     );
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// How many connections the scale tests open. Windows caps a pipe name at 255 instances
 /// (and Wine is slow), so fewer there; `on_unix` elsewhere.
 fn scale(on_unix: usize) -> usize {
@@ -143,7 +135,7 @@ fn raise_fd_limit(want: u64) {
 
 /// `async-echo NAME`: an async echo server, a task per connection, until stdin closes.
 fn role_async_echo(args: Vec<String>) {
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let server = Server::bind(args[0].as_str()).unwrap();
         support::stop_on_stdin_close(server.shutdown_handle());
         tell("ready");
@@ -164,7 +156,7 @@ fn role_async_echo(args: Vec<String>) {
 fn role_idle_clients(args: Vec<String>) {
     let n: usize = args[1].parse().unwrap();
     raise_fd_limit(n as u64 + 100);
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
             let mut c = Client::connect_timeout(args[0].as_str(), Duration::from_secs(30))
@@ -187,7 +179,7 @@ fn async_round_trip_between_processes() {
     let name = unique("a-rt");
     let mut server = spawn("async-echo", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut c = Client::connect(name.as_str()).await.unwrap();
         for size in [0, 1, 100, 64 * 1024, pipette::DEFAULT_MAX_MESSAGE_SIZE] {
             let m = pattern(size as u64, size);
@@ -212,7 +204,7 @@ fn closing_the_send_half_keeps_the_receive_half() {
     let name = unique("a-half");
     let mut server = spawn("async-echo", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         for use_sink in [false, true] {
             let c = Client::connect(name.as_str()).await.unwrap();
             let (mut tx, mut rx) = c.split();
@@ -261,7 +253,7 @@ fn async_client_talks_to_blocking_server() {
     let name = unique("a-interop2");
     let mut server = spawn("blocking-echo", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut c = Client::connect(name.as_str()).await.unwrap();
         for i in 0..100 {
             let m = pattern(i, 1000);
@@ -278,7 +270,7 @@ fn stream_and_sink() {
     let name = unique("a-sink");
     let mut server = spawn("async-echo", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let c = Client::connect(name.as_str()).await.unwrap();
         let (mut tx, mut rx) = c.split();
         // Pipes have no half-close: on Windows closing our end ends our reading too, so there
@@ -492,7 +484,7 @@ fn a_shutdown_during_a_large_send_copies_nothing() {
 /// leaves the rest queued, and the next flush finishes it, in order.
 fn feed_and_flush_are_cancel_safe() {
     let name = unique("a-flush-cancel");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         // The reply is read first, so the 8 MiB message may be fed.
         let (_server, mut client, mut conn) = handshaken_pair(&name).await;
         let big = Bytes::from(pattern(5, 8 << 20));
@@ -521,7 +513,7 @@ fn feed_and_flush_are_cancel_safe() {
 /// connection closed) reports the refusal, as the blocking client does, not "closed".
 fn a_refused_clients_first_send_reports_the_refusal() {
     let name = unique("a-refused");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         // A hand-written server: reads the hello, answers "access denied", closes.
         let raw = ServerOptions::new().raw(true);
         let server = Server::bind_with(name.as_str(), &raw).unwrap();
@@ -559,7 +551,7 @@ fn a_refused_clients_first_send_reports_the_refusal() {
 
 fn accept_is_cancel_safe() {
     let name = unique("a-accept");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let server = Arc::new(Server::bind(name.as_str()).unwrap());
         // A client whose hello arrives late, so its handshake is still under way when the
         // accept below is cancelled.
@@ -585,7 +577,7 @@ fn accept_is_cancel_safe() {
 
 fn limits_timeouts_and_errors() {
     let name = unique("a-limits");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         assert!(matches!(
             Client::connect(name.as_str()).await,
             Err(Error::NotFound { .. })
@@ -631,7 +623,7 @@ fn limits_timeouts_and_errors() {
 
 fn shutdown_cancels_connect_wait_and_accept() {
     let name = unique("a-sd");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let stop = Shutdown::new();
         let opts = ClientOptions::new().shutdown(&stop);
         let trigger = {
@@ -663,7 +655,7 @@ fn shutdown_cancels_connect_wait_and_accept() {
 fn raw_mode_is_async_read_and_write() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let name = unique("a-raw");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let server = Server::bind_with(name.as_str(), &ServerOptions::new().raw(true)).unwrap();
         // A blocking raw client on a thread: plain bytes both ways.
         let n = name.clone();
@@ -703,7 +695,7 @@ fn ten_thousand_idle_connections() {
     let n = scale(10_000);
     raise_fd_limit(n as u64 + 200);
     let name = unique("a-10k");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let server = Server::bind(name.as_str()).unwrap();
         let mut clients = spawn("idle-clients", &[&name, &n.to_string()]);
         let mut conns = Vec::with_capacity(n);
@@ -732,7 +724,7 @@ fn a_thousand_clients_a_thousand_messages_each() {
     let name = unique("a-load");
     let mut server = spawn("async-echo", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for client in 0..clients {
             let name = name.clone();
@@ -771,7 +763,7 @@ fn shutdown_with_a_thousand_connections_ends_every_task() {
     let n = scale(1000);
     raise_fd_limit(2 * n as u64 + 200);
     let name = unique("a-sd1k");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let server = Server::bind(name.as_str()).unwrap();
         let path = server.name().path().to_owned();
         let stop = server.shutdown_handle();
@@ -823,7 +815,7 @@ fn shutdown_with_a_thousand_connections_ends_every_task() {
 /// `message_pipe(true)` has no effect on Unix; on Windows the async API refuses it with a
 /// clear `InvalidConfig` error at bind and at connect, rather than making byte pipes silently.
 fn message_pipe_option_in_async() {
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let name = unique("async-msgpipe");
         let bound = Server::bind_with(name.as_str(), &ServerOptions::new().message_pipe(true));
         let client = ClientOptions::new().message_pipe(true);
@@ -857,7 +849,7 @@ fn every_size_around_the_buffer_edges_crosses_whole() {
     let name = unique("a-edges");
     let mut server = spawn("async-echo", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let c = Client::connect_timeout(name.as_str(), Duration::from_secs(10))
             .await
             .unwrap();

@@ -62,14 +62,6 @@ const ANNOUNCED: u64 = 1_000_000;
 /// How long a call that the test interrupts would take if nothing interrupted it.
 const LONG_CALL_MS: u32 = 30_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn wait_opts() -> pipette::ClientOptions {
     pipette::ClientOptions::new().wait(Duration::from_secs(10))
 }
@@ -97,7 +89,7 @@ fn announce(seq: u64) {
 /// `tonic-server NAME`: the echo service on a pipette server until stdin says `shutdown` or
 /// closes; then prints `served` once `serve_with_incoming` has returned.
 fn role_tonic_server(args: Vec<String>) {
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async {
         let server = pipette::tokio::Server::bind(args[0].as_str()).expect("bind");
         let stop = server.shutdown_handle();
@@ -150,7 +142,7 @@ fn role_tarpc_server(args: Vec<String>) {
     use futures::StreamExt;
     use tarpc::server::{BaseChannel, Channel};
 
-    let rt = runtime();
+    let rt = support::runtime();
     rt.block_on(async {
         let server = pipette::tokio::Server::bind(args[0].as_str()).expect("bind");
         let stop = server.shutdown_handle();
@@ -180,6 +172,52 @@ fn role_tarpc_server(args: Vec<String>) {
 }
 
 // ---- helpers ----
+
+/// How a test stops a server with calls in flight.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// SIGKILL.
+    Kill,
+    /// Its shutdown handle (it must then end cleanly).
+    Shutdown,
+}
+
+/// Starts `{kind}-server`, puts 16 long calls in flight, stops the server, and checks that
+/// every caller fails within a second. Returns the runtime and the server's name.
+fn calls_in_flight_fail_fast<Fut>(
+    kind: &str,
+    stop: Stop,
+    call: fn(String, u64) -> Fut,
+) -> (tokio::runtime::Runtime, String)
+where
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (mut server, name) = start(&format!("{kind}-server"));
+    let rt = support::runtime();
+    let tasks = long_calls_in_flight(&rt, &mut server, |seq| call(name.clone(), seq));
+    let t0 = Instant::now();
+    let why = match stop {
+        Stop::Kill => {
+            server.kill();
+            "the server was killed"
+        }
+        Stop::Shutdown => {
+            server.say("shutdown");
+            "the server shut down"
+        }
+    };
+    let last = all_failed(&rt, tasks, t0, why);
+    note(format!("{kind}: 16 callers failed within {last:?} ({why})"));
+    assert!(
+        last < Duration::from_secs(1),
+        "callers took {last:?} to fail"
+    );
+    if let Stop::Shutdown = stop {
+        server.expect("served");
+        assert!(server.wait_timeout(Duration::from_secs(10)).success());
+    }
+    (rt, name)
+}
 
 /// Starts `role` for a fresh name and waits until it serves.
 fn start(role: &str) -> (Child, String) {
@@ -290,7 +328,7 @@ async fn tarpc_call(name: String, seq: u64) -> Result<(), String> {
 
 fn tonic_16_concurrent_callers_see_their_identity() {
     let (_server, name) = start("tonic-server");
-    let rt = runtime();
+    let rt = support::runtime();
     let started = Instant::now();
     rt.block_on(async {
         let mut callers = tokio::task::JoinSet::new();
@@ -338,37 +376,11 @@ fn tonic_16_concurrent_callers_see_their_identity() {
 }
 
 fn tonic_server_killed_mid_call_fails_callers_fast() {
-    let (mut server, name) = start("tonic-server");
-    let rt = runtime();
-    let tasks = long_calls_in_flight(&rt, &mut server, |seq| tonic_call(name.clone(), seq));
-    let t0 = Instant::now();
-    server.kill();
-    let last = all_failed(&rt, tasks, t0, "the server was killed");
-    note(format!(
-        "tonic: 16 callers failed within {last:?} of SIGKILL"
-    ));
-    assert!(
-        last < Duration::from_secs(1),
-        "callers took {last:?} to fail"
-    );
+    calls_in_flight_fail_fast("tonic", Stop::Kill, tonic_call);
 }
 
 fn tonic_shutdown_with_calls_in_flight() {
-    let (mut server, name) = start("tonic-server");
-    let rt = runtime();
-    let tasks = long_calls_in_flight(&rt, &mut server, |seq| tonic_call(name.clone(), seq));
-    let t0 = Instant::now();
-    server.say("shutdown");
-    let last = all_failed(&rt, tasks, t0, "the server shut down");
-    note(format!(
-        "tonic: 16 callers failed within {last:?} of the shutdown"
-    ));
-    assert!(
-        last < Duration::from_secs(1),
-        "callers took {last:?} to fail"
-    );
-    server.expect("served");
-    assert!(server.wait_timeout(Duration::from_secs(10)).success());
+    let (rt, name) = calls_in_flight_fail_fast("tonic", Stop::Shutdown, tonic_call);
     // The endpoint is gone with the server: a new channel finds no one.
     let err = rt
         .block_on(pipette::tonic::channel(
@@ -384,7 +396,7 @@ fn tonic_shutdown_with_calls_in_flight() {
 }
 
 fn tonic_channel_to_a_missing_name_fails() {
-    let rt = runtime();
+    let rt = support::runtime();
     let err = rt
         .block_on(pipette::tonic::channel(
             unique("nobody").as_str(),
@@ -445,7 +457,7 @@ fn grpc_example_runs_over_pipette_and_tcp() {
 
 fn tarpc_16_concurrent_callers() {
     let (_server, name) = start("tarpc-server");
-    let rt = runtime();
+    let rt = support::runtime();
     let started = Instant::now();
     rt.block_on(async {
         let mut callers = tokio::task::JoinSet::new();
@@ -480,37 +492,11 @@ fn tarpc_16_concurrent_callers() {
 }
 
 fn tarpc_server_killed_mid_call_fails_callers_fast() {
-    let (mut server, name) = start("tarpc-server");
-    let rt = runtime();
-    let tasks = long_calls_in_flight(&rt, &mut server, |seq| tarpc_call(name.clone(), seq));
-    let t0 = Instant::now();
-    server.kill();
-    let last = all_failed(&rt, tasks, t0, "the server was killed");
-    note(format!(
-        "tarpc: 16 callers failed within {last:?} of SIGKILL"
-    ));
-    assert!(
-        last < Duration::from_secs(1),
-        "callers took {last:?} to fail"
-    );
+    calls_in_flight_fail_fast("tarpc", Stop::Kill, tarpc_call);
 }
 
 fn tarpc_shutdown_with_calls_in_flight() {
-    let (mut server, name) = start("tarpc-server");
-    let rt = runtime();
-    let tasks = long_calls_in_flight(&rt, &mut server, |seq| tarpc_call(name.clone(), seq));
-    let t0 = Instant::now();
-    server.say("shutdown");
-    let last = all_failed(&rt, tasks, t0, "the server shut down");
-    note(format!(
-        "tarpc: 16 callers failed within {last:?} of the shutdown"
-    ));
-    assert!(
-        last < Duration::from_secs(1),
-        "callers took {last:?} to fail"
-    );
-    server.expect("served");
-    assert!(server.wait_timeout(Duration::from_secs(10)).success());
+    let (rt, name) = calls_in_flight_fail_fast("tarpc", Stop::Shutdown, tarpc_call);
     let err = rt
         .block_on(pipette::tarpc::connect::<(), ()>(
             name.as_str(),

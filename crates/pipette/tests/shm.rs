@@ -285,21 +285,7 @@ fn role_echo(args: Vec<String>) {
     let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
     support::stop_on_stdin_close(server.shutdown_handle());
     support::tell("ready");
-    for conn in server.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let e = loop {
-                if let Err(e) = conn.recv_into(&mut buf) {
-                    break e;
-                }
-                if let Err(e) = conn.send(&buf) {
-                    break e;
-                }
-            };
-            support::tell(&format!("end {}", e));
-        });
-    }
+    support::echo_each(server, |e| support::tell(&format!("end {e}")));
 }
 
 /// `hold NAME quiet|flood`: accepts one shared-memory connection, receives one message

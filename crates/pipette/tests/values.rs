@@ -184,7 +184,7 @@ fn role_typed_server(args: Vec<String>) {
 #[cfg(feature = "tokio")]
 fn role_async_typed_server(args: Vec<String>) {
     use futures::{SinkExt, StreamExt};
-    runtime().block_on(async move {
+    support::runtime().block_on(async move {
         let server = pipette::tokio::Server::bind(args[0].as_str()).expect("bind");
         support::stop_on_stdin_close(server.shutdown_handle());
         tell("ready");
@@ -211,15 +211,6 @@ fn role_async_typed_server(args: Vec<String>) {
             });
         }
     });
-}
-
-#[cfg(feature = "tokio")]
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn typed_server(name: &str, max: usize, codec: &str) -> support::Child {
@@ -435,7 +426,7 @@ fn async_stream_and_sink_of_values() {
     let name = unique("val-async");
     let mut server = spawn("async-typed-server", &[&name]);
     server.expect("ready");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let conn = pipette::tokio::Client::connect_timeout(name.as_str(), Duration::from_secs(10))
             .await
             .unwrap();
@@ -487,7 +478,7 @@ fn async_stream_and_sink_of_values() {
 fn async_methods_and_a_blocking_server() {
     let name = unique("val-async-b");
     let _server = typed_server(&name, 16 * 1024, "postcard");
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let mut c = pipette::tokio::Client::connect_timeout(name.as_str(), Duration::from_secs(10))
             .await
             .unwrap();

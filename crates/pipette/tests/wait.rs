@@ -248,17 +248,7 @@ fn role_echo(args: Vec<String>) {
     let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
     support::stop_on_stdin_close(server.shutdown_handle());
     support::tell(&args[0]);
-    for conn in server.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            while conn.recv_into(&mut buf).is_ok() {
-                if conn.send(&buf).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    support::echo_each(server, |_| {});
 }
 
 /// `idle TAG STRATEGY`: accepts one connection, receives its first message (`accepted`),

@@ -63,20 +63,24 @@ pub use stream::Stream;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use value::{ValueSink, ValueStream, Values};
 
-/// The async API waits through the runtime's reactor only (see
-/// [`WaitStrategy`](crate::WaitStrategy)): anything else is a configuration error.
-pub(crate) fn only_blocking_waits(strategy: crate::WaitStrategy) -> crate::Result<()> {
-    if strategy == crate::WaitStrategy::Block {
-        return Ok(());
+/// What the options may ask that only the blocking API does, refused here as a
+/// configuration error: a wait strategy other than `Block` (an async receive waits through
+/// the runtime's reactor, and spinning in a task would hold up the other tasks of its thread)
+/// and, for now, shared memory.
+pub(crate) fn refuse_blocking_only(
+    strategy: Option<crate::WaitStrategy>,
+    shared_memory: bool,
+) -> crate::Result<()> {
+    let strategy = strategy.unwrap_or_default();
+    if strategy != crate::WaitStrategy::Block {
+        return Err(crate::Error::InvalidConfig(format!(
+            "wait strategy {strategy:?} is for the blocking API: an async receive waits through the runtime's reactor, and spinning in a task would hold up the other tasks of its thread; use WaitStrategy::Block here, or the blocking API on a thread of its own"
+        )));
     }
-    Err(crate::Error::InvalidConfig(format!(
-        "wait strategy {strategy:?} is for the blocking API: an async receive waits through the runtime's reactor, and spinning in a task would hold up the other tasks of its thread; use WaitStrategy::Block here, or the blocking API on a thread of its own"
-    )))
-}
-
-/// The async API has no shared-memory transport yet.
-pub(crate) fn no_shared_memory_yet() -> crate::Error {
-    crate::Error::InvalidConfig(
-        "shared_memory is for the blocking API for now; the async API's connections use the socket (leave shared_memory off here)".into(),
-    )
+    if shared_memory {
+        return Err(crate::Error::InvalidConfig(
+            "shared_memory is for the blocking API for now; the async API's connections use the socket (leave shared_memory off here)".into(),
+        ));
+    }
+    Ok(())
 }

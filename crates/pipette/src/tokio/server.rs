@@ -113,10 +113,7 @@ impl Server {
     /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind_with(name: impl IntoName, options: &ServerOptions) -> Result<Server> {
         let (policy, listen, shutdown) = options.prepare(name)?;
-        crate::tokio::only_blocking_waits(policy.wait_strategy.unwrap_or_default())?;
-        if options.asks_shared_memory() {
-            return Err(crate::tokio::no_shared_memory_yet());
-        }
+        crate::tokio::refuse_blocking_only(policy.wait_strategy, options.asks_shared_memory())?;
         let listener = Arc::new(aio::Listener::bind(&policy.name, &listen)?);
         let token = CancellationToken::new();
         let registrations = [

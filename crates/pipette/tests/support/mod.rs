@@ -240,17 +240,39 @@ pub fn role_echo(args: Vec<String>) {
     let server = pipette::Server::bind_with(args[0].as_str(), &opts).expect("bind");
     stop_on_stdin_close(server.shutdown_handle());
     tell("ready");
-    for conn in server.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            while conn.recv_into(&mut buf).is_ok() {
-                if conn.send(&buf).is_err() {
-                    break;
-                }
-            }
-        });
+    echo_each(server, |_| {});
+}
+
+/// Sends every message of `conn` back until a receive or a send fails; returns that error.
+pub fn echo(mut conn: pipette::Connection) -> pipette::Error {
+    let mut buf = Vec::new();
+    loop {
+        if let Err(e) = conn.recv_into(&mut buf) {
+            return e;
+        }
+        if let Err(e) = conn.send(&buf) {
+            return e;
+        }
     }
+}
+
+/// Echoes each accepted connection on a thread of its own (failed accepts are skipped) until
+/// the server shuts down; `end` gets the error that ended each connection.
+pub fn echo_each(server: pipette::Server, end: fn(pipette::Error)) {
+    for conn in server.incoming() {
+        let Ok(conn) = conn else { continue };
+        std::thread::spawn(move || end(echo(conn)));
+    }
+}
+
+/// The runtime the async tests run their clients on: multi-thread, two workers.
+#[cfg(feature = "tokio")]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Shuts `handle` down when the parent closes our stdin (or dies).
@@ -744,15 +766,7 @@ pub fn role_guarded(args: Vec<String>) {
         };
         conn.set_write_timeout(Some(write));
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let e = loop {
-                if let Err(e) = conn.recv_into(&mut buf) {
-                    break e;
-                }
-                if let Err(e) = conn.send(&buf) {
-                    break e;
-                }
-            };
+            let e = echo(conn);
             tell(&format!("end {} {e}", error_kind(&e)));
         });
     }

@@ -95,27 +95,80 @@ pub(crate) enum Woken {
     TimedOut,
 }
 
-/// One connection's mapped region and its eventfds.
-pub(crate) struct Region {
+/// A shared, read-write mapping of a whole memfd, unmapped when dropped.
+struct Mapping {
     base: NonNull<u8>,
     len: usize,
+}
+
+// SAFETY: the mapping is owned by the `Mapping` (unmapped only in `Drop`) and every access to
+// it goes through atomics or raw copies that tolerate concurrent writes by the peer; nothing
+// in it is tied to the thread that mapped it.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`; the shared words are atomics, and the byte copies of one ring are
+// made by its one producer or its one consumer (the connection's send or receive half).
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(memfd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping of `len` bytes of `memfd`, whose size is sealed at
+        // (at least) `len`; nothing else is mapped at the address the kernel picks.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                memfd,
+                0,
+            )?
+        };
+        let base =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { base, len })
+    }
+
+    /// Copies the bytes at offset `at` into `dst` (private memory).
+    fn read_at(&self, at: usize, dst: &mut [u8]) {
+        assert!(at + dst.len() <= self.len);
+        // SAFETY: inside the live mapping (checked above); `dst` is ours.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(at), dst.as_mut_ptr(), dst.len());
+        }
+    }
+
+    /// Copies `src` to offset `at`.
+    fn write_at(&self, at: usize, src: &[u8]) {
+        assert!(at + src.len() <= self.len);
+        // SAFETY: inside the live, writable mapping (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(at), src.len());
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `new`, unmapped only here; no
+        // reference into it outlives the region that owns this (they borrow the region).
+        unsafe {
+            let _ = rustix::mm::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// One connection's mapped region and its eventfds.
+pub(crate) struct Region {
+    map: Mapping,
     layout: Layout,
     memfd: OwnedFd,
     events: [OwnedFd; 4],
 }
 
-// SAFETY: the mapping is owned by the `Region` (unmapped only in `Drop`) and every access to
-// it goes through atomics or raw copies that tolerate concurrent writes by the peer; nothing
-// in it is tied to the thread that mapped it.
-unsafe impl Send for Region {}
-// SAFETY: as for `Send`; the shared words are atomics, and the byte copies of one ring are
-// made by its one producer or its one consumer (the connection's send or receive half).
-unsafe impl Sync for Region {}
-
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
-            .field("len", &self.len)
+            .field("len", &self.map.len)
             .field("ring_size", &self.layout.ring_size())
             .finish()
     }
@@ -132,14 +185,14 @@ impl Region {
         rustix::fs::ftruncate(&memfd, len as u64)?;
         rustix::fs::fcntl_add_seals(&memfd, SEALS)?;
         let events = [eventfd()?, eventfd()?, eventfd()?, eventfd()?];
-        let region = Region::map(memfd, len, layout, events)?;
-        let header = layout.header();
-        // SAFETY: the mapping is `len >= HEADER_PAGE` bytes, writable, and nobody else has
-        // it yet; `header` is `HEADER_LEN` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(header.as_ptr(), region.base.as_ptr(), HEADER_LEN);
-        }
-        Ok(region)
+        let map = Mapping::new(&memfd, len)?;
+        map.write_at(0, &layout.header());
+        Ok(Region {
+            map,
+            layout,
+            memfd,
+            events,
+        })
     }
 
     /// The region a server handed over (the client's side): `fds` as received, the memfd
@@ -164,48 +217,24 @@ impl Region {
             ));
         }
         let size = rustix::fs::fstat(&memfd)?.st_size;
+        let largest = HEADER_PAGE + 2 * crate::proto::ring::MAX_RING;
         let len = usize::try_from(size)
             .ok()
-            .filter(|&l| {
-                l >= HEADER_PAGE
-                    && l <= Layout::new(crate::proto::ring::MAX_RING).map_or(0, |l| l.region_len())
-            })
+            .filter(|l| (HEADER_PAGE..=largest).contains(l))
             .ok_or_else(|| {
                 bad(format!(
                     "the server's shared memory has an impossible size ({size} bytes)"
                 ))
             })?;
-        // Mapped with a provisional layout; the header is checked right after.
-        let provisional =
-            Layout::new(crate::proto::ring::MIN_RING).map_err(|e| bad(e.to_string()))?;
-        let mut region = Region::map(memfd, len, provisional, [e0, e1, e2, e3])?;
+        let map = Mapping::new(&memfd, len)?;
         let mut header = [0u8; HEADER_LEN];
-        region.copy_raw(0, &mut header);
-        region.layout = Layout::parse(&header, len).map_err(|e| bad(e.to_string()))?;
-        Ok(region)
-    }
-
-    fn map(memfd: OwnedFd, len: usize, layout: Layout, events: [OwnedFd; 4]) -> io::Result<Region> {
-        // SAFETY: a fresh shared mapping of `len` bytes of `memfd`, whose size is sealed at
-        // (at least) `len`; nothing else is mapped at the address the kernel picks.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &memfd,
-                0,
-            )?
-        };
-        let base =
-            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        map.read_at(0, &mut header);
+        let layout = Layout::parse(&header, len).map_err(|e| bad(e.to_string()))?;
         Ok(Region {
-            base,
-            len,
+            map,
             layout,
             memfd,
-            events,
+            events: [e0, e1, e2, e3],
         })
     }
 
@@ -232,7 +261,7 @@ impl Region {
         debug_assert!(matches!(w, Word::Head | Word::Tail) && at + 8 <= HEADER_PAGE);
         // SAFETY: `at` is 8-aligned (a multiple of 64) and inside the header page of the
         // live mapping; the peer may write the word at any time, which an atomic allows.
-        unsafe { &*self.base.as_ptr().add(at).cast::<AtomicU64>() }
+        unsafe { &*self.map.base.as_ptr().add(at).cast::<AtomicU64>() }
     }
 
     /// A ring's 32-bit shared flag ([`Word::ConsumerWaiting`] or [`Word::ProducerWaiting`]).
@@ -240,7 +269,7 @@ impl Region {
         let at = Layout::word_offset(d, w);
         debug_assert!(matches!(w, Word::ConsumerWaiting | Word::ProducerWaiting));
         // SAFETY: as for `index`: aligned, inside the mapping, and atomic.
-        unsafe { &*self.base.as_ptr().add(at).cast::<AtomicU32>() }
+        unsafe { &*self.map.base.as_ptr().add(at).cast::<AtomicU32>() }
     }
 
     /// `copy_out` into initialised memory.
@@ -273,7 +302,7 @@ impl Region {
             // memory, and only the copy is ever looked at.
             unsafe {
                 std::ptr::copy_nonoverlapping(
-                    self.base.as_ptr().add(data + span.start),
+                    self.map.base.as_ptr().add(data + span.start),
                     dst.as_mut_ptr().add(done).cast::<u8>(),
                     n,
                 );
@@ -296,20 +325,11 @@ impl Region {
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     src.as_ptr().add(done),
-                    self.base.as_ptr().add(data + span.start),
+                    self.map.base.as_ptr().add(data + span.start),
                     n,
                 );
             }
             done += n;
-        }
-    }
-
-    /// Copies bytes at region offset `at` (the header).
-    fn copy_raw(&self, at: usize, dst: &mut [u8]) {
-        assert!(at + dst.len() <= self.len);
-        // SAFETY: inside the live mapping (checked above); `dst` is ours.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(at), dst.as_mut_ptr(), dst.len());
         }
     }
 
@@ -355,16 +375,6 @@ impl Region {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(event, &mut counter);
         Ok(Woken::Event)
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `map`, unmapped only here;
-        // no reference into it outlives the region (they borrow `self`).
-        unsafe {
-            let _ = rustix::mm::munmap(self.base.as_ptr().cast(), self.len);
-        }
     }
 }
 
