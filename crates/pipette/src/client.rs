@@ -94,9 +94,14 @@ impl Client {
             // A client that asks for shared memory waits for the reply, which brings it.
             shared.shm = crate::shm::client_handover(&shared, crate::DEFAULT_HANDSHAKE_TIMEOUT)?;
         }
+        let offers_descriptors = shared.accepts_descriptors;
         let mut conn = Connection::new(shared, side.limit);
         if let Some(s) = side.wait_strategy {
             conn.set_wait_strategy(s);
+        }
+        if offers_descriptors {
+            // So that `passes_descriptors` knows whether the server agreed.
+            conn.settle_reply(Some(crate::DEFAULT_HANDSHAKE_TIMEOUT))?;
         }
         Ok(conn)
     }

@@ -25,6 +25,9 @@ use crate::{sys, Encoding, Name, PeerIdentity, ReuniteError, WaitStrategy};
 /// is read straight into the caller's `Vec`.
 const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
 
+#[cfg(unix)]
+mod descriptors;
+
 /// Most bytes one raw-mode `recv` returns.
 const RAW_CHUNK: usize = 64 * 1024;
 
@@ -72,17 +75,23 @@ impl Connection {
             Some(_) => WaitStrategy::Spin(shm::DEFAULT_SPIN),
             None => WaitStrategy::Block,
         };
+        let mut receiver = Receiver::new(our_limit);
+        if shared.accepts_descriptors {
+            receiver.decoder.accept_descriptors();
+        }
         Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
                 buf: vec![0u8; RECV_BUF].into_boxed_slice(),
                 start: 0,
                 end: 0,
-                rx: Receiver::new(our_limit),
+                rx: receiver,
                 timeouts: TimeoutCache::default(),
                 partial: None,
                 strategy,
                 shm: rx,
+                #[cfg(unix)]
+                claimed: descriptors::Claimed::default(),
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
@@ -91,6 +100,11 @@ impl Connection {
                 shm: tx,
             },
         }
+    }
+
+    /// A client reads the server's reply now (bounded by `t`), not with its first message.
+    pub(crate) fn settle_reply(&mut self, t: Option<Duration>) -> Result<()> {
+        self.recv.settle_reply(t)
     }
 
     /// Sends one message. In framed mode, a message larger than the peer accepts fails with
@@ -320,6 +334,15 @@ impl Connection {
         self.send.shared.raw
     }
 
+    /// Whether messages on this connection may carry descriptors: both sides asked
+    /// ([`ServerOptions::descriptors`](crate::ServerOptions::descriptors),
+    /// [`ClientOptions::descriptors`](crate::ClientOptions::descriptors)) and the platform
+    /// can (Unix sockets, blocking API). Known from `connect` and `accept` on. See
+    /// `send_with_descriptors` (Unix).
+    pub fn passes_descriptors(&self) -> bool {
+        self.send.passes_descriptors()
+    }
+
     /// Whether messages travel through shared memory (both sides asked for it and the
     /// platform can: see [`ClientOptions::shared_memory`](crate::ClientOptions::shared_memory))
     /// rather than the socket.
@@ -412,6 +435,9 @@ pub struct RecvHalf {
     strategy: WaitStrategy,
     /// The ring this half reads, on a shared-memory connection.
     shm: Option<shm::Rx>,
+    /// The descriptors of the last message received, for `recv_with_descriptors`.
+    #[cfg(unix)]
+    claimed: descriptors::Claimed,
 }
 
 /// How a receive may wait.
@@ -732,6 +758,9 @@ impl RecvHalf {
         loop {
             match self.rx.decoder.decode(&self.buf[self.start..self.end]) {
                 Decoded::Message { len } => {
+                    if self.rx.decoder.descriptors() != 0 {
+                        self.claim()?;
+                    }
                     let s = self.start + HEADER_LEN;
                     out.clear();
                     out.extend_from_slice(&self.buf[s..s + len]);
@@ -760,6 +789,9 @@ impl RecvHalf {
     /// into `out`.
     #[cold]
     fn start_large(&mut self, out: &mut Vec<u8>, len: usize, wait: Wait) -> Result<usize> {
+        if self.rx.decoder.descriptors() != 0 {
+            self.claim()?;
+        }
         self.consume(HEADER_LEN);
         out.clear();
         out.reserve_exact(len);
@@ -808,6 +840,12 @@ impl RecvHalf {
             }
         }
         Ok(len)
+    }
+
+    /// Where the platform carries no descriptors, no decoder accepts a message with any.
+    #[cfg(not(unix))]
+    fn claim(&mut self) -> Result<()> {
+        unreachable!("descriptors are never agreed to here")
     }
 
     fn recv_raw(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
@@ -962,6 +1000,18 @@ impl SendHalf {
         }
     }
 
+    fn apply_write_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        let stream = &self.shared.stream;
+        self.timeouts
+            .apply(t, |t| stream.set_write_timeout(t))
+            .map_err(|e| self.shared.error(e, Operation::Send, t))
+    }
+
+    /// Whether messages may carry descriptors. See [`Connection::passes_descriptors`].
+    pub fn passes_descriptors(&self) -> bool {
+        self.shared.reply.features() & crate::frame::FEATURE_DESCRIPTORS != 0
+    }
+
     /// A client's server limit, reading the handshake reply here if the receiving half has
     /// not (exactly its bytes: nothing of the messages behind it is taken from the stream).
     #[cold]
@@ -1002,10 +1052,7 @@ impl SendHalf {
     fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
         self.shared.check_shutdown()?;
         if self.timeouts.needs(t) {
-            let stream = &self.shared.stream;
-            self.timeouts
-                .apply(t, |t| stream.set_write_timeout(t))
-                .map_err(|e| self.shared.error(e, Operation::Send, t))?;
+            self.apply_write_timeout(t)?;
         }
         // The peer's limit: known, or the minimum a client may use before the reply.
         let limit = match self.shared.reply.limit() {

@@ -26,6 +26,9 @@ pub(crate) struct Policy {
     pub wait_strategy: Option<crate::WaitStrategy>,
     /// Whether to agree to shared memory with a client that asks (and the platform can).
     pub shared_memory: bool,
+    /// Whether to agree to messages with descriptors with a client that offers them (and
+    /// the stream can carry them).
+    pub descriptors: bool,
 }
 
 /// Judges a new connection whose first bytes (`hello`, as a
@@ -34,7 +37,7 @@ pub(crate) struct Policy {
 pub(crate) fn admit<S: Handshake>(
     policy: &Policy,
     shutdown: &Shutdown,
-    stream: S,
+    mut stream: S,
     hello: &[u8],
 ) -> Option<Shared<S>> {
     let peer = match stream.peer() {
@@ -60,16 +63,25 @@ pub(crate) fn admit<S: Handshake>(
     );
     // Shared memory is prepared only for an admitted client that asks, by a server that
     // offers it; if that fails, the feature is simply not agreed to.
-    let region = (policy.shared_memory
-        && admitted
-        && proto::offered_features(hello) & frame::FEATURE_SHARED_MEMORY != 0)
+    let offered = proto::offered_features(hello);
+    let region = (policy.shared_memory && admitted && offered & frame::FEATURE_SHARED_MEMORY != 0)
         .then(|| crate::shm::server_region(crate::proto::ring::DEFAULT_RING))
         .flatten();
-    let supported = if region.is_some() {
+    let mut supported = if region.is_some() {
         frame::FEATURE_SHARED_MEMORY
     } else {
         0
     };
+    // Descriptors travel over the socket, which shared memory leaves: never both (the
+    // options refuse asking for both; a client that offers both gets shared memory).
+    if policy.descriptors
+        && admitted
+        && region.is_none()
+        && offered & frame::FEATURE_DESCRIPTORS != 0
+        && stream.accept_descriptors()
+    {
+        supported |= frame::FEATURE_DESCRIPTORS;
+    }
     let judge = |shutting_down| {
         proto::admit(
             policy.raw,
@@ -123,7 +135,7 @@ pub(crate) fn admit<S: Handshake>(
             }
         }
     }
-    tracing::debug!(name = %policy.name, pid = %Shown(id.pid()), uid = %Shown(id.uid()), sid = %Shown(id.sid()), shared_memory = region.is_some(), "accepted a connection");
+    tracing::debug!(name = %policy.name, pid = %Shown(id.pid()), uid = %Shown(id.uid()), sid = %Shown(id.sid()), features, "accepted a connection");
     let mut shared = Shared::new(
         stream,
         shutdown.clone(),
@@ -134,6 +146,8 @@ pub(crate) fn admit<S: Handshake>(
         Some(peer_limit),
     );
     shared.shm = region.map(crate::shm::Link::server);
+    shared.reply.agreed(features);
+    shared.accepts_descriptors = features & frame::FEATURE_DESCRIPTORS != 0;
     Some(shared)
 }
 
@@ -202,15 +216,19 @@ pub(crate) struct ClientSide {
 pub(crate) fn hello<S: Handshake>(
     side: &ClientSide,
     shutdown: Shutdown,
-    stream: S,
+    mut stream: S,
 ) -> Result<Shared<S>> {
     let server = check_server(side, stream.peer())?;
+    let mut features = side.features;
+    if features & frame::FEATURE_DESCRIPTORS != 0 && !stream.accept_descriptors() {
+        features &= !frame::FEATURE_DESCRIPTORS;
+    }
     let stream = Arc::new(stream);
     let registration = shutdown
         .register(stream.clone())
         .map_err(|()| Error::Shutdown)?;
     if !side.raw {
-        let hello = proto::hello_offering(side.limit, side.features);
+        let hello = proto::hello_offering(side.limit, features);
         // A fresh stream's send buffer is empty: the 16 bytes go out in one write.
         match stream.write_now(&hello) {
             Ok(n) if n == hello.len() => {}
@@ -223,7 +241,7 @@ pub(crate) fn hello<S: Handshake>(
             Err(e) => return Err(crate::client::connect_error(&side.name, e)),
         }
     }
-    let shared = Shared::new(
+    let mut shared = Shared::new(
         stream,
         shutdown,
         registration,
@@ -232,9 +250,10 @@ pub(crate) fn hello<S: Handshake>(
         Some(server),
         side.raw.then_some(u32::MAX),
     );
-    if side.features != 0 {
-        shared.reply.offer(side.features);
+    if features != 0 {
+        shared.reply.offer(features);
     }
+    shared.accepts_descriptors = features & frame::FEATURE_DESCRIPTORS != 0;
     Ok(shared)
 }
 

@@ -45,6 +45,7 @@ pub struct ServerOptions {
     shutdown: Option<Shutdown>,
     wait_strategy: Option<WaitStrategy>,
     shared_memory: bool,
+    descriptors: bool,
 }
 
 impl Default for ServerOptions {
@@ -65,6 +66,7 @@ impl ServerOptions {
             shutdown: None,
             wait_strategy: None,
             shared_memory: false,
+            descriptors: false,
         }
     }
 
@@ -157,15 +159,36 @@ impl ServerOptions {
         self
     }
 
-    /// Whether `shared_memory(true)` was asked for (the async API refuses it for now).
+    /// Agrees to messages that carry descriptors (default off) with clients that offer
+    /// them ([`ClientOptions::descriptors`]): then both sides may send open files, sockets,
+    /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
+    /// descriptors. See `Connection::send_with_descriptors` (Unix). Unix sockets and the
+    /// blocking API only, for now: on Windows connections carry none, and `pipette::tokio`
+    /// refuses it at bind with [`Error::InvalidConfig`]. Cannot be combined with
+    /// [`shared_memory`](ServerOptions::shared_memory) (descriptors travel over the socket,
+    /// which shared memory leaves): asking for both is [`Error::InvalidConfig`].
+    pub fn descriptors(mut self, on: bool) -> Self {
+        self.descriptors = on;
+        self
+    }
+
+    /// What these options ask that only the blocking API does, for now (the async API
+    /// refuses it).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn asks_shared_memory(&self) -> bool {
-        self.shared_memory
+    pub(crate) fn blocking_only_feature(&self) -> Option<&'static str> {
+        if self.shared_memory {
+            Some("shared_memory")
+        } else if self.descriptors {
+            Some("descriptors")
+        } else {
+            None
+        }
     }
 
     /// Everything binding needs, checked: shared by the blocking and the async server.
     pub(crate) fn prepare(&self, name: impl IntoName) -> Result<(Policy, ListenOptions, Shutdown)> {
         let name = name.into_name()?;
+        both_transports(self.shared_memory, self.descriptors)?;
         let limit = message_limit(self.max_message_size)?;
         let shutdown = self.shutdown.clone().unwrap_or_default();
         if shutdown.is_shutdown() {
@@ -186,6 +209,7 @@ impl ServerOptions {
             owner: sys::credentials(self.access == Access::Group),
             wait_strategy: self.wait_strategy,
             shared_memory: self.shared_memory && !self.raw && sys::shm::SUPPORTED,
+            descriptors: self.descriptors && !self.raw,
         };
         Ok((policy, listen, shutdown))
     }
@@ -218,6 +242,7 @@ pub struct ClientOptions {
     shutdown: Option<Shutdown>,
     wait_strategy: Option<WaitStrategy>,
     shared_memory: bool,
+    descriptors: bool,
 }
 
 impl Default for ClientOptions {
@@ -240,6 +265,7 @@ impl ClientOptions {
             shutdown: None,
             wait_strategy: None,
             shared_memory: false,
+            descriptors: false,
         }
     }
 
@@ -344,10 +370,32 @@ impl ClientOptions {
         self
     }
 
-    /// Whether `shared_memory(true)` was asked for (the async API refuses it for now).
+    /// Offers the server messages that carry descriptors (default off); when it agrees
+    /// ([`ServerOptions::descriptors`]): then both sides may send open files, sockets,
+    /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
+    /// descriptors. See `Connection::send_with_descriptors` (Unix). Unix sockets and the
+    /// blocking API only, for now: on Windows connections carry none, and `pipette::tokio`
+    /// refuses it at connect with [`Error::InvalidConfig`]. `connect` then waits for the
+    /// server's reply, so that [`Connection::passes_descriptors`](crate::Connection::passes_descriptors)
+    /// says at once whether the server agreed. Cannot be combined with
+    /// [`shared_memory`](ClientOptions::shared_memory) (descriptors travel over the socket,
+    /// which shared memory leaves): asking for both is [`Error::InvalidConfig`].
+    pub fn descriptors(mut self, on: bool) -> Self {
+        self.descriptors = on;
+        self
+    }
+
+    /// What these options ask that only the blocking API does, for now (the async API
+    /// refuses it).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn asks_shared_memory(&self) -> bool {
-        self.shared_memory
+    pub(crate) fn blocking_only_feature(&self) -> Option<&'static str> {
+        if self.shared_memory {
+            Some("shared_memory")
+        } else if self.descriptors {
+            Some("descriptors")
+        } else {
+            None
+        }
     }
 
     /// Everything connecting needs, checked: shared by the blocking and the async client.
@@ -356,6 +404,7 @@ impl ClientOptions {
         name: impl IntoName,
     ) -> Result<(ClientSide, ConnectOptions, Shutdown, Option<Duration>)> {
         let name = name.into_name()?;
+        both_transports(self.shared_memory, self.descriptors)?;
         // Everything the check of the server needs is known before connecting, so that
         // nothing but that check stands between the connect and the hello (a server that
         // looks before the hello is there has to wait for it, an extra wake-up).
@@ -370,8 +419,13 @@ impl ClientOptions {
             trust_policy,
             me: sys::credentials(self.trust == Trust::Group),
             wait_strategy: self.wait_strategy,
-            features: if self.shared_memory && !self.raw && sys::shm::SUPPORTED {
+            features: if self.raw {
+                0
+            } else if self.shared_memory && sys::shm::SUPPORTED {
                 crate::frame::FEATURE_SHARED_MEMORY
+            } else if self.descriptors {
+                // Offered only where the stream can carry them (`hello` checks).
+                crate::frame::FEATURE_DESCRIPTORS
             } else {
                 0
             },
@@ -386,4 +440,15 @@ impl ClientOptions {
             self.wait,
         ))
     }
+}
+
+/// Refuses asking for shared memory and descriptors at once: descriptors travel over the
+/// socket, which a shared-memory connection leaves.
+fn both_transports(shared_memory: bool, descriptors: bool) -> Result<()> {
+    if shared_memory && descriptors {
+        return Err(Error::InvalidConfig(
+            "shared_memory and descriptors cannot be combined: descriptors travel over the socket, which a shared-memory connection leaves; choose one".into(),
+        ));
+    }
+    Ok(())
 }

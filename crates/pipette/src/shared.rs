@@ -4,7 +4,7 @@
 //! the same code; only the I/O differs between them.
 
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub(crate) struct Shared<S> {
     /// The shared-memory region the messages travel through, when both sides agreed to it
     /// (the socket then carries no bytes and stays open as the liveness channel).
     pub(crate) shm: Option<crate::shm::Link>,
+    /// Whether messages from the peer may carry descriptors (this side offered or agreed to
+    /// `FEATURE_DESCRIPTORS`, and its stream keeps them).
+    pub(crate) accepts_descriptors: bool,
 }
 
 impl<S> Shared<S> {
@@ -62,6 +65,7 @@ impl<S> Shared<S> {
             peer,
             reply: ReplySlot::new(peer_limit),
             shm: None,
+            accepts_descriptors: false,
         }
     }
 
@@ -300,6 +304,9 @@ impl Sticky {
 pub(crate) struct ReplySlot {
     /// The peer's limit once known; `UNKNOWN` before.
     limit: AtomicU32,
+    /// The features both sides use: a server knows them from the start, a client once the
+    /// reply is in.
+    features: AtomicU16,
     state: Mutex<ReplyReader>,
 }
 
@@ -311,6 +318,7 @@ impl ReplySlot {
     fn new(known: Option<u32>) -> ReplySlot {
         ReplySlot {
             limit: AtomicU32::new(known.unwrap_or(UNKNOWN)),
+            features: AtomicU16::new(0),
             state: Mutex::new(ReplyReader::new()),
         }
     }
@@ -331,6 +339,17 @@ impl ReplySlot {
         self.limit().unwrap_or(frame::MIN_MESSAGE_LIMIT)
     }
 
+    /// The optional features (`frame::FEATURE_*`) in use, as far as known (a client's are 0
+    /// until the reply is in).
+    pub(crate) fn features(&self) -> u16 {
+        self.features.load(Ordering::Acquire)
+    }
+
+    /// A server's connection: the features it agreed to.
+    pub(crate) fn agreed(&self, features: u16) {
+        self.features.store(features, Ordering::Release);
+    }
+
     /// A client's hello offered `features`: the reply must agree to no others.
     pub(crate) fn offer(&self, features: u16) {
         *self.lock() = ReplyReader::offering(features);
@@ -346,6 +365,7 @@ impl ReplySlot {
     pub(crate) fn settle(&self, reader: &ReplyReader) -> Option<Result<u32, ReplyError>> {
         let result = reader.result()?.clone();
         if let Ok(limit) = result {
+            self.features.store(reader.features(), Ordering::Release);
             self.limit.store(limit, Ordering::Release);
         }
         Some(result)

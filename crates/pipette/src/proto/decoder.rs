@@ -125,6 +125,10 @@ pub struct Decoder {
     payload: (usize, usize),
     /// In `State::Failed`: why.
     failure: Option<Failure>,
+    /// Whether messages may carry descriptors (`FEATURE_DESCRIPTORS` offered or agreed).
+    accepts_descriptors: bool,
+    /// How many descriptors the last message (whole or large) carries.
+    descriptors: u8,
 }
 
 impl Decoder {
@@ -136,7 +140,24 @@ impl Decoder {
             after_large: false,
             payload: (0, 0),
             failure: None,
+            accepts_descriptors: false,
+            descriptors: 0,
         }
+    }
+
+    /// Accepts messages that carry descriptors (this side offered or agreed to
+    /// [`FEATURE_DESCRIPTORS`](crate::frame::FEATURE_DESCRIPTORS)); without it, such a
+    /// header fails the direction.
+    pub fn accept_descriptors(&mut self) {
+        self.accepts_descriptors = true;
+    }
+
+    /// How many descriptors the message just decoded ([`Decoded::Message`] or
+    /// [`Decoded::LargeMessage`]) carries: the driver takes that many from those that
+    /// arrived with its bytes.
+    #[inline]
+    pub fn descriptors(&self) -> usize {
+        self.descriptors.into()
     }
 
     /// The largest payload accepted.
@@ -165,6 +186,12 @@ impl Decoder {
             return Decoded::End {
                 consume: HEADER_LEN,
             };
+        }
+        self.descriptors = header.descriptors;
+        if header.descriptors != 0 && !self.accepts_descriptors {
+            return self.failed(Failure::BadHeader(DecodeError::DescriptorsNotAgreed(
+                header.descriptors,
+            )));
         }
         let len = header.len as usize;
         if len >= LARGE_MESSAGE {
@@ -383,5 +410,30 @@ mod tests {
         let mut d = Decoder::new(4096);
         assert_eq!(d.end_of_stream(0), Ok(()));
         assert_eq!(d.decode(b""), Decoded::End { consume: 0 });
+    }
+
+    #[test]
+    fn descriptors_are_counted_where_accepted_and_fail_elsewhere() {
+        let mut f = Header::with_descriptors(3, 2).encode().to_vec();
+        f.extend_from_slice(b"abc");
+        f.extend_from_slice(&frame(b"x"));
+        let mut d = Decoder::new(4096);
+        assert_eq!(
+            d.decode(&f),
+            Decoded::Failed(Failure::BadHeader(DecodeError::DescriptorsNotAgreed(2)))
+        );
+        let mut d = Decoder::new(1 << 20);
+        d.accept_descriptors();
+        assert_eq!(d.decode(&f), Decoded::Message { len: 3 });
+        assert_eq!(d.descriptors(), 2);
+        assert_eq!(d.decode(&f[11..]), Decoded::Message { len: 1 });
+        assert_eq!(
+            d.descriptors(),
+            0,
+            "a plain message after one with descriptors"
+        );
+        let big = Header::with_descriptors(9000, 253).encode();
+        assert_eq!(d.decode(&big), Decoded::LargeMessage { len: 9000 });
+        assert_eq!(d.descriptors(), 253);
     }
 }

@@ -101,6 +101,23 @@ impl Encoder {
         ))
     }
 
+    /// Frames a message of `len` bytes carrying `descriptors` descriptors (1 to
+    /// [`MAX_DESCRIPTORS`](crate::frame::MAX_DESCRIPTORS)), for a peer that agreed to
+    /// [`FEATURE_DESCRIPTORS`](crate::frame::FEATURE_DESCRIPTORS) and accepts at most
+    /// `peer_limit`. The descriptors go with the header's first byte.
+    pub fn message_with_descriptors(
+        &self,
+        len: usize,
+        peer_limit: u32,
+        descriptors: u8,
+    ) -> Result<Outgoing, EncodeError> {
+        let mut out = self.message(len, peer_limit)?;
+        if !self.raw {
+            out.header = Header::with_descriptors(len as u32, descriptors).encode();
+        }
+        Ok(out)
+    }
+
     /// Whether a client must read the server's reply (its real limit) before sending a
     /// message of `len` bytes: up to the protocol minimum it need not.
     pub fn needs_peer_limit(&self, len: usize) -> bool {

@@ -82,6 +82,9 @@ pub enum DecodeError {
     /// An accepting reply chose a version that does not exist or that this side does not
     /// speak.
     BadVersion(u16),
+    /// A message header says the message carries descriptors ([`FLAG_DESCRIPTORS`]), but
+    /// this side did not agree to receive any.
+    DescriptorsNotAgreed(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -113,6 +116,10 @@ impl fmt::Display for DecodeError {
                 f,
                 "the reply chose protocol version {v}, which this side does not speak (it speaks 1 to {VERSION})"
             ),
+            DecodeError::DescriptorsNotAgreed(n) => write!(
+                f,
+                "a message says it carries {n} descriptors, but this side did not agree to receive descriptors"
+            ),
         }
     }
 }
@@ -123,8 +130,8 @@ impl std::error::Error for DecodeError {}
 /// (docs/PROTOCOL.md §10).
 pub const FEATURE_SHARED_MEMORY: u16 = 1 << 0;
 
-/// Feature bit reserved for messages that carry descriptors (docs/PROTOCOL.md, "Optional
-/// features"): not specified yet, so never offered nor agreed to.
+/// Feature bit: messages may carry descriptors ([`FLAG_DESCRIPTORS`]; Unix sockets,
+/// docs/PROTOCOL.md §11). A side that offers or agrees to it accepts such messages.
 pub const FEATURE_DESCRIPTORS: u16 = 1 << 1;
 
 /// Every feature bit this version defines. A server agrees only to bits the client offered;
@@ -330,12 +337,22 @@ pub fn negotiate(offered: u16) -> Option<u16> {
 /// receiver understands it: its next `recv` reports [`Closed`](crate::Error::Closed).
 pub const FLAG_END: u32 = 1;
 
+/// Header flag: the message carries descriptors, as many as the flags' second byte says
+/// (1 to [`MAX_DESCRIPTORS`]): `flags = FLAG_DESCRIPTORS | n << 8`. They travel with the
+/// header's first byte (`SCM_RIGHTS`); only where [`FEATURE_DESCRIPTORS`] was agreed.
+pub const FLAG_DESCRIPTORS: u32 = 2;
+
+/// The most descriptors one message may carry (Linux's `SCM_MAX_FD`, the smallest limit of
+/// the supported systems).
+pub const MAX_DESCRIPTORS: u8 = 253;
+
 /// A message header.
 ///
 /// ```text
 /// 0..4  len    u32  payload length in bytes
 /// 4..8  flags  u32  0 for a message; FLAG_END (1) with len 0 for the end of the sender's
-///                   stream; receivers reject anything else
+///                   stream; FLAG_DESCRIPTORS (2) | n << 8 for a message carrying n
+///                   descriptors; receivers reject anything else
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -343,17 +360,37 @@ pub struct Header {
     pub len: u32,
     /// This header is the end-of-stream marker ([`FLAG_END`]), not a message.
     pub end: bool,
+    /// How many descriptors the message carries ([`FLAG_DESCRIPTORS`]); 0 for none.
+    pub descriptors: u8,
 }
 
 impl Header {
     /// A header for a payload of `len` bytes.
     pub fn new(len: u32) -> Header {
-        Header { len, end: false }
+        Header {
+            len,
+            end: false,
+            descriptors: 0,
+        }
+    }
+
+    /// A header for a payload of `len` bytes carrying `descriptors` descriptors (1 to
+    /// [`MAX_DESCRIPTORS`]; 0 is a plain message).
+    pub fn with_descriptors(len: u32, descriptors: u8) -> Header {
+        Header {
+            len,
+            end: false,
+            descriptors,
+        }
     }
 
     /// The end-of-stream marker: no payload, [`FLAG_END`] set.
     pub fn end_of_stream() -> Header {
-        Header { len: 0, end: true }
+        Header {
+            len: 0,
+            end: true,
+            descriptors: 0,
+        }
     }
 
     /// Encodes the header.
@@ -361,27 +398,39 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&self.len.to_le_bytes());
-        if self.end {
-            b[4..8].copy_from_slice(&FLAG_END.to_le_bytes());
-        }
+        let flags = if self.end {
+            FLAG_END
+        } else if self.descriptors != 0 {
+            FLAG_DESCRIPTORS | u32::from(self.descriptors) << 8
+        } else {
+            0
+        };
+        b[4..8].copy_from_slice(&flags.to_le_bytes());
         b
     }
 
-    /// Decodes a header, refusing lengths over `max` before anything is allocated.
+    /// Decodes a header, refusing lengths over `max` before anything is allocated. A header
+    /// with descriptors is well-formed here; whether this side accepts them is the
+    /// [`Decoder`](crate::proto::Decoder)'s business.
     #[inline]
     pub fn decode(b: &[u8; HEADER_LEN], max: u32) -> Result<Header, DecodeError> {
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let mut header = Header::new(len);
         if flags != 0 {
             if flags == FLAG_END && len == 0 {
                 return Ok(Header::end_of_stream());
             }
-            return Err(DecodeError::UnknownFlags(flags));
+            let n = flags >> 8;
+            if flags & 0xff != FLAG_DESCRIPTORS || n == 0 || n > u32::from(MAX_DESCRIPTORS) {
+                return Err(DecodeError::UnknownFlags(flags));
+            }
+            header.descriptors = n as u8;
         }
         if len > max {
             return Err(DecodeError::TooLarge { len, max });
         }
-        Ok(Header::new(len))
+        Ok(header)
     }
 }
 
@@ -518,6 +567,27 @@ mod tests {
             Header::decode(&b, 100),
             Err(DecodeError::UnknownFlags(FLAG_END))
         );
+        // Descriptors: 1 to 253, in the flags' second byte.
+        for n in [1u8, 7, MAX_DESCRIPTORS] {
+            let b = Header::with_descriptors(9, n).encode();
+            assert_eq!(&b[4..8], &[2, n, 0, 0]);
+            assert_eq!(Header::decode(&b, 100), Ok(Header::with_descriptors(9, n)));
+        }
+        for flags in [
+            2u32,
+            2 | 254 << 8,
+            3 | 1 << 8,
+            2 | 1 << 16,
+            2 | 1 << 8 | 1 << 24,
+        ] {
+            let mut b = Header::new(1).encode();
+            b[4..8].copy_from_slice(&flags.to_le_bytes());
+            assert_eq!(
+                Header::decode(&b, 100),
+                Err(DecodeError::UnknownFlags(flags)),
+                "{flags:#x}"
+            );
+        }
     }
 
     #[test]

@@ -117,6 +117,10 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
+/// Messages with descriptors (Unix): why a message's descriptors could not be claimed.
+#[cfg(unix)]
+pub(crate) use unix::{fds::LOST as DESCRIPTORS_LOST, Unclaimed};
+
 /// The shared-memory transport's platform layer (Linux), or a stand-in that says there is
 /// none (`shm::SUPPORTED` is false, and its region type cannot exist).
 #[cfg(target_os = "linux")]
@@ -401,6 +405,13 @@ pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
     /// (`SCM_RIGHTS`), for the admitted client only. Where there is no shared memory, the
     /// region type cannot exist and this is never called.
     fn write_handover(&self, reply: &[u8], region: &shm::Region) -> std::io::Result<usize>;
+
+    /// Makes every later read keep the descriptors that arrive with the bytes (for messages
+    /// that carry descriptors, `FEATURE_DESCRIPTORS`); `false` where the stream cannot (then
+    /// the feature is neither offered nor agreed to). Called before the stream is shared.
+    fn accept_descriptors(&mut self) -> bool {
+        false
+    }
 }
 
 /// Something a [`Shutdown`](crate::Shutdown) can wake.

@@ -83,7 +83,7 @@ impl Client {
     /// Outside a tokio runtime (the stream registers with its reactor).
     pub async fn connect_with(name: impl IntoName, options: &ClientOptions) -> Result<Connection> {
         let (side, connect, shutdown, wait) = options.prepare(name)?;
-        crate::tokio::refuse_blocking_only(side.wait_strategy, options.asks_shared_memory())?;
+        crate::tokio::refuse_blocking_only(side.wait_strategy, options.blocking_only_feature())?;
         let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
         let shared = handshake::hello(&side, shutdown, stream)?;
         Ok(Connection::new(shared, side.limit))

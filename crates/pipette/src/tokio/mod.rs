@@ -66,10 +66,10 @@ pub use value::{ValueSink, ValueStream, Values};
 /// What the options may ask that only the blocking API does, refused here as a
 /// configuration error: a wait strategy other than `Block` (an async receive waits through
 /// the runtime's reactor, and spinning in a task would hold up the other tasks of its thread)
-/// and, for now, shared memory.
+/// and, for now, shared memory and descriptors (`feature`: the option asked for).
 pub(crate) fn refuse_blocking_only(
     strategy: Option<crate::WaitStrategy>,
-    shared_memory: bool,
+    feature: Option<&'static str>,
 ) -> crate::Result<()> {
     let strategy = strategy.unwrap_or_default();
     if strategy != crate::WaitStrategy::Block {
@@ -77,10 +77,10 @@ pub(crate) fn refuse_blocking_only(
             "wait strategy {strategy:?} is for the blocking API: an async receive waits through the runtime's reactor, and spinning in a task would hold up the other tasks of its thread; use WaitStrategy::Block here, or the blocking API on a thread of its own"
         )));
     }
-    if shared_memory {
-        return Err(crate::Error::InvalidConfig(
-            "shared_memory is for the blocking API for now; the async API's connections use the socket (leave shared_memory off here)".into(),
-        ));
+    if let Some(feature) = feature {
+        return Err(crate::Error::InvalidConfig(format!(
+            "{feature} is for the blocking API for now; leave {feature} off with pipette::tokio, or use the blocking API on a thread of its own"
+        )));
     }
     Ok(())
 }

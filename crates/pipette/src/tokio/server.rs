@@ -113,7 +113,7 @@ impl Server {
     /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind_with(name: impl IntoName, options: &ServerOptions) -> Result<Server> {
         let (policy, listen, shutdown) = options.prepare(name)?;
-        crate::tokio::refuse_blocking_only(policy.wait_strategy, options.asks_shared_memory())?;
+        crate::tokio::refuse_blocking_only(policy.wait_strategy, options.blocking_only_feature())?;
         let listener = Arc::new(aio::Listener::bind(&policy.name, &listen)?);
         let token = CancellationToken::new();
         let registrations = [

@@ -58,14 +58,34 @@ pub(crate) fn send_with_fds(
 /// Receives into `buf` without waiting (`WouldBlock` when nothing is there; 0 at end of
 /// stream), appending the descriptors that came with the bytes to `fds`. Room is made for up
 /// to `max_fds` of them: descriptors beyond that, or beyond what this process may open, are
-/// closed by the kernel, and then this fails (after keeping the bytes' count in the error's
-/// text) so that the loss is never silent.
+/// closed by the kernel, and then this fails (the bytes are gone with them) so that the loss
+/// is never silent.
 pub(crate) fn recv_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
     max_fds: usize,
 ) -> io::Result<usize> {
+    let (got, lost) = recv_keeping_bytes(socket, buf, fds, max_fds)?;
+    if lost {
+        return Err(io::Error::other(format!(
+            "descriptors sent with {got} bytes were lost: {LOST}"
+        )));
+    }
+    Ok(got)
+}
+
+/// Why descriptors are lost in a receive.
+pub(crate) const LOST: &str = "more came at once than there was room for, or this process has reached its limit of open files (RLIMIT_NOFILE: raise it with `ulimit -n`, or close descriptors)";
+
+/// `recv_with_fds` for a stream whose bytes must not be lost: returns how many bytes
+/// arrived and whether descriptors sent with them were lost (closed by the kernel).
+pub(crate) fn recv_keeping_bytes(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut impl Extend<OwnedFd>,
+    max_fds: usize,
+) -> io::Result<(usize, bool)> {
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(max_fds.max(1)))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
@@ -75,17 +95,11 @@ pub(crate) fn recv_with_fds(
             for fd in received {
                 #[cfg(target_os = "macos")]
                 rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
-                fds.push(fd);
+                fds.extend(Some(fd));
             }
         }
     }
-    if got.flags.contains(ReturnFlags::CTRUNC) {
-        return Err(io::Error::other(format!(
-            "descriptors sent with {} bytes were lost: more than {max_fds} came at once, or this process has reached its limit of open files (RLIMIT_NOFILE)",
-            got.bytes
-        )));
-    }
-    Ok(got.bytes)
+    Ok((got.bytes, got.flags.contains(ReturnFlags::CTRUNC)))
 }
 
 #[cfg(test)]

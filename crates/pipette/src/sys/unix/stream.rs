@@ -1,10 +1,12 @@
 //! A connected Unix domain stream socket.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
@@ -38,6 +40,34 @@ pub(crate) struct Stream {
     read_timeout: AtomicU64,
     /// The write timeout, likewise.
     write_timeout: AtomicU64,
+    /// Where descriptors that arrive with the bytes wait for the message that claims them,
+    /// once this connection takes descriptors (`None`: reads are plain `recv`s, and the
+    /// kernel closes any descriptor a peer attaches).
+    inbox: Option<Box<Mutex<Inbox>>>,
+}
+
+/// Descriptors received and not yet claimed by a message, in arrival order.
+#[derive(Debug, Default)]
+struct Inbox {
+    fds: VecDeque<OwnedFd>,
+    /// Some were lost (closed by the kernel: no room, or `RLIMIT_NOFILE`) since the last
+    /// claim.
+    lost: bool,
+}
+
+/// The most descriptors kept waiting for a message to claim them: two messages' worth (a
+/// receive stops after the bytes that brought descriptors, so at most the message being
+/// decoded and the next one can have delivered theirs). More is a peer sending descriptors
+/// no message claims.
+const INBOX_MAX: usize = 2 * super::fds::MAX_FDS;
+
+/// Why a message's descriptors could not be claimed.
+#[derive(Debug)]
+pub(crate) enum Unclaimed {
+    /// This process could not take them (`fds::LOST`).
+    Lost,
+    /// Fewer arrived than the message says: (said, arrived).
+    Missing(usize, usize),
 }
 
 const NO_TIMEOUT: u64 = u64::MAX;
@@ -76,6 +106,75 @@ impl Stream {
             fd,
             read_timeout: AtomicU64::new(NO_TIMEOUT),
             write_timeout: AtomicU64::new(NO_TIMEOUT),
+            inbox: None,
+        }
+    }
+
+    /// One non-waiting receive into `buf`: a plain `recv`, or `recvmsg` keeping the
+    /// descriptors that come with the bytes once the connection takes descriptors.
+    #[inline]
+    fn recv_once(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.inbox {
+            None => recv_now(fd, buf),
+            Some(inbox) => recv_keeping(inbox, fd, buf),
+        }
+    }
+
+    /// `recv_once` into uninitialised memory.
+    #[inline]
+    fn recv_once_uninit(
+        &self,
+        fd: BorrowedFd<'_>,
+        spare: &mut [MaybeUninit<u8>],
+    ) -> io::Result<usize> {
+        match &self.inbox {
+            None => recv_uninit_now(fd, spare),
+            Some(inbox) => {
+                spare.fill(MaybeUninit::new(0));
+                // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the
+                // layout of `u8`.
+                let buf = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
+                recv_keeping(inbox, fd, buf)
+            }
+        }
+    }
+
+    /// Takes the `n` descriptors that the message just decoded carries (the oldest
+    /// unclaimed ones: they came with its header's first byte, or before it).
+    pub(crate) fn claim_descriptors(&self, n: usize) -> Result<Vec<OwnedFd>, Unclaimed> {
+        let Some(inbox) = &self.inbox else {
+            return Err(Unclaimed::Missing(n, 0));
+        };
+        let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
+        if inbox.fds.len() < n {
+            let lost = std::mem::take(&mut inbox.lost);
+            return Err(if lost {
+                Unclaimed::Lost
+            } else {
+                Unclaimed::Missing(n, inbox.fds.len())
+            });
+        }
+        Ok(inbox.fds.drain(..n).collect())
+    }
+
+    /// Sends `a` then `b` with `fds` attached to their first byte, waiting for room as
+    /// `write2` does. Returns how many bytes went out (the descriptors with the first).
+    pub(crate) fn write_with_descriptors(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        let fd = self.fd.as_fd();
+        let mut deadline = None;
+        loop {
+            match super::fds::send_with_fds(fd, &[a, b], fds) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = remaining(&mut deadline, &self.write_timeout)?;
+                    wait_for(fd, PollFlags::OUT, left)?;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -98,6 +197,23 @@ impl Stream {
             wait_for(fd, PollFlags::IN, left)?;
         }
     }
+}
+
+/// A receive that keeps the descriptors arriving with the bytes in `inbox`. A peer that
+/// piles up descriptors no message claims fails the read (`InvalidData`).
+#[cold]
+fn recv_keeping(inbox: &Mutex<Inbox>, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, lost) = super::fds::recv_keeping_bytes(fd, buf, &mut inbox.fds, super::fds::MAX_FDS)?;
+    inbox.lost |= lost;
+    if inbox.fds.len() > INBOX_MAX {
+        inbox.fds.clear();
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the peer sent more than {INBOX_MAX} descriptors that no message claims"),
+        ));
+    }
+    Ok(n)
 }
 
 /// Reads into `buf`'s spare capacity, at most `max` bytes, with `read`, which returns how
@@ -127,7 +243,7 @@ impl crate::sys::SysStream for Stream {
     }
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_waiting(|fd| recv_now(fd, buf))
+        self.recv_waiting(|fd| self.recv_once(fd, buf))
     }
 
     /// Raw mode's receive: sockets have no message boundaries, so this is `read_append`.
@@ -138,19 +254,21 @@ impl crate::sys::SysStream for Stream {
     /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).
     fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         append_with(buf, max, |spare| {
-            self.recv_waiting(|fd| recv_uninit_now(fd, spare))
+            self.recv_waiting(|fd| self.recv_once_uninit(fd, spare))
         })
     }
 
     /// Reads what is there right now (`WouldBlock` when nothing is), whatever the socket's
     /// blocking mode.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv_now(self.fd.as_fd(), buf)
+        self.recv_once(self.fd.as_fd(), buf)
     }
 
     /// `read_now`, appending at most `max` bytes to `buf`.
     fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        append_with(buf, max, |spare| recv_uninit_now(self.fd.as_fd(), spare))
+        append_with(buf, max, |spare| {
+            self.recv_once_uninit(self.fd.as_fd(), spare)
+        })
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -203,6 +321,11 @@ impl crate::sys::Handshake for Stream {
 
     fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
         send_now(self.fd.as_fd(), buf)
+    }
+
+    fn accept_descriptors(&mut self) -> bool {
+        self.inbox.get_or_insert_with(Box::default);
+        true
     }
 
     #[cfg(target_os = "linux")]
