@@ -158,7 +158,7 @@ impl RecvHalf {
     /// The message just decoded carries descriptors: take them from those that arrived.
     #[cold]
     pub(super) fn claim(&mut self) -> Result<()> {
-        let n = self.rx.decoder.descriptors();
+        let n = self.rx.decoder.take_descriptors();
         match self.shared.stream.claim_descriptors(n) {
             Ok(fds) if self.claimed.keep => {
                 self.claimed.fds = fds;

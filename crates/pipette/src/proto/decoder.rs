@@ -127,7 +127,8 @@ pub struct Decoder {
     failure: Option<Failure>,
     /// Whether messages may carry descriptors (`FEATURE_DESCRIPTORS` offered or agreed).
     accepts_descriptors: bool,
-    /// How many descriptors the last message (whole or large) carries.
+    /// How many descriptors the message just decoded carries, until the driver takes them
+    /// (0 for a message without: only a header with descriptors sets it).
     descriptors: u8,
 }
 
@@ -154,10 +155,15 @@ impl Decoder {
 
     /// How many descriptors the message just decoded ([`Decoded::Message`] or
     /// [`Decoded::LargeMessage`]) carries: the driver takes that many from those that
-    /// arrived with its bytes.
+    /// arrived with its bytes, then calls [`take_descriptors`](Decoder::take_descriptors).
     #[inline]
     pub fn descriptors(&self) -> usize {
         self.descriptors.into()
+    }
+
+    /// The count of [`descriptors`](Decoder::descriptors), reset to 0 for the next message.
+    pub fn take_descriptors(&mut self) -> usize {
+        std::mem::take(&mut self.descriptors).into()
     }
 
     /// The largest payload accepted.
@@ -187,11 +193,10 @@ impl Decoder {
                 consume: HEADER_LEN,
             };
         }
-        self.descriptors = header.descriptors;
-        if header.descriptors != 0 && !self.accepts_descriptors {
-            return self.failed(Failure::BadHeader(DecodeError::DescriptorsNotAgreed(
-                header.descriptors,
-            )));
+        if header.descriptors != 0 {
+            if let Some(failed) = self.carries_descriptors(header.descriptors) {
+                return failed;
+            }
         }
         let len = header.len as usize;
         if len >= LARGE_MESSAGE {
@@ -209,6 +214,18 @@ impl Decoder {
                 capacity: HEADER_LEN + len,
             }
         }
+    }
+
+    /// A header says its message carries `n` descriptors: noted for the driver
+    /// ([`take_descriptors`](Decoder::take_descriptors)), or a failure where this side did
+    /// not agree to receive any.
+    #[cold]
+    fn carries_descriptors(&mut self, n: u8) -> Option<Decoded> {
+        if !self.accepts_descriptors {
+            return Some(self.failed(Failure::BadHeader(DecodeError::DescriptorsNotAgreed(n))));
+        }
+        self.descriptors = n;
+        None
     }
 
     /// What `decode` says outside the common state.
@@ -426,6 +443,7 @@ mod tests {
         d.accept_descriptors();
         assert_eq!(d.decode(&f), Decoded::Message { len: 3 });
         assert_eq!(d.descriptors(), 2);
+        assert_eq!(d.take_descriptors(), 2, "the driver claims them");
         assert_eq!(d.decode(&f[11..]), Decoded::Message { len: 1 });
         assert_eq!(
             d.descriptors(),
@@ -434,6 +452,7 @@ mod tests {
         );
         let big = Header::with_descriptors(9000, 253).encode();
         assert_eq!(d.decode(&big), Decoded::LargeMessage { len: 9000 });
-        assert_eq!(d.descriptors(), 253);
+        assert_eq!(d.take_descriptors(), 253);
+        assert_eq!(d.descriptors(), 0);
     }
 }

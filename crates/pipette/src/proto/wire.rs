@@ -416,21 +416,30 @@ impl Header {
     pub fn decode(b: &[u8; HEADER_LEN], max: u32) -> Result<Header, DecodeError> {
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let flags = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        let mut header = Header::new(len);
         if flags != 0 {
             if flags == FLAG_END && len == 0 {
                 return Ok(Header::end_of_stream());
             }
-            let n = flags >> 8;
-            if flags & 0xff != FLAG_DESCRIPTORS || n == 0 || n > u32::from(MAX_DESCRIPTORS) {
-                return Err(DecodeError::UnknownFlags(flags));
-            }
-            header.descriptors = n as u8;
+            return Header::with_flags(len, flags, max);
         }
         if len > max {
             return Err(DecodeError::TooLarge { len, max });
         }
-        Ok(header)
+        Ok(Header::new(len))
+    }
+
+    /// `decode` of a message header with flags: one with descriptors, or an error.
+    #[cold]
+    #[inline(never)]
+    fn with_flags(len: u32, flags: u32, max: u32) -> Result<Header, DecodeError> {
+        let n = flags >> 8;
+        if flags & 0xff != FLAG_DESCRIPTORS || n == 0 || n > u32::from(MAX_DESCRIPTORS) {
+            return Err(DecodeError::UnknownFlags(flags));
+        }
+        if len > max {
+            return Err(DecodeError::TooLarge { len, max });
+        }
+        Ok(Header::with_descriptors(len, n as u8))
     }
 }
 

@@ -110,33 +110,19 @@ impl Stream {
         }
     }
 
-    /// One non-waiting receive into `buf`: a plain `recv`, or `recvmsg` keeping the
-    /// descriptors that come with the bytes once the connection takes descriptors.
-    #[inline]
-    fn recv_once(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.inbox {
-            None => recv_now(fd, buf),
-            Some(inbox) => recv_keeping(inbox, fd, buf),
-        }
-    }
-
-    /// `recv_once` into uninitialised memory.
-    #[inline]
-    fn recv_once_uninit(
-        &self,
+    /// `recv_keeping` into uninitialised memory (zeroed first: `recvmsg` takes initialised
+    /// buffers).
+    #[cold]
+    fn recv_keeping_uninit(
+        inbox: &Mutex<Inbox>,
         fd: BorrowedFd<'_>,
         spare: &mut [MaybeUninit<u8>],
     ) -> io::Result<usize> {
-        match &self.inbox {
-            None => recv_uninit_now(fd, spare),
-            Some(inbox) => {
-                spare.fill(MaybeUninit::new(0));
-                // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the
-                // layout of `u8`.
-                let buf = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
-                recv_keeping(inbox, fd, buf)
-            }
-        }
+        spare.fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of
+        // `u8`.
+        let buf = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        recv_keeping(inbox, fd, buf)
     }
 
     /// Takes the `n` descriptors that the message just decoded carries (the oldest
@@ -242,8 +228,13 @@ impl crate::sys::SysStream for Stream {
         Ok(Stream::from_fd(connect_nonblocking(path)?))
     }
 
+    // Each read decides once whether it keeps descriptors (`inbox`), so that the plain
+    // receive's loop is exactly what it was before descriptors existed.
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_waiting(|fd| self.recv_once(fd, buf))
+        match &self.inbox {
+            None => self.recv_waiting(|fd| recv_now(fd, buf)),
+            Some(inbox) => self.recv_waiting(|fd| recv_keeping(inbox, fd, buf)),
+        }
     }
 
     /// Raw mode's receive: sockets have no message boundaries, so this is `read_append`.
@@ -253,21 +244,26 @@ impl crate::sys::SysStream for Stream {
 
     /// Reads once, appending at most `max` bytes to `buf` (growing its capacity if needed).
     fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        append_with(buf, max, |spare| {
-            self.recv_waiting(|fd| self.recv_once_uninit(fd, spare))
+        append_with(buf, max, |spare| match &self.inbox {
+            None => self.recv_waiting(|fd| recv_uninit_now(fd, spare)),
+            Some(inbox) => self.recv_waiting(|fd| Stream::recv_keeping_uninit(inbox, fd, spare)),
         })
     }
 
     /// Reads what is there right now (`WouldBlock` when nothing is), whatever the socket's
     /// blocking mode.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_once(self.fd.as_fd(), buf)
+        match &self.inbox {
+            None => recv_now(self.fd.as_fd(), buf),
+            Some(inbox) => recv_keeping(inbox, self.fd.as_fd(), buf),
+        }
     }
 
     /// `read_now`, appending at most `max` bytes to `buf`.
     fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        append_with(buf, max, |spare| {
-            self.recv_once_uninit(self.fd.as_fd(), spare)
+        append_with(buf, max, |spare| match &self.inbox {
+            None => recv_uninit_now(self.fd.as_fd(), spare),
+            Some(inbox) => Stream::recv_keeping_uninit(inbox, self.fd.as_fd(), spare),
         })
     }
 
