@@ -56,6 +56,9 @@ enum T {
     /// pipette over shared memory (`shared_memory(true)` on both ends; its default wait
     /// strategy, a 50 us spin).
     PipetteShm,
+    /// `PipetteShm` with 8 MiB rings, the client writing each message in place
+    /// (`Connection::send_with`, its payload filled straight into the ring).
+    PipetteShmInPlace,
     PipetteAsync,
     RawUds,
     Tcp,
@@ -65,11 +68,12 @@ enum T {
 }
 
 /// In table order; the baseline is [`T::RawUds`].
-const ALL: [T; 9] = [
+const ALL: [T; 10] = [
     T::RawUds,
     T::Pipette,
     T::PipetteSpin,
     T::PipetteShm,
+    T::PipetteShmInPlace,
     T::PipetteAsync,
     T::TokioUds,
     T::Tcp,
@@ -83,6 +87,7 @@ impl T {
             T::Pipette => "pipette",
             T::PipetteSpin => "pipette-spin",
             T::PipetteShm => "pipette-shm",
+            T::PipetteShmInPlace => "pipette-shm-inplace",
             T::PipetteAsync => "pipette-async",
             T::RawUds => "raw-uds",
             T::Tcp => "tcp-nodelay",
@@ -195,6 +200,11 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 
 trait Link {
     fn send(&mut self, msg: &[u8]) -> io::Result<()>;
+    /// `send` of a message that is one repeated byte (the throughput workloads'): a link
+    /// that writes messages in place produces it where it travels from.
+    fn send_filled(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.send(msg)
+    }
     /// Replaces `buf` with the next message; returns its length.
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
 }
@@ -250,6 +260,26 @@ struct PipetteLink(pipette::Connection);
 impl Link for PipetteLink {
     fn send(&mut self, msg: &[u8]) -> io::Result<()> {
         self.0.send(msg).map_err(other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.0.recv_into(buf).map_err(other)
+    }
+}
+
+/// A pipette connection whose sends write each message in place: the payload is produced
+/// in the ring (the benchmark's messages are one repeated byte, so producing one is a fill)
+/// instead of being copied there from a buffer.
+struct InPlaceLink(pipette::Connection);
+
+impl Link for InPlaceLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.0.send(msg).map_err(other)
+    }
+    fn send_filled(&mut self, msg: &[u8]) -> io::Result<()> {
+        let byte = msg.first().copied().unwrap_or(0);
+        self.0
+            .send_with(msg.len(), |buf| buf.fill(byte))
+            .map_err(other)
     }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         self.0.recv_into(buf).map_err(other)
@@ -386,14 +416,14 @@ fn tput<L: Link>(l: &mut L, size: usize, n: usize) -> io::Result<f64> {
     let mut buf = Vec::new();
     // Warm-up batch: a tenth (at least one message).
     for _ in 0..(n / 10).max(1) {
-        l.send(&msg)?;
+        l.send_filled(&msg)?;
     }
     l.send(&[])?;
     l.recv(&mut buf)?;
     check_count(&buf, size * (n / 10).max(1))?;
     let t0 = Instant::now();
     for _ in 0..n {
-        l.send(&msg)?;
+        l.send_filled(&msg)?;
     }
     l.send(&[])?;
     l.recv(&mut buf)?;
@@ -538,7 +568,12 @@ fn measure(t: T, cfg: &Cfg) -> io::Result<Figures> {
         T::Pipette | T::PipetteSpin | T::PipetteShm => measure_blocking(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &pipette_name())?;
             let name = child.addr.clone();
-            Ok((child, move || pipette_connect(t, &name)))
+            Ok((child, move || pipette_connect(t, &name).map(PipetteLink)))
+        }),
+        T::PipetteShmInPlace => measure_blocking(cfg, |role| {
+            let child = ChildGuard::spawn(t, role, &pipette_name())?;
+            let name = child.addr.clone();
+            Ok((child, move || pipette_connect(t, &name).map(InPlaceLink)))
         }),
         T::RawUds => measure_blocking(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &socket_path())?;
@@ -740,20 +775,30 @@ const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 fn wait_strategy(t: T) -> Option<pipette::WaitStrategy> {
     match t {
         T::PipetteSpin => Some(pipette::WaitStrategy::Spin(SPIN)),
-        T::PipetteShm => None,
+        T::PipetteShm | T::PipetteShmInPlace => None,
         _ => Some(pipette::WaitStrategy::Block),
     }
 }
 
+/// The shared-memory ring of a pipette transport (`None`: the socket).
+fn ring(t: T) -> Option<usize> {
+    match t {
+        T::PipetteShm => Some(1 << 20),
+        T::PipetteShmInPlace => Some(32 << 20),
+        _ => None,
+    }
+}
+
 /// A blocking pipette client for transport `t`.
-fn pipette_connect(t: T, name: &str) -> io::Result<PipetteLink> {
-    let mut opts = pipette::ClientOptions::new().shared_memory(t == T::PipetteShm);
+fn pipette_connect(t: T, name: &str) -> io::Result<pipette::Connection> {
+    let mut opts = pipette::ClientOptions::new().shared_memory(ring(t).is_some());
+    if let Some(r) = ring(t) {
+        opts = opts.shared_memory_ring(r);
+    }
     if let Some(w) = wait_strategy(t) {
         opts = opts.wait_strategy(w);
     }
-    pipette::Client::connect_with(name, &opts)
-        .map(PipetteLink)
-        .map_err(other)
+    pipette::Client::connect_with(name, &opts).map_err(other)
 }
 
 fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
@@ -763,8 +808,11 @@ fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
         process::exit(0);
     });
     match t {
-        T::Pipette | T::PipetteSpin | T::PipetteShm => {
-            let mut opts = pipette::ServerOptions::new().shared_memory(t == T::PipetteShm);
+        T::Pipette | T::PipetteSpin | T::PipetteShm | T::PipetteShmInPlace => {
+            let mut opts = pipette::ServerOptions::new().shared_memory(ring(t).is_some());
+            if let Some(r) = ring(t) {
+                opts = opts.shared_memory_ring(r);
+            }
             if let Some(w) = wait_strategy(t) {
                 opts = opts.wait_strategy(w);
             }
@@ -1064,6 +1112,12 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
             s.ratios[sh][0], s.ratios[sh][2], s.ratios[sh][3], s.ratios[sh][4]
         );
     }
+    if let Some(ip) = find(T::PipetteShmInPlace) {
+        println!(
+            "pipette-shm-inplace (8 MiB rings, messages written in place)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
+            s.ratios[ip][0], s.ratios[ip][2], s.ratios[ip][3], s.ratios[ip][4]
+        );
+    }
     if let Some(sp) = find(T::PipetteSpin) {
         println!(
             "pipette-spin (receives spin up to {} us, then sleep)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
@@ -1229,7 +1283,9 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
         _ => Role::Echo,
     };
     let addr = match t {
-        T::Pipette | T::PipetteSpin | T::PipetteShm | T::PipetteAsync => pipette_name(),
+        T::Pipette | T::PipetteSpin | T::PipetteShm | T::PipetteShmInPlace | T::PipetteAsync => {
+            pipette_name()
+        }
         _ => socket_path(),
     };
     let child = ChildGuard::spawn(t, role, &addr)?;
@@ -1269,8 +1325,9 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
     match t {
         T::RawUds => run(|| Ok(Framed(UnixStream::connect(&addr)?)), &cfg, work)?,
         T::Pipette | T::PipetteSpin | T::PipetteShm => {
-            run(|| pipette_connect(t, &addr), &cfg, work)?
+            run(|| pipette_connect(t, &addr).map(PipetteLink), &cfg, work)?
         }
+        T::PipetteShmInPlace => run(|| pipette_connect(t, &addr).map(InPlaceLink), &cfg, work)?,
         T::PipetteAsync => rt()?.block_on(arun(
             async || {
                 pipette::tokio::Client::connect(addr.as_str())

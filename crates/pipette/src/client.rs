@@ -88,11 +88,15 @@ impl Client {
                 }
             }
         };
-        let shared = handshake::hello(&side, shutdown, stream)?;
-        let mut shared = shared;
-        if side.features & crate::frame::FEATURE_SHARED_MEMORY != 0 {
-            // A client that asks for shared memory waits for the reply, which brings it.
-            shared.shm = crate::shm::client_handover(&shared, crate::DEFAULT_HANDSHAKE_TIMEOUT)?;
+        // A client that asks for shared memory hands its own over with the hello.
+        let memory = (side.features & crate::frame::FEATURE_SHARED_MEMORY != 0)
+            .then(|| crate::shm::client_memory(side.ring_size))
+            .flatten();
+        let mut shared = handshake::hello(&side, shutdown, stream, memory.as_ref())?;
+        if let Some(memory) = memory {
+            // ... and waits for the reply, which brings the server's.
+            shared.shm =
+                crate::shm::client_handover(&shared, memory, crate::DEFAULT_HANDSHAKE_TIMEOUT)?;
         }
         let offers_descriptors = shared.accepts_descriptors;
         let mut conn = Connection::new(shared, side.limit);

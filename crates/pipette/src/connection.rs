@@ -27,6 +27,7 @@ const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
 
 #[cfg(unix)]
 mod descriptors;
+mod in_place;
 
 /// Most bytes one raw-mode `recv` returns.
 const RAW_CHUNK: usize = 64 * 1024;
@@ -897,7 +898,7 @@ impl SendHalf {
     ///
     /// As [`Connection::send`].
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_with(msg, self.timeouts.default)
+        self.send_msg(msg, self.timeouts.default)
     }
 
     /// Sends a UTF-8 string as one message.
@@ -924,7 +925,7 @@ impl SendHalf {
     ///
     /// As [`Connection::send`].
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        self.send_with(msg, Some(timeout))
+        self.send_msg(msg, Some(timeout))
     }
 
     /// Sets the write timeout. See [`Connection::set_write_timeout`].
@@ -1049,7 +1050,7 @@ impl SendHalf {
     }
 
     #[inline]
-    fn send_with(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
+    fn send_msg(&mut self, msg: &[u8], t: Option<Duration>) -> Result<()> {
         self.shared.check_shutdown()?;
         if self.timeouts.needs(t) {
             self.apply_write_timeout(t)?;
@@ -1078,7 +1079,7 @@ impl SendHalf {
         }
     }
 
-    /// `send_with` on a shared-memory connection: into the ring as room allows, waiting for
+    /// `send_msg` on a shared-memory connection: into the ring as room allows, waiting for
     /// room (a short spin, then asleep) when it is full. A failure part-way cuts the message,
     /// as on a socket.
     fn send_shm(
@@ -1106,7 +1107,7 @@ impl SendHalf {
                         if now {
                             tx.room_now()
                         } else {
-                            tx.wait_room(stream, t)
+                            tx.wait_room(stream, 1, t)
                         }
                     })
                 }
@@ -1127,7 +1128,7 @@ impl SendHalf {
         }
     }
 
-    /// The rest of `send_with` after its first write: short (`first` is `None`, `out` has
+    /// The rest of `send_msg` after its first write: short (`first` is `None`, `out` has
     /// been advanced), or failed or empty (`first` is its result, `out` not advanced).
     #[cold]
     fn write_rest(

@@ -26,6 +26,8 @@ pub(crate) struct Policy {
     pub wait_strategy: Option<crate::WaitStrategy>,
     /// Whether to agree to shared memory with a client that asks (and the platform can).
     pub shared_memory: bool,
+    /// The size of the ring this server's side of a shared-memory connection sends through.
+    pub ring_size: usize,
     /// Whether to agree to messages with descriptors with a client that offers them (and
     /// the stream can carry them).
     pub descriptors: bool,
@@ -64,8 +66,10 @@ pub(crate) fn admit<S: Handshake>(
     // Shared memory is prepared only for an admitted client that asks, by a server that
     // offers it; if that fails, the feature is simply not agreed to.
     let offered = proto::offered_features(hello);
+    // A client offering shared memory handed its own memory over with the hello.
+    let from_client = stream.handed_over();
     let region = (policy.shared_memory && admitted && offered & frame::FEATURE_SHARED_MEMORY != 0)
-        .then(|| crate::shm::server_region(crate::proto::ring::DEFAULT_RING))
+        .then(|| crate::shm::server_region(policy.ring_size, from_client))
         .flatten();
     let mut supported = if region.is_some() {
         frame::FEATURE_SHARED_MEMORY
@@ -209,19 +213,27 @@ pub(crate) struct ClientSide {
     pub wait_strategy: Option<crate::WaitStrategy>,
     /// The optional features the hello offers (`frame::FEATURE_*`).
     pub features: u16,
+    /// The size of the ring this client's side of a shared-memory connection sends through.
+    pub ring_size: usize,
 }
 
 /// Checks who the server is (before a byte goes out), registers the fresh stream with the
 /// shutdown handle, and sends the hello (framed mode) without waiting for the reply.
+/// `memory`: the client's own shared memory, handed over with the hello, when it offers
+/// shared memory (without it, the offer is dropped).
 pub(crate) fn hello<S: Handshake>(
     side: &ClientSide,
     shutdown: Shutdown,
     mut stream: S,
+    memory: Option<&sys::shm::Memory>,
 ) -> Result<Shared<S>> {
     let server = check_server(side, stream.peer())?;
     let mut features = side.features;
     if features & frame::FEATURE_DESCRIPTORS != 0 && !stream.accept_descriptors() {
         features &= !frame::FEATURE_DESCRIPTORS;
+    }
+    if memory.is_none() {
+        features &= !frame::FEATURE_SHARED_MEMORY;
     }
     let stream = Arc::new(stream);
     let registration = shutdown
@@ -229,8 +241,13 @@ pub(crate) fn hello<S: Handshake>(
         .map_err(|()| Error::Shutdown)?;
     if !side.raw {
         let hello = proto::hello_offering(side.limit, features);
-        // A fresh stream's send buffer is empty: the 16 bytes go out in one write.
-        match stream.write_now(&hello) {
+        // A fresh stream's send buffer is empty: the 16 bytes go out in one write (with the
+        // client's memory when it offers shared memory).
+        let sent = match memory {
+            Some(memory) => stream.write_with_memory(&hello, memory),
+            None => stream.write_now(&hello),
+        };
+        match sent {
             Ok(n) if n == hello.len() => {}
             Ok(_) => {
                 return Err(Error::io(

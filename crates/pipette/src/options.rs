@@ -45,6 +45,7 @@ pub struct ServerOptions {
     shutdown: Option<Shutdown>,
     wait_strategy: Option<WaitStrategy>,
     shared_memory: bool,
+    ring_size: usize,
     descriptors: bool,
 }
 
@@ -66,6 +67,7 @@ impl ServerOptions {
             shutdown: None,
             wait_strategy: None,
             shared_memory: false,
+            ring_size: crate::proto::ring::DEFAULT_RING,
             descriptors: false,
         }
     }
@@ -159,6 +161,16 @@ impl ServerOptions {
         self
     }
 
+    /// The size of the ring this side's messages travel through on a shared-memory
+    /// connection (default 1 MiB; a power of two from 4 KiB to 1 GiB, else
+    /// [`Error::InvalidConfig`]). A message larger than the ring goes through in pieces; one
+    /// written in place (`Connection::send_with`) must fit in it whole with its 8-byte
+    /// header. Each side chooses the ring it sends through.
+    pub fn shared_memory_ring(mut self, bytes: usize) -> Self {
+        self.ring_size = bytes;
+        self
+    }
+
     /// Agrees to messages that carry descriptors (default off) with clients that offer
     /// them ([`ClientOptions::descriptors`]): then both sides may send open files, sockets,
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
@@ -200,6 +212,7 @@ impl ServerOptions {
             handshake_timeout: self.handshake_timeout,
             private_dir: name.is_plain(),
             message_pipe: self.message_pipe,
+            shared_memory: self.shared_memory && !self.raw && sys::shm::SUPPORTED,
         };
         let policy = Policy {
             name,
@@ -209,6 +222,7 @@ impl ServerOptions {
             owner: sys::credentials(self.access == Access::Group),
             wait_strategy: self.wait_strategy,
             shared_memory: self.shared_memory && !self.raw && sys::shm::SUPPORTED,
+            ring_size: ring_size(self.ring_size)?,
             descriptors: self.descriptors && !self.raw,
         };
         Ok((policy, listen, shutdown))
@@ -242,6 +256,7 @@ pub struct ClientOptions {
     shutdown: Option<Shutdown>,
     wait_strategy: Option<WaitStrategy>,
     shared_memory: bool,
+    ring_size: usize,
     descriptors: bool,
 }
 
@@ -265,6 +280,7 @@ impl ClientOptions {
             shutdown: None,
             wait_strategy: None,
             shared_memory: false,
+            ring_size: crate::proto::ring::DEFAULT_RING,
             descriptors: false,
         }
     }
@@ -370,6 +386,16 @@ impl ClientOptions {
         self
     }
 
+    /// The size of the ring this side's messages travel through on a shared-memory
+    /// connection (default 1 MiB; a power of two from 4 KiB to 1 GiB, else
+    /// [`Error::InvalidConfig`]). A message larger than the ring goes through in pieces; one
+    /// written in place (`Connection::send_with`) must fit in it whole with its 8-byte
+    /// header. Each side chooses the ring it sends through.
+    pub fn shared_memory_ring(mut self, bytes: usize) -> Self {
+        self.ring_size = bytes;
+        self
+    }
+
     /// Offers the server messages that carry descriptors (default off); when it agrees
     /// ([`ServerOptions::descriptors`]): then both sides may send open files, sockets,
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
@@ -419,6 +445,7 @@ impl ClientOptions {
             trust_policy,
             me: sys::credentials(self.trust == Trust::Group),
             wait_strategy: self.wait_strategy,
+            ring_size: ring_size(self.ring_size)?,
             features: if self.raw {
                 0
             } else if self.shared_memory && sys::shm::SUPPORTED {
@@ -451,4 +478,17 @@ fn both_transports(shared_memory: bool, descriptors: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks a configured ring size.
+fn ring_size(bytes: usize) -> Result<usize> {
+    crate::proto::ring::Layout::new(bytes)
+        .map(|l| l.ring_size())
+        .map_err(|_| {
+            Error::InvalidConfig(format!(
+                "shared_memory_ring {bytes} is not a power of two from {} to {} bytes",
+                crate::proto::ring::MIN_RING,
+                crate::proto::ring::MAX_RING
+            ))
+        })
 }

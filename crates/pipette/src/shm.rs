@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::ring::{self, Direction, RingError, Word};
-use crate::sys::shm::{Event, Region, Woken};
+use crate::sys::shm::{Event, Memory, Region, RingWriter, Woken};
 use crate::sys::{self, SysStream};
 
 /// How long a shared-memory connection's receives spin before they sleep, unless the
@@ -109,7 +109,7 @@ impl Rx {
             .region
             .index(self.dir, Word::Head)
             .load(Ordering::Acquire);
-        ring::buffered(head, self.tail, self.region.layout().ring_size()).map_err(corrupted)
+        ring::buffered(head, self.tail, self.region.ring_size(self.dir)).map_err(corrupted)
     }
 
     /// Takes up to `dst`'s room of buffered bytes; `WouldBlock` when none are there; 0 at
@@ -137,13 +137,12 @@ impl Rx {
         let n = match dst {
             Dst::Slice(buf) => {
                 let n = n.min(buf.len());
-                self.region
-                    .copy_out_init(self.dir, self.tail, &mut buf[..n]);
+                self.region.copy_out_init(self.tail, &mut buf[..n]);
                 n
             }
             Dst::Append(out, max) => {
                 let n = n.min(*max);
-                self.region.copy_out_append(self.dir, self.tail, out, n);
+                self.region.copy_out_append(self.tail, out, n);
                 n
             }
         };
@@ -246,6 +245,7 @@ fn sleep_announced<T>(
 #[derive(Debug)]
 pub(crate) struct Tx {
     region: Arc<Region>,
+    writer: RingWriter,
     dir: Direction,
     /// Bytes written so far (ours: never read back from the shared word).
     head: u64,
@@ -255,6 +255,10 @@ impl Tx {
     pub(crate) fn new(link: &Link) -> Tx {
         Tx {
             region: link.region.clone(),
+            writer: link
+                .region
+                .writer()
+                .expect("one send half per shared-memory connection"),
             dir: link.send,
             head: 0,
         }
@@ -266,7 +270,36 @@ impl Tx {
             .region
             .index(self.dir, Word::Tail)
             .load(Ordering::Acquire);
-        ring::room(self.head, tail, self.region.layout().ring_size()).map_err(corrupted)
+        ring::room(self.head, tail, self.ring_size()).map_err(corrupted)
+    }
+
+    /// The size of the ring this half writes.
+    pub(crate) fn ring_size(&self) -> usize {
+        self.region.ring_size(self.dir)
+    }
+
+    /// Lends the next `len` bytes of the ring (there must be room: see `room_for`) to
+    /// `fill`, then publishes them as written and wakes a waiting consumer.
+    pub(crate) fn write_in_place<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let r = fill(self.writer.lend(self.head, len));
+        self.head += len as u64;
+        publish(
+            &self.region,
+            self.dir,
+            Word::Head,
+            self.head,
+            Event::Data(self.dir),
+        );
+        r
+    }
+
+    /// `Ok` when the ring has room for `len` bytes now, else `WouldBlock`.
+    pub(crate) fn room_for(&self, len: usize) -> io::Result<()> {
+        if self.room()? >= len {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
     }
 
     /// Writes as much of `a` then `b` as fits, publishes it and wakes a waiting consumer;
@@ -278,9 +311,8 @@ impl Tx {
         }
         let na = a.len().min(room);
         let nb = b.len().min(room - na);
-        self.region.copy_in(self.dir, self.head, &a[..na]);
-        self.region
-            .copy_in(self.dir, self.head + na as u64, &b[..nb]);
+        self.writer.copy_in(self.head, &a[..na]);
+        self.writer.copy_in(self.head + na as u64, &b[..nb]);
         self.head += (na + nb) as u64;
         publish(
             &self.region,
@@ -294,21 +326,19 @@ impl Tx {
 
     /// `Ok` when there is room now, else `WouldBlock`.
     pub(crate) fn room_now(&self) -> io::Result<()> {
-        match self.room()? {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            _ => Ok(()),
-        }
+        self.room_for(1)
     }
 
-    /// Sleeps until there is room (`Ok`), the peer is gone or the connection was shut down
-    /// (`BrokenPipe`), or `timeout` expired (`WouldBlock`).
+    /// Sleeps until there is room for `len` bytes (`Ok`), the peer is gone or the
+    /// connection was shut down (`BrokenPipe`), or `timeout` expired (`WouldBlock`).
     pub(crate) fn wait_room(
         &self,
         stream: &sys::Stream,
+        len: usize,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         sleep_announced(&self.region, Event::Room(self.dir), stream, timeout, || {
-            self.room_now()
+            self.room_for(len)
         })
     }
 }
@@ -318,6 +348,7 @@ impl Tx {
 /// to shared memory. Waits at most `timeout` for the reply.
 pub(crate) fn client_handover(
     shared: &crate::shared::Shared<sys::Stream>,
+    own: Memory,
     timeout: Duration,
 ) -> crate::Result<Option<Link>> {
     let mut reader = shared.reply.lock();
@@ -351,7 +382,7 @@ pub(crate) fn client_handover(
         // Descriptors nobody asked for are closed here.
         return Ok(None);
     }
-    let region = Region::open(fds).map_err(|e| crate::Error::Protocol {
+    let region = Region::open(own, fds).map_err(|e| crate::Error::Protocol {
         message: format!(
             "the server at {:?} agreed to shared memory but handed over unusable memory: {e}",
             shared.name.as_str()
@@ -361,12 +392,25 @@ pub(crate) fn client_handover(
     Ok(Some(Link::client(region)))
 }
 
-/// A server's side: a region for a client that offered shared memory, when this server
-/// wants it and the platform can (a failure is logged, and the connection stays on its
-/// socket).
-pub(crate) fn server_region(ring_size: usize) -> Option<Region> {
+/// A client's own memory, handed over with its hello when it offers shared memory; `None`
+/// (and the offer is dropped) when the platform refuses to make it.
+pub(crate) fn client_memory(ring_size: usize) -> Option<Memory> {
     let layout = ring::Layout::new(ring_size).ok()?;
-    match Region::create(layout) {
+    match Memory::create(layout) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up shared memory; connecting over the socket");
+            None
+        }
+    }
+}
+
+/// A server's side: a region for a client that offered shared memory and handed over
+/// `client` (its memory) with the hello, when this server wants it and the platform can (a
+/// failure is logged, and the connection stays on its socket).
+pub(crate) fn server_region(ring_size: usize, client: Vec<sys::shm::Descriptor>) -> Option<Region> {
+    let layout = ring::Layout::new(ring_size).ok()?;
+    match Region::create(layout, client) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(error = %e, "cannot set up shared memory for a connection; it stays on its socket");

@@ -29,6 +29,14 @@ fn main() {
             no_wake_up_is_lost_around_the_spin_window,
         ),
         (
+            "messages_written_in_place_arrive_whole",
+            messages_written_in_place_arrive_whole,
+        ),
+        (
+            "an_in_place_send_that_finds_no_room_times_out_cleanly",
+            an_in_place_send_that_finds_no_room_times_out_cleanly,
+        ),
+        (
             "a_peer_killed_mid_message_and_mid_wait",
             a_peer_killed_mid_message_and_mid_wait,
         ),
@@ -72,10 +80,25 @@ fn shm_client(name: &str) -> Connection {
     Client::connect_with(name, &opts).unwrap()
 }
 
+/// How the echo server offers shared memory: `true`/`false`, or a mode of `role_echo`.
+struct Transport(&'static str);
+
+impl From<bool> for Transport {
+    fn from(shm: bool) -> Transport {
+        Transport(if shm { "shm" } else { "socket" })
+    }
+}
+
+impl From<&'static str> for Transport {
+    fn from(mode: &'static str) -> Transport {
+        Transport(mode)
+    }
+}
+
 /// An echo server (its own process) offering shared memory when `shm`.
-fn echo(tag: &str, shm: bool) -> (Watched, String) {
+fn echo(tag: &str, shm: impl Into<Transport>) -> (Watched, String) {
     let name = unique(tag);
-    let server = spawn_watched("echo", &[&name, if shm { "shm" } else { "socket" }]);
+    let server = spawn_watched("echo", &[&name, shm.into().0]);
     server.expect("ready");
     (server, name)
 }
@@ -157,6 +180,127 @@ fn no_wake_up_is_lost_around_the_spin_window() {
             assert!(back == msg, "round {i}: the echo differs");
         });
     }
+}
+
+/// `send_with` writes straight into the ring when the message fits it whole, and through a
+/// buffer otherwise (larger than the ring, or a socket connection): every size, mixed with
+/// copying sends, comes back unchanged. The rings are 8 MiB here, set on both sides.
+fn messages_written_in_place_arrive_whole() {
+    let (_server, name) = echo("in-place", "shm-8m");
+    let opts = ClientOptions::new()
+        .wait(HANG)
+        .shared_memory(true)
+        .shared_memory_ring(8 << 20);
+    let conn = Client::connect_with(name.as_str(), &opts).unwrap();
+    assert!(conn.is_shared_memory());
+    // The largest in-place message (ring minus header), and one past the ring.
+    let sizes = [
+        0usize,
+        1,
+        100,
+        8192,
+        70_000,
+        1 << 20,
+        3 << 20,
+        (8 << 20) - 8,
+        9 << 20,
+    ];
+    let rounds = 3u64;
+    let (mut tx, mut rx) = conn.split();
+    let sender = std::thread::spawn(move || {
+        for round in 0..rounds {
+            for (i, &len) in sizes.iter().enumerate() {
+                let seq = round * 100 + i as u64;
+                let msg = pattern(seq, len);
+                if (round + i as u64) % 2 == 0 {
+                    tx.send_with(len, |buf| buf.copy_from_slice(&msg)).unwrap();
+                } else {
+                    tx.send(&msg).unwrap();
+                }
+            }
+        }
+        tx
+    });
+    for round in 0..rounds {
+        for (i, &len) in sizes.iter().enumerate() {
+            let got = rx.recv().unwrap();
+            assert!(
+                got == pattern(round * 100 + i as u64, len),
+                "round {round}: the {len}-byte message came back changed"
+            );
+        }
+    }
+    let tx = sender.join().unwrap();
+    let mut conn = tx.reunite(rx).unwrap();
+    // A message written in place and never filled beyond what `fill` wrote: all of it is
+    // sent, exactly `len` bytes.
+    conn.send_with(3, |buf| buf.copy_from_slice(b"abc"))
+        .unwrap();
+    assert_eq!(conn.recv().unwrap(), b"abc");
+    // A panicking `fill` sends nothing; the connection goes on. (Its panic message is kept
+    // off the output: it is expected.)
+    let previous = std::sync::Arc::new(std::panic::take_hook());
+    let others = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&"fill fails") {
+            others(info)
+        }
+    }));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        conn.send_with(10, |_| panic!("fill fails")).unwrap();
+    }));
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    assert!(r.is_err());
+    conn.send(b"after").unwrap();
+    assert_eq!(conn.recv().unwrap(), b"after");
+    // On a socket connection, `send_with` goes through a buffer.
+    let (_plain, plain_name) = echo("in-place-socket", "socket");
+    let mut plain =
+        Client::connect_with(plain_name.as_str(), &ClientOptions::new().wait(HANG)).unwrap();
+    plain
+        .send_with(70_000, |buf| buf.copy_from_slice(&pattern(9, 70_000)))
+        .unwrap();
+    assert!(plain.recv().unwrap() == pattern(9, 70_000));
+    // A ring size that is not a power of two in range is refused.
+    for bad in [1000usize, 3 << 20, 1 << 31] {
+        let e = Client::connect_with(
+            name.as_str(),
+            &ClientOptions::new()
+                .shared_memory(true)
+                .shared_memory_ring(bad),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{bad}: {e}");
+    }
+}
+
+/// A peer that reads nothing: once the ring is full, an in-place send waits for room up to
+/// the write timeout, sends nothing, and leaves the connection usable.
+fn an_in_place_send_that_finds_no_room_times_out_cleanly() {
+    let mut server = spawn_watched("hold", &[&unique("no-room"), "stall"]);
+    let name = server.line_within(HANG);
+    let mut conn = shm_client(&name);
+    conn.send(b"first").unwrap();
+    server.expect("got 5");
+    // Fill the 1 MiB ring (the server does not read any more).
+    conn.set_write_timeout(Some(Duration::from_millis(100)));
+    let chunk = 64 * 1024 - 8;
+    let mut sent = 0;
+    loop {
+        match conn.send_with(chunk, |buf| buf.fill(7)) {
+            Ok(()) => sent += 1,
+            Err(Error::TimedOut { .. }) => break,
+            Err(e) => panic!("after {sent} messages: {e}"),
+        }
+        assert!(sent <= 16, "the ring holds 16 of them at most");
+    }
+    // The server consumed the first message: the whole 1 MiB ring is free for 16 messages
+    // of 64 KiB with their headers.
+    assert_eq!(sent, 16, "16 whole messages fit");
+    // Nothing of the timed-out message went out: the server, asked to send, is answered.
+    server.say("send");
+    assert_eq!(conn.recv().unwrap(), b"late");
 }
 
 fn either_side_not_asking_stays_on_the_socket() {
@@ -281,16 +425,21 @@ fn an_idle_connection_costs_no_cpu_after_its_spin() {
 /// or not; prints `ready`, serves until stdin closes; a connection's failure is printed as
 /// `end KIND MESSAGE`.
 fn role_echo(args: Vec<String>) {
-    let opts = ServerOptions::new().shared_memory(args[1] == "shm");
+    // `shm`, `socket`, or `shm-8m` (shared memory with an 8 MiB ring each way).
+    let mut opts = ServerOptions::new().shared_memory(args[1].starts_with("shm"));
+    if args[1] == "shm-8m" {
+        opts = opts.shared_memory_ring(8 << 20);
+    }
     let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
     support::stop_on_stdin_close(server.shutdown_handle());
     support::tell("ready");
     support::echo_each(server, |e| support::tell(&format!("end {e}")));
 }
 
-/// `hold NAME quiet|flood`: accepts one shared-memory connection, receives one message
-/// (`got LEN`), then either waits quietly (a `send` line on stdin makes it send `late`), or
-/// sends 3 MiB messages until it is killed.
+/// `hold NAME quiet|stall|flood`: accepts one shared-memory connection, receives one message
+/// (`got LEN`), then either waits quietly for one more message (a `send` line on stdin makes
+/// it send `late`), or does the same but reads nothing more (`stall`), or sends 3 MiB
+/// messages until it is killed.
 fn role_hold(args: Vec<String>) {
     let opts = ServerOptions::new().shared_memory(true);
     let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
@@ -315,6 +464,12 @@ fn role_hold(args: Vec<String>) {
         }
         std::process::exit(0);
     });
+    if args[1] == "stall" {
+        // Reads nothing more (until stdin closes and the thread above exits).
+        loop {
+            std::thread::park();
+        }
+    }
     let _ = rx.recv();
 }
 
@@ -322,14 +477,14 @@ fn role_hold(args: Vec<String>) {
 /// calls.
 #[cfg(target_os = "linux")]
 mod hostile {
-    use std::io::{Read, Write};
+    use std::io::Read;
     use std::mem::MaybeUninit;
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::time::Duration;
 
     use pipette::frame::{Reply, Status, FEATURE_SHARED_MEMORY, REPLY_LEN};
-    use pipette::proto::ring::{Direction, Layout, Word};
+    use pipette::proto::ring::{Layout, Word};
     use pipette::{Client, ClientOptions, Error, Name};
     use rustix::net::{
         RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -346,13 +501,34 @@ mod hostile {
         good.send(b"before").unwrap();
         assert_eq!(good.recv().unwrap(), b"before");
 
-        // The hostile one: hello offering shared memory, reply with the descriptors.
+        // The hostile one, written from docs/PROTOCOL.md: its own memory (a 4 KiB ring,
+        // sealed against resizing only), handed over with a hello offering shared memory.
+        let layout = Layout::new(4096).unwrap();
+        let memfd = rustix::fs::memfd_create(
+            "hostile",
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )
+        .unwrap();
+        rustix::fs::ftruncate(&memfd, layout.region_len() as u64).unwrap();
+        rustix::io::pwrite(&memfd, &layout.header(), 0).unwrap();
+        rustix::fs::fcntl_add_seals(
+            &memfd,
+            rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
+        )
+        .unwrap();
         let path = Name::new(&name).unwrap().path().to_owned();
-        let mut s = UnixStream::connect(&path).unwrap();
-        s.write_all(&pipette::proto::hello_offering(
-            1 << 20,
-            FEATURE_SHARED_MEMORY,
-        ))
+        let s = UnixStream::connect(&path).unwrap();
+        let hello = pipette::proto::hello_offering(1 << 20, FEATURE_SHARED_MEMORY);
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let mine = [memfd.as_fd()];
+        assert!(control.push(SendAncillaryMessage::ScmRights(&mine)));
+        rustix::net::sendmsg(
+            &s,
+            &[std::io::IoSlice::new(&hello)],
+            &mut control,
+            SendFlags::empty(),
+        )
         .unwrap();
         let mut reply = [0u8; REPLY_LEN];
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
@@ -368,31 +544,25 @@ mod hostile {
         }
         let r = Reply::decode(&reply).unwrap();
         assert_eq!((r.status, r.features), (Status::Accepted, 1));
-        assert_eq!(fds.len(), 5, "the memfd and four eventfds");
-        let len = rustix::fs::fstat(&fds[0]).unwrap().st_size as usize;
-        // SAFETY: a fresh shared mapping of the memfd, unmapped below; only atomics and
-        // plain stores touch it.
-        let base = unsafe {
+        assert_eq!(fds.len(), 5, "the server's memory and four eventfds");
+        // The server's memory is out of reach: it cannot be mapped writable or written.
+        // SAFETY: a mapping request that must fail; nothing is mapped on failure.
+        let writable = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
-                len,
+                4096,
                 rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
                 rustix::mm::MapFlags::SHARED,
                 &fds[0],
                 0,
             )
-            .unwrap()
         };
-        // Claim that far more was written into ring 0 than it can hold, and wake the server.
-        let at = Layout::word_offset(Direction::ClientToServer, Word::Head);
-        // SAFETY: `at` is inside the mapping and 8-aligned.
-        let head = unsafe {
-            &*(base
-                .cast::<u8>()
-                .add(at)
-                .cast::<std::sync::atomic::AtomicU64>())
-        };
-        head.store(1 << 40, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(writable.err(), Some(rustix::io::Errno::PERM));
+        assert!(rustix::io::pwrite(&fds[0], &[0xff; 8], 64).is_err());
+        // What it can corrupt is its own: claim that far more was written into its ring
+        // than it can hold, and wake the server.
+        let at = Layout::word_offset(Word::Head) as u64;
+        rustix::io::pwrite(&memfd, &(1u64 << 40).to_le_bytes(), at).unwrap();
         rustix::io::write(&fds[1], &1u64.to_ne_bytes()).unwrap();
         let end = server.line_within(HANG);
         assert!(
@@ -401,14 +571,12 @@ mod hostile {
         );
         // The server closed that connection; its other client goes on.
         let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
+        let _ = (&s).read_to_end(&mut rest);
         good.send(b"after").unwrap();
         assert_eq!(good.recv().unwrap(), b"after");
         let mut fresh = shm_client(&name);
         fresh.send(b"fresh").unwrap();
         assert_eq!(fresh.recv().unwrap(), b"fresh");
-        // SAFETY: the mapping made above, no longer used.
-        unsafe { rustix::mm::munmap(base, len).unwrap() };
     }
 
     pub fn a_server_handing_over_unsealed_memory_is_refused() {

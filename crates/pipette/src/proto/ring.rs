@@ -3,33 +3,41 @@
 //! and what an index read from the peer may be. Everything read from shared memory is input
 //! from another process; the drivers copy it out once and check it here before using it.
 //!
-//! A region is one header page and two rings of `ring_size` bytes, one per direction. Each
-//! ring is a byte stream carrying exactly the frames of §3 (the same headers and payloads a
-//! socket would carry); the receiver decodes it with the same [`Decoder`](super::Decoder).
-//! `head` counts the bytes ever written into a ring and `tail` the bytes ever consumed,
-//! both as `u64` that never wrap in practice (2^64 bytes); `head - tail` is what is buffered.
+//! Each side of a connection has its own memory (a memfd it created and sealed so that the
+//! peer can map it read-only only): one header page and the ring of `ring_size` bytes it
+//! sends through. Every shared word lives in the memory of the side that writes it: a side's
+//! page holds its ring's `head` and producer-waiting flag, and the peer's ring's `tail` and
+//! consumer-waiting flag. So nothing a side writes can be written by the other.
+//!
+//! Each ring is a byte stream carrying exactly the frames of §3 (the same headers and
+//! payloads a socket would carry); the receiver decodes it with the same
+//! [`Decoder`](super::Decoder). `head` counts the bytes ever written into a ring and `tail`
+//! the bytes ever consumed, both as `u64` that never wrap in practice (2^64 bytes);
+//! `head - tail` is what is buffered.
 //!
 //! ```
-//! use pipette::proto::ring::{self, Layout, Direction};
+//! use pipette::proto::ring::{self, Layout, Word};
 //!
 //! let layout = Layout::new(1 << 20).unwrap();
 //! let header = layout.header();
 //! assert_eq!(Layout::parse(&header, layout.region_len()).unwrap(), layout);
-//! // The client's messages go through ring 0, right after the header page.
-//! assert_eq!(layout.data_offset(Direction::ClientToServer), ring::HEADER_PAGE);
+//! // The ring follows the header page; the words sit on their own lines before it.
+//! assert_eq!(layout.data_offset(), ring::HEADER_PAGE);
+//! assert!(Layout::word_offset(Word::Head) < ring::HEADER_PAGE);
 //! // A peer claiming more buffered bytes than the ring holds is corrupting it.
 //! assert!(ring::buffered(5 << 20, 0, 1 << 20).is_err());
 //! ```
 
 use std::fmt;
 
-/// The first bytes of a region.
-pub const MAGIC: [u8; 8] = *b"PIPESHM1";
+/// The first bytes of a side's memory.
+pub const MAGIC: [u8; 8] = *b"PIPESHM2";
 
-/// The layout version this code writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The layout version this code writes and reads (version 1 was one region holding both
+/// rings, which both sides could write).
+pub const LAYOUT_VERSION: u32 = 2;
 
-/// Bytes before the first ring: the header and the rings' indices.
+/// Bytes before the ring: the header and the shared words.
 pub const HEADER_PAGE: usize = 4096;
 
 /// How many bytes of the header page a receiver copies and checks (see [`Layout::parse`]).
@@ -53,16 +61,8 @@ pub enum Direction {
     ServerToClient,
 }
 
-impl Direction {
-    fn index(self) -> usize {
-        match self {
-            Direction::ClientToServer => 0,
-            Direction::ServerToClient => 1,
-        }
-    }
-}
-
-/// One of a ring's shared words. Each sits on its own 64-byte line of the header page.
+/// One of a ring's shared words. Each sits on its own 64-byte line of the header page of the
+/// side that writes it ([`Word::written_by_producer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Word {
     /// `u64`: bytes ever written into the ring; written by its producer only.
@@ -75,7 +75,15 @@ pub enum Word {
     ProducerWaiting,
 }
 
-/// Where a region's parts are: ring size and offsets.
+impl Word {
+    /// Whether the ring's producer writes this word (else its consumer does): it lives in
+    /// the writer's memory.
+    pub fn written_by_producer(self) -> bool {
+        matches!(self, Word::Head | Word::ProducerWaiting)
+    }
+}
+
+/// Where the parts of a side's memory are: its ring's size and offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     ring_size: usize,
@@ -114,7 +122,11 @@ pub enum RingError {
 impl fmt::Display for RingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RingError::BadMagic => write!(f, "the shared memory does not start with {MAGIC:?}"),
+            RingError::BadMagic => write!(
+                f,
+                "the shared memory does not start with {:?}",
+                String::from_utf8_lossy(&MAGIC)
+            ),
             RingError::BadVersion(v) => write!(
                 f,
                 "shared-memory layout version {v}; this side reads version {LAYOUT_VERSION}"
@@ -153,50 +165,41 @@ impl Layout {
         self.ring_size
     }
 
-    /// The whole region's length: the header page and both rings.
+    /// The memory's length: the header page and the ring.
     pub fn region_len(&self) -> usize {
-        HEADER_PAGE + 2 * self.ring_size
+        HEADER_PAGE + self.ring_size
     }
 
-    /// Where a ring's bytes start in the region.
-    pub fn data_offset(&self, d: Direction) -> usize {
-        HEADER_PAGE + d.index() * self.ring_size
+    /// Where the ring's bytes start.
+    pub fn data_offset(&self) -> usize {
+        HEADER_PAGE
     }
 
-    /// Where one of a ring's shared words is in the region (8-byte aligned, each on its own
-    /// 64-byte line).
-    pub fn word_offset(d: Direction, w: Word) -> usize {
-        let line = match w {
-            Word::Head => 0,
-            Word::Tail => 1,
-            Word::ConsumerWaiting => 2,
-            Word::ProducerWaiting => 3,
-        };
-        64 + d.index() * 256 + line * 64
+    /// Where a shared word is in the memory of the side that writes it: its own ring's
+    /// `Head` and `ProducerWaiting`, the peer's ring's `Tail` and `ConsumerWaiting`, each on
+    /// its own 64-byte line after the header.
+    pub fn word_offset(w: Word) -> usize {
+        match w {
+            Word::Head => 64,
+            Word::ProducerWaiting => 128,
+            Word::Tail => 192,
+            Word::ConsumerWaiting => 256,
+        }
     }
 
-    /// The header's bytes, as the creator writes them at offset 0:
-    ///
-    /// ```text
-    /// 0..8    magic "PIPESHM1"
-    /// 8..12   layout version u32 LE (1)
-    /// 12..16  ring size u32 LE (bytes per ring, a power of two)
-    /// 16..20  offset of ring 0 (client to server) u32 LE = 4096
-    /// 20..24  offset of ring 1 (server to client) u32 LE = 4096 + ring size
-    /// ```
+    /// The header a side writes at the start of its memory: magic, version, ring size, the
+    /// ring's offset, and 4 reserved zero bytes.
     pub fn header(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..12].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&(self.ring_size as u32).to_le_bytes());
-        let r0 = self.data_offset(Direction::ClientToServer) as u32;
-        let r1 = self.data_offset(Direction::ServerToClient) as u32;
-        b[16..20].copy_from_slice(&r0.to_le_bytes());
-        b[20..24].copy_from_slice(&r1.to_le_bytes());
+        b[16..20].copy_from_slice(&(self.data_offset() as u32).to_le_bytes());
         b
     }
 
-    /// Checks a header copied out of a region of `region_len` bytes.
+    /// Checks the header the peer wrote (a private copy of its first [`HEADER_LEN`] bytes)
+    /// against the length of its memory.
     pub fn parse(b: &[u8; HEADER_LEN], region_len: usize) -> Result<Layout, RingError> {
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         if b[0..8] != MAGIC {
@@ -213,9 +216,7 @@ impl Layout {
                 found: region_len as u64,
             });
         }
-        if u32_at(16) as usize != layout.data_offset(Direction::ClientToServer)
-            || u32_at(20) as usize != layout.data_offset(Direction::ServerToClient)
-        {
+        if u32_at(16) as usize != layout.data_offset() || u32_at(20) != 0 {
             return Err(RingError::BadOffsets);
         }
         Ok(layout)
@@ -260,12 +261,14 @@ mod tests {
             Layout::parse(&bad, l.region_len()),
             Err(RingError::BadMagic)
         );
-        let mut bad = h;
-        bad[8] = 2;
-        assert_eq!(
-            Layout::parse(&bad, l.region_len()),
-            Err(RingError::BadVersion(2))
-        );
+        for v in [1u8, 3] {
+            let mut bad = h;
+            bad[8] = v;
+            assert_eq!(
+                Layout::parse(&bad, l.region_len()),
+                Err(RingError::BadVersion(v.into()))
+            );
+        }
         let mut bad = h;
         bad[12..16].copy_from_slice(&12288u32.to_le_bytes());
         assert_eq!(
@@ -276,12 +279,14 @@ mod tests {
             Layout::parse(&h, l.region_len() - 4096),
             Err(RingError::BadLength { .. })
         ));
-        let mut bad = h;
-        bad[16] = 1;
-        assert_eq!(
-            Layout::parse(&bad, l.region_len()),
-            Err(RingError::BadOffsets)
-        );
+        for at in [16, 20] {
+            let mut bad = h;
+            bad[at] ^= 1;
+            assert_eq!(
+                Layout::parse(&bad, l.region_len()),
+                Err(RingError::BadOffsets)
+            );
+        }
         assert!(Layout::new(2048).is_err());
         assert!(Layout::new(MAX_RING * 2).is_err());
     }
@@ -307,18 +312,16 @@ mod tests {
     #[test]
     fn the_words_are_on_their_own_lines_in_the_header_page() {
         let mut seen = Vec::new();
-        for d in [Direction::ClientToServer, Direction::ServerToClient] {
-            for w in [
-                Word::Head,
-                Word::Tail,
-                Word::ConsumerWaiting,
-                Word::ProducerWaiting,
-            ] {
-                let at = Layout::word_offset(d, w);
-                assert!(at >= HEADER_LEN && at + 8 <= HEADER_PAGE && at % 64 == 0);
-                assert!(!seen.contains(&(at / 64)));
-                seen.push(at / 64);
-            }
+        for w in [
+            Word::Head,
+            Word::Tail,
+            Word::ConsumerWaiting,
+            Word::ProducerWaiting,
+        ] {
+            let at = Layout::word_offset(w);
+            assert!(at >= HEADER_LEN && at + 8 <= HEADER_PAGE && at % 64 == 0);
+            assert!(!seen.contains(&(at / 64)));
+            seen.push(at / 64);
         }
     }
 }

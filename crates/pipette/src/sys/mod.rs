@@ -373,6 +373,10 @@ pub(crate) struct ListenOptions {
     /// Windows: create message-type pipe instances read in message mode. Unix: ignored.
     #[cfg_attr(unix, allow(dead_code))]
     pub message_pipe: bool,
+    /// The server offers shared memory: keep the descriptors that come with a hello (a
+    /// client's memory). Only the Linux blocking listener reads them.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub shared_memory: bool,
 }
 
 /// What a backend needs to know to connect.
@@ -405,6 +409,20 @@ pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
     /// (`SCM_RIGHTS`), for the admitted client only. Where there is no shared memory, the
     /// region type cannot exist and this is never called.
     fn write_handover(&self, reply: &[u8], region: &shm::Region) -> std::io::Result<usize>;
+
+    /// `write_now` of a client's hello with its own shared memory attached (`SCM_RIGHTS`),
+    /// when it offers shared memory. Only where the platform has it (the blocking stream on
+    /// Linux); never called elsewhere.
+    fn write_with_memory(&self, _hello: &[u8], _memory: &shm::Memory) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    /// The descriptors that arrived with the hello (a client's shared memory), taken once;
+    /// reads stop keeping descriptors (until `accept_descriptors`). Empty where the listener
+    /// does not keep them.
+    fn handed_over(&mut self) -> Vec<shm::Descriptor> {
+        Vec::new()
+    }
 
     /// Makes every later read keep the descriptors that arrive with the bytes (for messages
     /// that carry descriptors, `FEATURE_DESCRIPTORS`); `false` where the stream cannot (then

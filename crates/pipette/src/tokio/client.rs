@@ -85,7 +85,7 @@ impl Client {
         let (side, connect, shutdown, wait) = options.prepare(name)?;
         crate::tokio::refuse_blocking_only(side.wait_strategy, options.blocking_only_feature())?;
         let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
-        let shared = handshake::hello(&side, shutdown, stream)?;
+        let shared = handshake::hello(&side, shutdown, stream, None)?;
         Ok(Connection::new(shared, side.limit))
     }
 }

@@ -239,6 +239,18 @@ impl Listener {
         )
     }
 
+    /// An accepted socket as a stream; one whose hello may bring a client's shared memory
+    /// keeps the descriptors that come with it (`Handshake::handed_over`).
+    fn fresh(&self, fd: OwnedFd) -> Stream {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let mut stream = Stream::from_fd(fd);
+        #[cfg(target_os = "linux")]
+        if self.opts.shared_memory {
+            crate::sys::Handshake::accept_descriptors(&mut stream);
+        }
+        stream
+    }
+
     /// Accepts one connection the kernel has queued; `None` when there is none. The socket
     /// is blocking, as Linux's `accept4` gives it, on every system (macOS and the BSDs
     /// would otherwise hand it over non-blocking, from the listener); the handshake reads
@@ -247,7 +259,7 @@ impl Listener {
         loop {
             return match socket::accept(self.fd.as_fd(), false) {
                 Ok(fd) => Ok(Some(Pending {
-                    stream: Stream::from_fd(fd),
+                    stream: self.fresh(fd),
                     hello: HelloReader::new(self.opts.raw),
                     deadline: now + self.opts.handshake_timeout,
                 })),

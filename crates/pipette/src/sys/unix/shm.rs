@@ -57,11 +57,17 @@ pub(crate) fn read_handover(
     }
 }
 
-/// The seals a region must carry: nobody can change its size, so neither side can make the
-/// other's accesses fault (`SIGBUS` past the end of a shrunk file).
-const SEALS: SealFlags = SealFlags::SHRINK
+/// The seals each side puts on its own memory once it has mapped it: nobody can change its
+/// size (so no access by either side can fault, `SIGBUS` past the end of a shrunk file), and
+/// nobody can map it writable again or `write(2)` to it (`F_SEAL_FUTURE_WRITE`): the peer
+/// gets a read-only view, so what this side writes (its ring, its words) only it can change.
+const OWN_SEALS: SealFlags = SealFlags::SHRINK
     .union(SealFlags::GROW)
+    .union(SealFlags::FUTURE_WRITE)
     .union(SealFlags::SEAL);
+
+/// The seals a side requires on the peer's memory before mapping it (read-only).
+const PEER_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW);
 
 /// Which eventfd: who waits on it for what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,109 +101,228 @@ pub(crate) enum Woken {
     TimedOut,
 }
 
-/// A shared, read-write mapping of a whole memfd, unmapped when dropped.
+/// A shared mapping of one side's memory: its header page, then its ring mapped twice in a
+/// row, so that any span of up to the ring's size is contiguous (no copy is cut at the
+/// ring's end, and the send half can lend out a message's room as one slice). Unmapped when
+/// dropped.
 struct Mapping {
     base: NonNull<u8>,
+    /// The reserved range: `HEADER_PAGE + 2 * ring`.
     len: usize,
+    ring: usize,
 }
 
 // SAFETY: the mapping is owned by the `Mapping` (unmapped only in `Drop`) and every access to
-// it goes through atomics or raw copies that tolerate concurrent writes by the peer; nothing
-// in it is tied to the thread that mapped it.
+// it goes through atomics or raw copies; nothing in it is tied to the thread that mapped it.
 unsafe impl Send for Mapping {}
-// SAFETY: as for `Send`; the shared words are atomics, and the byte copies of one ring are
-// made by its one producer or its one consumer (the connection's send or receive half).
+// SAFETY: as for `Send`; the shared words are atomics, and the bytes of a ring are written by
+// its one producer (through the one `RingWriter`) and copied out by its one consumer.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(memfd: &OwnedFd, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh shared mapping of `len` bytes of `memfd`, whose size is sealed at
-        // (at least) `len`; nothing else is mapped at the address the kernel picks.
-        let ptr = unsafe {
-            rustix::mm::mmap(
+    /// Maps `memfd` (`HEADER_PAGE + ring` bytes, its size sealed), read-write for the side
+    /// that owns it, read-only for the peer.
+    fn new(memfd: &OwnedFd, ring: usize, writable: bool) -> io::Result<Mapping> {
+        let len = HEADER_PAGE + 2 * ring;
+        let prot = if writable {
+            ProtFlags::READ | ProtFlags::WRITE
+        } else {
+            ProtFlags::READ
+        };
+        // SAFETY: reserves `len` bytes of fresh address space (no access), which the two
+        // mappings below replace; nothing else is mapped there.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                memfd,
-                0,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE,
             )?
         };
-        let base =
-            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Mapping { base, len })
+        let base = NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let map = Mapping { base, len, ring };
+        // SAFETY: both land inside the range reserved above (which `map` owns and unmaps on
+        // any failure), `MAP_FIXED` replacing its parts; the file has (at least) `HEADER_PAGE +
+        // ring` bytes, sealed against shrinking, and `HEADER_PAGE` is page-aligned.
+        unsafe {
+            rustix::mm::mmap(
+                base.as_ptr().cast(),
+                HEADER_PAGE + ring,
+                prot,
+                MapFlags::SHARED | MapFlags::FIXED,
+                memfd,
+                0,
+            )?;
+            rustix::mm::mmap(
+                base.as_ptr().add(HEADER_PAGE + ring).cast(),
+                ring,
+                prot,
+                MapFlags::SHARED | MapFlags::FIXED,
+                memfd,
+                HEADER_PAGE as u64,
+            )?;
+        }
+        Ok(map)
     }
 
-    /// Copies the bytes at offset `at` into `dst` (private memory).
+    /// Copies the bytes at offset `at` (in the first `HEADER_PAGE + ring` bytes) into `dst`.
     fn read_at(&self, at: usize, dst: &mut [u8]) {
-        assert!(at + dst.len() <= self.len);
+        assert!(at + dst.len() <= HEADER_PAGE + self.ring);
         // SAFETY: inside the live mapping (checked above); `dst` is ours.
         unsafe {
             std::ptr::copy_nonoverlapping(self.base.as_ptr().add(at), dst.as_mut_ptr(), dst.len());
         }
     }
 
-    /// Copies `src` to offset `at`.
-    fn write_at(&self, at: usize, src: &[u8]) {
-        assert!(at + src.len() <= self.len);
-        // SAFETY: inside the live, writable mapping (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(at), src.len());
-        }
+    /// Where stream position `pos` of the ring is: any `len <= ring` bytes from there are
+    /// contiguous (the mirror).
+    fn ring_at(&self, pos: u64, len: usize) -> *mut u8 {
+        assert!(len <= self.ring);
+        let start = (pos & (self.ring as u64 - 1)) as usize;
+        // SAFETY: `HEADER_PAGE + start + len <= HEADER_PAGE + 2 * ring = self.len`: inside
+        // the live mapping.
+        unsafe { self.base.as_ptr().add(HEADER_PAGE + start) }
+    }
+
+    /// A shared word at `at` (a multiple of 8 inside the header page).
+    fn word<T>(&self, at: usize) -> &T {
+        assert!(at % 8 == 0 && at + 8 <= HEADER_PAGE);
+        // SAFETY: aligned and inside the header page of the live mapping, which outlives the
+        // reference (it borrows `self`); `T` is an atomic (the peer may write its own words
+        // at any time), and this side stores only into words of its own memory, which it
+        // mapped writable.
+        unsafe { &*self.base.as_ptr().add(at).cast::<T>() }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `new`, unmapped only here; no
-        // reference into it outlives the region that owns this (they borrow the region).
+        // SAFETY: `base`/`len` are exactly the range reserved in `new`, unmapped only here;
+        // no reference into it outlives the value that owns this.
         unsafe {
             let _ = rustix::mm::munmap(self.base.as_ptr().cast(), self.len);
         }
     }
 }
 
-/// One connection's mapped region and its eventfds.
-pub(crate) struct Region {
+/// A side's own memory, created and sealed by it: mapped read-write here, and only
+/// read-only anywhere else.
+pub(crate) struct Memory {
     map: Mapping,
     layout: Layout,
     memfd: OwnedFd,
-    events: [OwnedFd; 4],
 }
 
-impl std::fmt::Debug for Region {
+impl std::fmt::Debug for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Region")
-            .field("len", &self.map.len)
+        f.debug_struct("Memory")
             .field("ring_size", &self.layout.ring_size())
             .finish()
     }
 }
 
-impl Region {
-    /// A new region with rings of `layout.ring_size()` bytes (the server's side).
-    pub(crate) fn create(layout: Layout) -> io::Result<Region> {
-        let len = layout.region_len();
+impl Memory {
+    /// New memory with a ring of `layout.ring_size()` bytes, its header written, mapped
+    /// here read-write, then sealed ([`OWN_SEALS`]).
+    pub(crate) fn create(layout: Layout) -> io::Result<Memory> {
         let memfd = rustix::fs::memfd_create(
             "pipette-shm",
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
         )?;
-        rustix::fs::ftruncate(&memfd, len as u64)?;
-        rustix::fs::fcntl_add_seals(&memfd, SEALS)?;
-        let events = [eventfd()?, eventfd()?, eventfd()?, eventfd()?];
-        let map = Mapping::new(&memfd, len)?;
-        map.write_at(0, &layout.header());
+        rustix::fs::ftruncate(&memfd, layout.region_len() as u64)?;
+        let map = Mapping::new(&memfd, layout.ring_size(), true)?;
+        let header = layout.header();
+        // SAFETY: the header fits the live, writable header page; nobody else has the memfd.
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), map.base.as_ptr(), header.len());
+        }
+        rustix::fs::fcntl_add_seals(&memfd, OWN_SEALS)?;
+        Ok(Memory { map, layout, memfd })
+    }
+
+    /// The memfd, to hand to the peer.
+    pub(crate) fn handover(&self) -> BorrowedFd<'_> {
+        self.memfd.as_fd()
+    }
+}
+
+/// Maps the peer's memory read-only after checking its seals, size and header.
+fn open_peer(memfd: &OwnedFd, who: &str) -> io::Result<(Mapping, Layout)> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let seals = rustix::fs::fcntl_get_seals(memfd)
+        .map_err(|e| bad(format!("{who} shared memory is not a sealable memfd ({e})")))?;
+    if !seals.contains(PEER_SEALS) {
+        return Err(bad(format!(
+            "{who} shared memory is not sealed against resizing; refusing to map it"
+        )));
+    }
+    let size = rustix::fs::fstat(memfd)?.st_size;
+    let layout = usize::try_from(size)
+        .ok()
+        .and_then(|l| l.checked_sub(HEADER_PAGE))
+        .and_then(|ring| Layout::new(ring).ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "{who} shared memory has an impossible size ({size} bytes)"
+            ))
+        })?;
+    let map = Mapping::new(memfd, layout.ring_size(), false)?;
+    let mut header = [0u8; HEADER_LEN];
+    map.read_at(0, &mut header);
+    let parsed = Layout::parse(&header, layout.region_len()).map_err(|e| bad(e.to_string()))?;
+    Ok((map, parsed))
+}
+
+/// One connection's shared memory as one side sees it: its own memory (its ring, and the
+/// words it writes), the peer's (mapped read-only), and the four eventfds.
+pub(crate) struct Region {
+    own: Memory,
+    peer: Mapping,
+    peer_layout: Layout,
+    events: [OwnedFd; 4],
+    /// The ring this side writes (the other it reads).
+    send: Direction,
+    /// Whether the `RingWriter` was handed out (there is one per region).
+    writer_taken: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("send", &self.send)
+            .field("send_ring", &self.own.layout.ring_size())
+            .field("recv_ring", &self.peer_layout.ring_size())
+            .finish()
+    }
+}
+
+impl Region {
+    /// The server's side, for a client it admitted that handed over `client` (its memory)
+    /// with the hello: its own memory with a ring of `layout.ring_size()` bytes, and the
+    /// eventfds. Fails (and the connection stays on the socket) if the client's memory is
+    /// not acceptable.
+    pub(crate) fn create(layout: Layout, client: Vec<OwnedFd>) -> io::Result<Region> {
+        let Ok([client]) = <[OwnedFd; 1]>::try_from(client) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client's hello did not carry exactly one memory descriptor",
+            ));
+        };
+        let (peer, peer_layout) = open_peer(&client, "the client's")?;
         Ok(Region {
-            map,
-            layout,
-            memfd,
-            events,
+            own: Memory::create(layout)?,
+            peer,
+            peer_layout,
+            events: [eventfd()?, eventfd()?, eventfd()?, eventfd()?],
+            send: Direction::ServerToClient,
+            writer_taken: Default::default(),
         })
     }
 
-    /// The region a server handed over (the client's side): `fds` as received, the memfd
-    /// first. Checks the seals, the size and the header before anything else is read.
-    pub(crate) fn open(fds: Vec<OwnedFd>) -> io::Result<Region> {
+    /// The client's side: its own memory (handed over with the hello) and `fds` as received
+    /// with the reply, the server's memory first, then the eventfds.
+    pub(crate) fn open(own: Memory, fds: Vec<OwnedFd>) -> io::Result<Region> {
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let Ok(fds) = <[OwnedFd; HANDED_OVER]>::try_from(fds) else {
             return Err(bad(format!(
@@ -205,49 +330,31 @@ impl Region {
             )));
         };
         let [memfd, e0, e1, e2, e3] = fds;
-        let seals = rustix::fs::fcntl_get_seals(&memfd).map_err(|e| {
-            bad(format!(
-                "the server's shared memory is not a sealable memfd ({e})"
-            ))
-        })?;
-        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
-            return Err(bad(
-                "the server's shared memory is not sealed against resizing; refusing to map it"
-                    .into(),
-            ));
-        }
-        let size = rustix::fs::fstat(&memfd)?.st_size;
-        let largest = HEADER_PAGE + 2 * crate::proto::ring::MAX_RING;
-        let len = usize::try_from(size)
-            .ok()
-            .filter(|l| (HEADER_PAGE..=largest).contains(l))
-            .ok_or_else(|| {
-                bad(format!(
-                    "the server's shared memory has an impossible size ({size} bytes)"
-                ))
-            })?;
-        let map = Mapping::new(&memfd, len)?;
-        let mut header = [0u8; HEADER_LEN];
-        map.read_at(0, &mut header);
-        let layout = Layout::parse(&header, len).map_err(|e| bad(e.to_string()))?;
+        let (peer, peer_layout) = open_peer(&memfd, "the server's")?;
         Ok(Region {
-            map,
-            layout,
-            memfd,
+            own,
+            peer,
+            peer_layout,
             events: [e0, e1, e2, e3],
+            send: Direction::ClientToServer,
+            writer_taken: Default::default(),
         })
     }
 
-    /// The layout (checked).
-    pub(crate) fn layout(&self) -> Layout {
-        self.layout
+    /// The size of ring `d` (checked).
+    pub(crate) fn ring_size(&self, d: Direction) -> usize {
+        if d == self.send {
+            self.own.layout.ring_size()
+        } else {
+            self.peer_layout.ring_size()
+        }
     }
 
-    /// What to hand to the client: the memfd, then the eventfds.
+    /// What the server hands to the client: its memory, then the eventfds.
     pub(crate) fn handover(&self) -> [BorrowedFd<'_>; HANDED_OVER] {
         let [e0, e1, e2, e3] = &self.events;
         [
-            self.memfd.as_fd(),
+            self.own.handover(),
             e0.as_fd(),
             e1.as_fd(),
             e2.as_fd(),
@@ -255,82 +362,68 @@ impl Region {
         ]
     }
 
-    /// A ring's 64-bit shared word ([`Word::Head`] or [`Word::Tail`]).
+    /// The memory that word `w` of ring `d` lives in: that of the side that writes it.
+    fn holder(&self, d: Direction, w: Word) -> &Mapping {
+        if (d == self.send) == w.written_by_producer() {
+            &self.own.map
+        } else {
+            &self.peer
+        }
+    }
+
+    /// A ring's 64-bit shared word ([`Word::Head`] or [`Word::Tail`]). Only a word this side
+    /// writes may be stored to (the other is in read-only memory).
     pub(crate) fn index(&self, d: Direction, w: Word) -> &AtomicU64 {
-        let at = Layout::word_offset(d, w);
-        debug_assert!(matches!(w, Word::Head | Word::Tail) && at + 8 <= HEADER_PAGE);
-        // SAFETY: `at` is 8-aligned (a multiple of 64) and inside the header page of the
-        // live mapping; the peer may write the word at any time, which an atomic allows.
-        unsafe { &*self.map.base.as_ptr().add(at).cast::<AtomicU64>() }
+        debug_assert!(matches!(w, Word::Head | Word::Tail));
+        self.holder(d, w).word(Layout::word_offset(w))
     }
 
     /// A ring's 32-bit shared flag ([`Word::ConsumerWaiting`] or [`Word::ProducerWaiting`]).
     pub(crate) fn flag(&self, d: Direction, w: Word) -> &AtomicU32 {
-        let at = Layout::word_offset(d, w);
         debug_assert!(matches!(w, Word::ConsumerWaiting | Word::ProducerWaiting));
-        // SAFETY: as for `index`: aligned, inside the mapping, and atomic.
-        unsafe { &*self.map.base.as_ptr().add(at).cast::<AtomicU32>() }
+        self.holder(d, w).word(Layout::word_offset(w))
     }
 
     /// `copy_out` into initialised memory.
-    pub(crate) fn copy_out_init(&self, d: Direction, pos: u64, dst: &mut [u8]) {
+    pub(crate) fn copy_out_init(&self, pos: u64, dst: &mut [u8]) {
         // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and `copy_out` only writes
         // initialised bytes, so `dst` stays initialised.
         let dst = unsafe { &mut *(dst as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        self.copy_out(d, pos, dst);
+        self.copy_out(pos, dst);
     }
 
     /// `copy_out` of `n` bytes appended to `dst` (which grows as needed).
-    pub(crate) fn copy_out_append(&self, d: Direction, pos: u64, dst: &mut Vec<u8>, n: usize) {
+    pub(crate) fn copy_out_append(&self, pos: u64, dst: &mut Vec<u8>, n: usize) {
         dst.reserve(n);
-        self.copy_out(d, pos, &mut dst.spare_capacity_mut()[..n]);
+        self.copy_out(pos, &mut dst.spare_capacity_mut()[..n]);
         // SAFETY: `copy_out` initialised the first `n` spare bytes.
         unsafe { dst.set_len(dst.len() + n) };
     }
 
-    /// Copies `dst.len()` bytes of ring `d` from stream position `pos` into `dst` (private
-    /// memory). The caller checked, from indices it validated, that they are there.
-    pub(crate) fn copy_out(&self, d: Direction, pos: u64, dst: &mut [MaybeUninit<u8>]) {
-        let size = self.layout.ring_size();
-        let data = self.layout.data_offset(d);
-        let mut done = 0;
-        for span in crate::proto::ring::spans(pos, dst.len(), size) {
-            let n = span.len();
-            // SAFETY: `data + span` lies inside ring `d` of the live mapping (`spans` keeps
-            // within `size`); `dst[done..done + n]` is ours. The peer may write these bytes
-            // concurrently only by breaking the protocol; we copy them once, into private
-            // memory, and only the copy is ever looked at.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.map.base.as_ptr().add(data + span.start),
-                    dst.as_mut_ptr().add(done).cast::<u8>(),
-                    n,
-                );
-            }
-            done += n;
+    /// Copies `dst.len()` bytes of the ring this side reads, from stream position `pos`,
+    /// into `dst` (private memory). The caller checked, from indices it validated, that they
+    /// are there.
+    pub(crate) fn copy_out(&self, pos: u64, dst: &mut [MaybeUninit<u8>]) {
+        let src = self.peer.ring_at(pos, dst.len());
+        // SAFETY: `ring_at` checked that the span lies inside the live (mirrored) mapping;
+        // `dst` is ours. The peer may change these bytes concurrently only by breaking the
+        // protocol; we copy them once, into private memory, and only the copy is looked at.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr().cast::<u8>(), dst.len());
         }
     }
 
-    /// Copies `src` into ring `d` at stream position `pos`. The caller checked that there is
-    /// room (from the consumer's validated index).
-    pub(crate) fn copy_in(&self, d: Direction, pos: u64, src: &[u8]) {
-        let size = self.layout.ring_size();
-        let data = self.layout.data_offset(d);
-        let mut done = 0;
-        for span in crate::proto::ring::spans(pos, src.len(), size) {
-            let n = span.len();
-            // SAFETY: `data + span` lies inside ring `d` of the live, writable mapping; the
-            // consumer does not read these bytes until the head that covers them is
-            // published (a consumer that does anyway only harms itself).
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    src.as_ptr().add(done),
-                    self.map.base.as_ptr().add(data + span.start),
-                    n,
-                );
-            }
-            done += n;
+    /// The one writer of this side's ring (for the send half); `None` if it was taken.
+    pub(crate) fn writer(self: &std::sync::Arc<Self>) -> Option<RingWriter> {
+        if self
+            .writer_taken
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return None;
         }
+        Some(RingWriter {
+            region: self.clone(),
+        })
     }
 
     /// Wakes whoever waits on `e` (at most one waiter; a signal nobody waits for is kept by
@@ -378,6 +471,35 @@ impl Region {
     }
 }
 
+/// The one writer of a side's ring: only it writes the ring's bytes, and only through
+/// `&mut self`, so a slice it lends out is the only access to those bytes in this process,
+/// and the peer maps them read-only.
+#[derive(Debug)]
+pub(crate) struct RingWriter {
+    region: std::sync::Arc<Region>,
+}
+
+impl RingWriter {
+    /// Copies `src` into the ring at stream position `pos`. The caller checked that there is
+    /// room (from the consumer's validated index).
+    pub(crate) fn copy_in(&mut self, pos: u64, src: &[u8]) {
+        self.lend(pos, src.len()).copy_from_slice(src);
+    }
+
+    /// The ring's `len` bytes at stream position `pos`, as one slice (the mirror makes any
+    /// span contiguous), for the producer to write in place. The caller checked that there
+    /// is room; the bytes are the consumer's only once the head covering them is published.
+    pub(crate) fn lend(&mut self, pos: u64, len: usize) -> &mut [u8] {
+        let at = self.region.own.map.ring_at(pos, len);
+        // SAFETY: `ring_at` checked that the span lies inside the live, writable mapping,
+        // which the borrowed `region` keeps alive. Nothing else in this process accesses
+        // these bytes while the slice lives (there is one writer, borrowed mutably, and the
+        // receive half reads only the peer's ring), and the peer cannot write them (it can
+        // only map this memory read-only: `OWN_SEALS`).
+        unsafe { std::slice::from_raw_parts_mut(at, len) }
+    }
+}
+
 fn eventfd() -> io::Result<OwnedFd> {
     Ok(rustix::event::eventfd(
         0,
@@ -388,34 +510,54 @@ fn eventfd() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn dup(fd: BorrowedFd<'_>) -> OwnedFd {
+        fd.try_clone_to_owned().unwrap()
+    }
+
+    /// A client's memory and a server's region made from it, and the client's region.
+    fn pair(ring: usize) -> (Arc<Region>, Arc<Region>) {
+        let layout = Layout::new(ring).unwrap();
+        let client_memory = Memory::create(layout).unwrap();
+        let server = Region::create(layout, vec![dup(client_memory.handover())]).unwrap();
+        let fds = server.handover().iter().map(|fd| dup(*fd)).collect();
+        let client = Region::open(client_memory, fds).unwrap();
+        (Arc::new(server), Arc::new(client))
+    }
 
     #[test]
-    fn a_created_region_opens_on_the_other_side_and_bad_ones_do_not() {
-        let layout = Layout::new(8192).unwrap();
-        let server = Region::create(layout).unwrap();
-        let fds: Vec<OwnedFd> = server
-            .handover()
-            .iter()
-            .map(|fd| fd.try_clone_to_owned().unwrap())
-            .collect();
-        let client = Region::open(fds).unwrap();
-        assert_eq!(client.layout(), layout);
-        // Bytes and indices written on one side are seen on the other.
-        server.copy_in(Direction::ServerToClient, 8190, b"wrap");
+    fn both_sides_see_each_others_ring_and_words_across_the_wrap() {
+        let (server, client) = pair(8192);
+        assert_eq!(client.ring_size(Direction::ServerToClient), 8192);
+        // Bytes and indices written on one side are seen on the other, across the ring's
+        // end (the mirror makes the span one copy).
+        let mut w = server.writer().unwrap();
+        assert!(server.writer().is_none(), "one writer per region");
+        w.copy_in(8190, b"wrap");
+        w.lend(8194, 3).copy_from_slice(b"abc");
         server
             .index(Direction::ServerToClient, Word::Head)
-            .store(8194, std::sync::atomic::Ordering::Release);
+            .store(8197, std::sync::atomic::Ordering::Release);
         assert_eq!(
             client
                 .index(Direction::ServerToClient, Word::Head)
                 .load(std::sync::atomic::Ordering::Acquire),
-            8194
+            8197
         );
-        let mut got = [MaybeUninit::new(0u8); 4];
-        client.copy_out(Direction::ServerToClient, 8190, &mut got);
-        // SAFETY: all four were initialised (by `MaybeUninit::new` and then the copy).
-        let got: [u8; 4] = unsafe { std::mem::transmute(got) };
-        assert_eq!(&got, b"wrap");
+        let mut got = [0u8; 7];
+        client.copy_out_init(8190, &mut got);
+        assert_eq!(&got, b"wrapabc");
+        // The client's tail of that ring is in the client's memory, seen by the server.
+        client
+            .index(Direction::ServerToClient, Word::Tail)
+            .store(8197, std::sync::atomic::Ordering::Release);
+        assert_eq!(
+            server
+                .index(Direction::ServerToClient, Word::Tail)
+                .load(std::sync::atomic::Ordering::Acquire),
+            8197
+        );
         // A signal wakes the waiter; a quiet eventfd times out; the socket's end wakes it.
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let a = super::super::Stream::from_fd(a.into());
@@ -431,20 +573,46 @@ mod tests {
         assert_eq!(quiet, Woken::TimedOut);
         drop(b);
         assert_eq!(server.wait_on(data, &a, None).unwrap(), Woken::Socket);
+    }
 
-        // An unsealed memfd is refused.
+    #[test]
+    fn the_peer_can_neither_map_nor_write_a_sides_memory_writable() {
+        let memory = Memory::create(Layout::new(4096).unwrap()).unwrap();
+        let fd = memory.handover();
+        // SAFETY: a fresh mapping request that must fail; nothing is mapped on failure.
+        let writable = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                4096,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_eq!(writable.err(), Some(Errno::PERM), "F_SEAL_FUTURE_WRITE");
+        assert!(rustix::io::pwrite(fd, b"x", 0).is_err());
+        assert!(rustix::fs::ftruncate(fd, 1 << 20).is_err(), "sealed size");
+    }
+
+    #[test]
+    fn bad_memory_is_refused() {
+        let layout = Layout::new(4096).unwrap();
+        // An unsealed memfd.
         let unsealed = rustix::fs::memfd_create("x", MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&unsealed, layout.region_len() as u64).unwrap();
-        let mut fds = vec![unsealed];
-        for _ in 0..4 {
-            fds.push(eventfd().unwrap());
-        }
-        let e = Region::open(fds).unwrap_err();
-        assert!(
-            e.to_string().contains("sealable") || e.to_string().contains("sealed"),
-            "{e}"
-        );
-        // Too few descriptors.
-        assert!(Region::open(vec![eventfd().unwrap()]).is_err());
+        let e = Region::create(layout, vec![unsealed]).unwrap_err();
+        assert!(e.to_string().contains("seal"), "{e}");
+        // Sealed, but with no header.
+        let blank =
+            rustix::fs::memfd_create("x", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        rustix::fs::ftruncate(&blank, layout.region_len() as u64).unwrap();
+        rustix::fs::fcntl_add_seals(&blank, PEER_SEALS).unwrap();
+        let e = Region::create(layout, vec![blank]).unwrap_err();
+        assert!(e.to_string().contains("PIPESHM2"), "{e}");
+        // Too few descriptors, on either side.
+        assert!(Region::create(layout, vec![]).is_err());
+        let own = Memory::create(layout).unwrap();
+        assert!(Region::open(own, vec![eventfd().unwrap()]).is_err());
     }
 }

@@ -333,6 +333,24 @@ impl crate::sys::Handshake for Stream {
     fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
         match *region {}
     }
+
+    #[cfg(target_os = "linux")]
+    fn write_with_memory(
+        &self,
+        hello: &[u8],
+        memory: &crate::sys::shm::Memory,
+    ) -> io::Result<usize> {
+        super::fds::send_with_fds(self.fd.as_fd(), &[hello], &[memory.handover()])
+    }
+
+    fn handed_over(&mut self) -> Vec<crate::sys::shm::Descriptor> {
+        #[cfg(target_os = "linux")]
+        if let Some(inbox) = self.inbox.take() {
+            let inbox = inbox.into_inner().unwrap_or_else(|e| e.into_inner());
+            return inbox.fds.into();
+        }
+        Vec::new()
+    }
 }
 
 impl AsFd for Stream {
