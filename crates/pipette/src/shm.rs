@@ -282,7 +282,13 @@ impl Tx {
     /// `fill`, then publishes them as written and wakes a waiting consumer.
     pub(crate) fn write_in_place<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         let r = fill(self.writer.lend(self.head, len));
-        self.head += len as u64;
+        self.advance(len);
+        r
+    }
+
+    /// Publishes `n` more bytes as written and wakes a waiting consumer.
+    fn advance(&mut self, n: usize) {
+        self.head += n as u64;
         publish(
             &self.region,
             self.dir,
@@ -290,7 +296,6 @@ impl Tx {
             self.head,
             Event::Data(self.dir),
         );
-        r
     }
 
     /// `Ok` when the ring has room for `len` bytes now, else `WouldBlock`.
@@ -313,14 +318,7 @@ impl Tx {
         let nb = b.len().min(room - na);
         self.writer.copy_in(self.head, &a[..na]);
         self.writer.copy_in(self.head + na as u64, &b[..nb]);
-        self.head += (na + nb) as u64;
-        publish(
-            &self.region,
-            self.dir,
-            Word::Head,
-            self.head,
-            Event::Data(self.dir),
-        );
+        self.advance(na + nb);
         Ok(na + nb)
     }
 

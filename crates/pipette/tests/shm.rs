@@ -103,6 +103,19 @@ fn echo(tag: &str, shm: impl Into<Transport>) -> (Watched, String) {
     (server, name)
 }
 
+/// Receives `rounds` rounds of `sizes`-byte messages, each `pattern(round * 100 + i, len)`.
+fn expect_rounds(rx: &mut pipette::RecvHalf, rounds: u64, sizes: &[usize]) {
+    for round in 0..rounds {
+        for (i, &len) in sizes.iter().enumerate() {
+            let got = rx.recv().unwrap();
+            assert!(
+                got == pattern(round * 100 + i as u64, len),
+                "round {round}: the {len}-byte message came back changed"
+            );
+        }
+    }
+}
+
 fn every_size_class_both_ways_at_once_through_the_rings() {
     let (_server, name) = echo("sizes", true);
     let conn = shm_client(&name);
@@ -121,15 +134,7 @@ fn every_size_class_both_ways_at_once_through_the_rings() {
         }
         tx
     });
-    for round in 0..rounds {
-        for (i, &len) in sizes.iter().enumerate() {
-            let got = rx.recv().unwrap();
-            assert!(
-                got == pattern(round * 100 + i as u64, len),
-                "round {round}: the {len}-byte message came back changed"
-            );
-        }
-    }
+    expect_rounds(&mut rx, rounds, &sizes);
     let tx = sender.join().unwrap();
     let conn = tx.reunite(rx).unwrap();
     assert!(conn.is_shared_memory());
@@ -221,15 +226,7 @@ fn messages_written_in_place_arrive_whole() {
         }
         tx
     });
-    for round in 0..rounds {
-        for (i, &len) in sizes.iter().enumerate() {
-            let got = rx.recv().unwrap();
-            assert!(
-                got == pattern(round * 100 + i as u64, len),
-                "round {round}: the {len}-byte message came back changed"
-            );
-        }
-    }
+    expect_rounds(&mut rx, rounds, &sizes);
     let tx = sender.join().unwrap();
     let mut conn = tx.reunite(rx).unwrap();
     // A message written in place and never filled beyond what `fill` wrote: all of it is
