@@ -283,6 +283,21 @@ impl Sender {
         self.encoder.message(len, limit).map_err(encode_failure)
     }
 
+    /// Frames a message of `len` bytes that carries `n` descriptors, for a peer that agreed
+    /// to them and accepts `limit` (known: the reply that agreed is in).
+    #[cfg(unix)]
+    pub(crate) fn frame_with_descriptors(
+        &self,
+        len: usize,
+        limit: u32,
+        n: u8,
+    ) -> Result<Outgoing, Error> {
+        self.sticky.check()?;
+        self.encoder
+            .message_with_descriptors(len, limit, n)
+            .map_err(encode_failure)
+    }
+
     /// A message was cut part-way by `err` (a failed or timed-out write, or a cancel): in
     /// framed mode the direction is poisoned and `shutdown_write` ends it, so that the peer
     /// sees a truncated message, never a corrupted stream. Returns `err`.

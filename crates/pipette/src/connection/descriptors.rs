@@ -8,7 +8,6 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use super::{Connection, RecvHalf, SendHalf, Wait};
 use crate::error::Result;
-use crate::shared::encode_failure;
 
 /// The descriptors of the message being received.
 #[derive(Debug, Default)]
@@ -99,14 +98,8 @@ impl SendHalf {
         let n = self.shared.descriptor_count(fds.len())?;
         let t = self.timeouts.default;
         self.apply_write_timeout(t)?;
-        self.tx.sticky.check()?;
-        // The reply is in (the feature was agreed), so the peer's limit is known.
         let limit = self.shared.reply.limit_or_minimum();
-        let mut out = self
-            .tx
-            .encoder
-            .message_with_descriptors(msg.len(), limit, n)
-            .map_err(encode_failure)?;
+        let mut out = self.tx.frame_with_descriptors(msg.len(), limit, n)?;
         match self
             .shared
             .stream
