@@ -338,7 +338,7 @@ impl Connection {
     /// Whether messages on this connection may carry descriptors: both sides asked
     /// ([`ServerOptions::descriptors`](crate::ServerOptions::descriptors),
     /// [`ClientOptions::descriptors`](crate::ClientOptions::descriptors)) and the platform
-    /// can (Unix sockets, blocking API). Known from `connect` and `accept` on. See
+    /// can (Unix sockets). Known from `connect` and `accept` on. See
     /// `send_with_descriptors` (Unix).
     pub fn passes_descriptors(&self) -> bool {
         self.send.passes_descriptors()
@@ -1010,7 +1010,7 @@ impl SendHalf {
 
     /// Whether messages may carry descriptors. See [`Connection::passes_descriptors`].
     pub fn passes_descriptors(&self) -> bool {
-        self.shared.reply.features() & crate::frame::FEATURE_DESCRIPTORS != 0
+        self.shared.passes_descriptors()
     }
 
     /// A client's server limit, reading the handshake reply here if the receiving half has

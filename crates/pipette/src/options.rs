@@ -174,9 +174,9 @@ impl ServerOptions {
     /// Agrees to messages that carry descriptors (default off) with clients that offer
     /// them ([`ClientOptions::descriptors`]): then both sides may send open files, sockets,
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
-    /// descriptors. See `Connection::send_with_descriptors` (Unix). Unix sockets and the
-    /// blocking API only, for now: on Windows connections carry none, and `pipette::tokio`
-    /// refuses it at bind with [`Error::InvalidConfig`]. Cannot be combined with
+    /// descriptors. See `Connection::send_with_descriptors` (Unix), blocking and async
+    /// (`pipette::tokio`) alike. Unix sockets only: on Windows connections carry none (the
+    /// feature is simply not agreed to). Cannot be combined with
     /// [`shared_memory`](ServerOptions::shared_memory) (descriptors travel over the socket,
     /// which shared memory leaves): asking for both is [`Error::InvalidConfig`].
     pub fn descriptors(mut self, on: bool) -> Self {
@@ -188,13 +188,7 @@ impl ServerOptions {
     /// refuses it).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn blocking_only_feature(&self) -> Option<&'static str> {
-        if self.shared_memory {
-            Some("shared_memory")
-        } else if self.descriptors {
-            Some("descriptors")
-        } else {
-            None
-        }
+        self.shared_memory.then_some("shared_memory")
     }
 
     /// Everything binding needs, checked: shared by the blocking and the async server.
@@ -399,9 +393,9 @@ impl ClientOptions {
     /// Offers the server messages that carry descriptors (default off); when it agrees
     /// ([`ServerOptions::descriptors`]): then both sides may send open files, sockets,
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
-    /// descriptors. See `Connection::send_with_descriptors` (Unix). Unix sockets and the
-    /// blocking API only, for now: on Windows connections carry none, and `pipette::tokio`
-    /// refuses it at connect with [`Error::InvalidConfig`]. `connect` then waits for the
+    /// descriptors. See `Connection::send_with_descriptors` (Unix), blocking and async
+    /// (`pipette::tokio`) alike. Unix sockets only: on Windows connections carry none (the
+    /// feature is simply not offered). `connect` (blocking or async) then waits for the
     /// server's reply, so that [`Connection::passes_descriptors`](crate::Connection::passes_descriptors)
     /// says at once whether the server agreed. Cannot be combined with
     /// [`shared_memory`](ClientOptions::shared_memory) (descriptors travel over the socket,
@@ -415,13 +409,7 @@ impl ClientOptions {
     /// refuses it).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn blocking_only_feature(&self) -> Option<&'static str> {
-        if self.shared_memory {
-            Some("shared_memory")
-        } else if self.descriptors {
-            Some("descriptors")
-        } else {
-            None
-        }
+        self.shared_memory.then_some("shared_memory")
     }
 
     /// Everything connecting needs, checked: shared by the blocking and the async client.

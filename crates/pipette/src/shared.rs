@@ -69,6 +69,31 @@ impl<S> Shared<S> {
         }
     }
 
+    /// Whether messages may carry descriptors: both sides agreed to `FEATURE_DESCRIPTORS`
+    /// (a client knows it once the reply is in).
+    pub(crate) fn passes_descriptors(&self) -> bool {
+        self.reply.features() & frame::FEATURE_DESCRIPTORS != 0
+    }
+
+    /// The header's count for a message that carries `fds` descriptors (1 or more), or why
+    /// this connection cannot send it (nothing is sent then, and the connection stays
+    /// usable).
+    #[cfg(unix)]
+    pub(crate) fn descriptor_count(&self, fds: usize) -> Result<u8, Error> {
+        if !self.passes_descriptors() {
+            return Err(Error::InvalidConfig(
+                "this connection does not pass descriptors: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), on a Unix socket".into(),
+            ));
+        }
+        match u8::try_from(fds) {
+            Ok(n) if n <= frame::MAX_DESCRIPTORS => Ok(n),
+            _ => Err(Error::InvalidConfig(format!(
+                "{fds} descriptors in one message; at most {}: send them in several messages",
+                frame::MAX_DESCRIPTORS
+            ))),
+        }
+    }
+
     /// Turns an I/O error of `op` into the error the user should see.
     pub(crate) fn error(&self, e: io::Error, op: Operation, timeout: Option<Duration>) -> Error {
         Error::from_io(e, op, timeout, self.shutdown.is_shutdown())
@@ -178,6 +203,34 @@ impl Receiver {
         self.sticky.set(e)
     }
 
+    /// The message just decoded carries descriptors that could not be claimed (`why`): it
+    /// cannot be delivered whole, so the connection ends here (both directions, at once),
+    /// and the error says why: [`Error::Io`] naming `RLIMIT_NOFILE` for descriptors this
+    /// process could not take, [`Error::Protocol`] for fewer than the message says (sticky).
+    #[cfg(unix)]
+    #[cold]
+    pub(crate) fn unclaimed<S: Cancel>(
+        &mut self,
+        shared: &Shared<S>,
+        why: crate::sys::Unclaimed,
+    ) -> Error {
+        let e = match why {
+            crate::sys::Unclaimed::Lost => Error::io(
+                format!(
+                    "a message's descriptors could not be received: {}",
+                    crate::sys::DESCRIPTORS_LOST
+                ),
+                io::Error::other("descriptors closed by the kernel (MSG_CTRUNC)"),
+            ),
+            crate::sys::Unclaimed::Missing(said, arrived) => Error::protocol(format!(
+                "a message says it carries {said} descriptors, but {arrived} arrived with it: the peer does not follow the protocol"
+            )),
+        };
+        shared.stream.cancel();
+        shared.stream.finish();
+        self.sticky.set(e)
+    }
+
     /// What the server's reply meant, for this direction.
     pub(crate) fn reply<S>(
         &mut self,
@@ -228,6 +281,21 @@ impl Sender {
     pub(crate) fn frame(&self, len: usize, limit: u32) -> Result<Outgoing, Error> {
         self.sticky.check()?;
         self.encoder.message(len, limit).map_err(encode_failure)
+    }
+
+    /// Frames a message of `len` bytes that carries `n` descriptors, for a peer that agreed
+    /// to them and accepts `limit` (known: the reply that agreed is in).
+    #[cfg(unix)]
+    pub(crate) fn frame_with_descriptors(
+        &self,
+        len: usize,
+        limit: u32,
+        n: u8,
+    ) -> Result<Outgoing, Error> {
+        self.sticky.check()?;
+        self.encoder
+            .message_with_descriptors(len, limit, n)
+            .map_err(encode_failure)
     }
 
     /// A message was cut part-way by `err` (a failed or timed-out write, or a cancel): in

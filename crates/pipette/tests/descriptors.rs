@@ -7,6 +7,12 @@
 //! send, descriptors where none were agreed, a flood of unclaimed ones) end only their own
 //! connection. Descriptors are counted in the process that owns them (`/proc/self/fd`).
 //!
+//! With the `tokio` feature, the async API does the same against the blocking one and
+//! itself: an async client and an async server (`pipette::tokio`) each with a blocking
+//! peer, an async receive dropped again and again part-way through messages that loses
+//! nothing, a plain async receive that closes what it does not return, and the hostile
+//! peers against the async server.
+//!
 //! Unix only (Linux here; macOS and FreeBSD compile the same code): elsewhere the tests are
 //! reported as ignored.
 
@@ -21,9 +27,22 @@ const TESTS: [&str; 6] = [
     "peers_breaking_the_protocol_end_only_their_own_connection",
 ];
 
+/// The tests of the async API (feature `tokio`).
+#[cfg(feature = "tokio")]
+const ASYNC_TESTS: [&str; 5] = [
+    "an_async_client_passes_descriptors_to_a_blocking_server",
+    "an_async_server_passes_descriptors_to_blocking_and_async_clients",
+    "an_async_receive_dropped_part_way_keeps_the_message_and_its_descriptors",
+    "a_plain_async_receive_closes_the_descriptors_it_does_not_return",
+    "peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server",
+];
+#[cfg(all(not(feature = "tokio"), not(target_os = "linux")))]
+const ASYNC_TESTS: [&str; 0] = [];
+
 #[cfg(target_os = "linux")]
 fn main() {
-    let tests: Vec<support::Test> = vec![
+    #[allow(unused_mut)] // without the `tokio` feature
+    let mut tests: Vec<support::Test> = vec![
         (
             TESTS[0],
             linux::descriptors_travel_both_ways_with_messages_of_every_size,
@@ -43,23 +62,58 @@ fn main() {
             linux::peers_breaking_the_protocol_end_only_their_own_connection,
         ),
     ];
-    support::main_with_ignored(
-        &tests,
-        &[],
-        &[
-            ("relay", linux::role_relay),
-            ("starved", linux::role_starved),
-            ("sender", linux::role_sender),
-            ("traveller", linux::role_traveller),
-        ],
-    );
+    #[allow(unused_mut)]
+    let mut roles: Vec<support::Role> = vec![
+        ("relay", linux::role_relay),
+        ("starved", linux::role_starved),
+        ("sender", linux::role_sender),
+        ("traveller", linux::role_traveller),
+    ];
+    #[cfg(feature = "tokio")]
+    {
+        tests.extend([
+            (
+                ASYNC_TESTS[0],
+                linux::asynchronous::an_async_client_passes_descriptors_to_a_blocking_server
+                    as fn(),
+            ),
+            (
+                ASYNC_TESTS[1],
+                linux::asynchronous::an_async_server_passes_descriptors_to_blocking_and_async_clients,
+            ),
+            (
+                ASYNC_TESTS[2],
+                linux::asynchronous::an_async_receive_dropped_part_way_keeps_the_message_and_its_descriptors,
+            ),
+            (
+                ASYNC_TESTS[3],
+                linux::asynchronous::a_plain_async_receive_closes_the_descriptors_it_does_not_return,
+            ),
+            (
+                ASYNC_TESTS[4],
+                linux::asynchronous::peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server,
+            ),
+        ]);
+        roles.extend([
+            (
+                "async-relay",
+                linux::asynchronous::role_async_relay as fn(Vec<String>),
+            ),
+            ("async-traveller", linux::asynchronous::role_async_traveller),
+        ]);
+    }
+    support::main_with_ignored(&tests, &[], &roles);
 }
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
     // Reported as ignored: descriptors are passed on Unix sockets, and these tests count
     // descriptors in /proc.
-    let ignored: Vec<support::Test> = TESTS.iter().map(|&n| (n, (|| {}) as fn())).collect();
+    let ignored: Vec<support::Test> = TESTS
+        .iter()
+        .chain(ASYNC_TESTS.iter())
+        .map(|&n| (n, (|| {}) as fn()))
+        .collect();
     support::main_with_ignored(&[], &ignored, &[]);
 }
 
@@ -89,8 +143,13 @@ mod linux {
 
     /// A relay server in its own process: `relay NAME yes|no|plain`.
     fn relay(tag: &str, mode: &str) -> (Watched, String) {
+        relay_role("relay", tag, mode)
+    }
+
+    /// A relay server of `role` (`relay`, or `async-relay` written with `pipette::tokio`).
+    fn relay_role(role: &str, tag: &str, mode: &str) -> (Watched, String) {
         let name = unique(tag);
-        let server = spawn_watched("relay", &[&name, mode]);
+        let server = spawn_watched(role, &[&name, mode]);
         server.expect("ready");
         (server, name)
     }
@@ -111,8 +170,14 @@ mod linux {
 
     pub fn descriptors_travel_both_ways_with_messages_of_every_size() {
         let (_server, name) = relay("relay", "yes");
+        travel("traveller", &name);
+    }
+
+    /// Runs the client role `traveller` (blocking) or `async-traveller` against the server
+    /// at `name`, and checks its report.
+    fn travel(traveller: &str, name: &str) {
         // The client in a process of its own, so that its descriptors can be counted.
-        let traveller = spawn_watched("traveller", &[&name]);
+        let traveller = spawn_watched(traveller, &[name]);
         let report = traveller.line_within(Duration::from_secs(120));
         let parts: Vec<&str> = report.split(' ').collect();
         assert_eq!(parts[0], "done", "{report}");
@@ -192,28 +257,19 @@ mod linux {
         )
         .unwrap_err();
         assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
-        // The async API refuses it for now, at bind and at connect.
+        // The async API agrees to descriptors as the blocking one does, and refuses them
+        // with shared memory, which it still refuses on its own.
         #[cfg(feature = "tokio")]
-        support::runtime().block_on(async {
-            let opts = ServerOptions::new().descriptors(true);
-            let e = pipette::tokio::Server::bind_with(unique("async").as_str(), &opts).unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidConfig(m) if m.contains("descriptors")),
-                "{e}"
-            );
-            let opts = ClientOptions::new().descriptors(true);
-            let e = pipette::tokio::Client::connect_with("anything", &opts)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidConfig(m) if m.contains("descriptors")),
-                "{e}"
-            );
-        });
+        asynchronous::either_side_not_asking_means_no_descriptors();
     }
 
     pub fn a_plain_receive_closes_the_descriptors_it_does_not_return() {
-        let (_server, name) = relay("plain", "plain");
+        plain_receive_closes("relay");
+    }
+
+    /// The server (`role`: `relay` or `async-relay`) receives with a plain `recv`.
+    fn plain_receive_closes(role: &str) {
+        let (_server, name) = relay_role(role, "plain", "plain");
         let mut conn = client(&name, true);
         assert!(conn.passes_descriptors());
         let (mut mine, theirs) = UnixStream::pair().unwrap();
@@ -277,7 +333,12 @@ mod linux {
     }
 
     pub fn peers_breaking_the_protocol_end_only_their_own_connection() {
-        let (server, name) = relay("hostile", "yes");
+        peers_breaking_the_protocol("relay");
+    }
+
+    /// The hostile peers against a server of `role` (`relay` or `async-relay`).
+    fn peers_breaking_the_protocol(role: &str) {
+        let (server, name) = relay_role(role, "hostile", "yes");
         let mut good = client(&name, true);
         good.send(b"before").unwrap();
         assert_eq!(good.recv().unwrap(), b"before");
@@ -457,6 +518,254 @@ mod linux {
         match result {
             Error::Closed => support::tell(&format!("closed {before} {}", open_fds())),
             other => support::tell(&format!("other {other}")),
+        }
+    }
+
+    /// The async API (`pipette::tokio`) against the blocking one and against itself.
+    #[cfg(feature = "tokio")]
+    pub mod asynchronous {
+        use std::io::IoSliceMut;
+        use std::mem::MaybeUninit;
+
+        use pipette::tokio::{
+            Bytes, Client as AsyncClient, Connection as AsyncConnection, Server as AsyncServer,
+        };
+
+        use super::*;
+
+        async fn async_client(name: &str, descriptors: bool) -> AsyncConnection {
+            let opts = ClientOptions::new().wait(HANG).descriptors(descriptors);
+            AsyncClient::connect_with(name, &opts).await.unwrap()
+        }
+
+        pub fn an_async_client_passes_descriptors_to_a_blocking_server() {
+            let (_server, name) = relay("async-client", "yes");
+            travel("async-traveller", &name);
+        }
+
+        pub fn an_async_server_passes_descriptors_to_blocking_and_async_clients() {
+            let (_server, name) = relay_role("async-relay", "async-server", "yes");
+            travel("traveller", &name);
+            travel("async-traveller", &name);
+        }
+
+        /// The relay gives up every receive after a millisecond and starts another, so that
+        /// messages arrive across receives that were dropped part-way: first a message whose
+        /// second part comes only long after its header and descriptor, then the blocking
+        /// client's messages of every size.
+        pub fn an_async_receive_dropped_part_way_keeps_the_message_and_its_descriptors() {
+            let (_server, name) = relay_role("async-relay", "impatient", "impatient");
+            let path = Name::new(&name).unwrap().path().to_owned();
+            let s = handshake(&path, FEATURE_DESCRIPTORS, 2);
+            let (mut mine, theirs) = UnixStream::pair().unwrap();
+            let payload = pattern(7, 70_000);
+            let mut frame = Header::with_descriptors(70_000, 1).encode().to_vec();
+            frame.extend_from_slice(&payload);
+            send_fds(&s, &frame[..1000], &[theirs.as_fd()]).unwrap();
+            drop(theirs);
+            // Hundreds of receives are dropped with the message half there.
+            std::thread::sleep(Duration::from_millis(300));
+            (&s).write_all(&frame[1000..]).unwrap();
+            let (echo, fds) = recv_with_fds(&s, frame.len());
+            assert!(echo == frame, "the message came back whole");
+            assert_eq!(fds.len(), 1, "its descriptor came back");
+            let back = fds.into_iter().next().unwrap();
+            same_pair(
+                &mut mine,
+                back,
+                "the descriptor of a message received in pieces",
+            );
+            drop(s);
+            travel("traveller", &name);
+        }
+
+        pub fn a_plain_async_receive_closes_the_descriptors_it_does_not_return() {
+            plain_receive_closes("async-relay");
+        }
+
+        pub fn peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server() {
+            peers_breaking_the_protocol("async-relay");
+        }
+
+        /// Part of `either_side_not_asking_means_no_descriptors`.
+        pub fn either_side_not_asking_means_no_descriptors() {
+            let runtime = support::runtime();
+            for (server_mode, client_asks) in [("no", true), ("yes", false)] {
+                let (_server, name) = relay("async-off", server_mode);
+                runtime.block_on(async {
+                    let mut conn = async_client(&name, client_asks).await;
+                    assert!(
+                        !conn.passes_descriptors(),
+                        "server {server_mode}, async client {client_asks}"
+                    );
+                    let (_a, b) = UnixStream::pair().unwrap();
+                    let e = conn
+                        .send_with_descriptors(b"x", &[b.as_fd()])
+                        .await
+                        .unwrap_err();
+                    assert!(
+                        matches!(&e, Error::InvalidConfig(m) if m.contains("does not pass descriptors")),
+                        "{e}"
+                    );
+                    // Nothing was sent; the connection works as before.
+                    conn.send(b"still fine").await.unwrap();
+                    let (msg, fds) = conn.recv_with_descriptors().await.unwrap();
+                    assert_eq!((&msg[..], fds.len()), (&b"still fine"[..], 0));
+                });
+            }
+            // An async server that does not agree.
+            let (_server, name) = relay_role("async-relay", "async-off", "no");
+            let mut conn = client(&name, true);
+            assert!(!conn.passes_descriptors(), "async server no, client yes");
+            conn.send(b"plain").unwrap();
+            assert_eq!(conn.recv().unwrap(), b"plain");
+            // Shared memory: refused with descriptors, and on its own for now.
+            runtime.block_on(async {
+                for with_descriptors in [true, false] {
+                    let opts = ServerOptions::new()
+                        .descriptors(with_descriptors)
+                        .shared_memory(true);
+                    let e =
+                        AsyncServer::bind_with(unique("async-shm").as_str(), &opts).unwrap_err();
+                    assert!(
+                        matches!(&e, Error::InvalidConfig(m) if m.contains("shared_memory")),
+                        "{e}"
+                    );
+                    let opts = ClientOptions::new()
+                        .descriptors(with_descriptors)
+                        .shared_memory(true);
+                    let e = AsyncClient::connect_with("anything", &opts)
+                        .await
+                        .unwrap_err();
+                    assert!(
+                        matches!(&e, Error::InvalidConfig(m) if m.contains("shared_memory")),
+                        "{e}"
+                    );
+                }
+            });
+        }
+
+        /// Receives exactly `len` bytes from `s` and the descriptors that come with them.
+        fn recv_with_fds(s: &UnixStream, len: usize) -> (Vec<u8>, Vec<OwnedFd>) {
+            use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+            let mut bytes = vec![0u8; len];
+            let mut got = 0;
+            let mut fds = Vec::new();
+            while got < len {
+                let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+                let mut control = RecvAncillaryBuffer::new(&mut space);
+                let r = rustix::net::recvmsg(
+                    s,
+                    &mut [IoSliceMut::new(&mut bytes[got..])],
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )
+                .unwrap();
+                assert!(r.bytes > 0, "the server closed after {got} bytes");
+                got += r.bytes;
+                for message in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(received) = message {
+                        fds.extend(received);
+                    }
+                }
+            }
+            (bytes, fds)
+        }
+
+        // ---- roles ----
+
+        /// `async-traveller NAME`: the async client of the `travel` tests (messages of 0 to 3
+        /// MiB with 1 and 253 descriptors, each descriptor checked when it comes back); says
+        /// `done BEFORE AFTER` (its open descriptors).
+        pub fn role_async_traveller(args: Vec<String>) {
+            let name = args[0].clone();
+            support::runtime().block_on(async move {
+                let mut conn = async_client(&name, true).await;
+                assert!(conn.passes_descriptors(), "both sides asked");
+                let before = open_fds();
+                for (round, &len) in [0usize, 5, 70_000, 3 << 20].iter().enumerate() {
+                    for count in [1usize, 253] {
+                        let mut pairs: Vec<(UnixStream, UnixStream)> =
+                            (0..count).map(|_| UnixStream::pair().unwrap()).collect();
+                        let lend: Vec<BorrowedFd<'_>> =
+                            pairs.iter().map(|(_, b)| b.as_fd()).collect();
+                        let msg = pattern(round as u64 * 1000 + count as u64, len);
+                        conn.send_with_descriptors(&msg, &lend).await.unwrap();
+                        drop(lend);
+                        // A plain message between two with descriptors.
+                        conn.send(b"plain").await.unwrap();
+                        let (back, fds) = conn.recv_with_descriptors().await.unwrap();
+                        assert!(
+                            back[..] == msg[..],
+                            "{len} bytes with {count}: the payload came back changed"
+                        );
+                        assert_eq!(fds.len(), count, "{len} bytes: descriptors came back");
+                        let (plain, none) = conn.recv_with_descriptors().await.unwrap();
+                        assert_eq!((&plain[..], none.len()), (&b"plain"[..], 0));
+                        for (i, ((mine, _), back)) in pairs.iter_mut().zip(fds).enumerate() {
+                            // Each came back in the order it went, and is the same socket.
+                            same_pair(mine, back, &format!("{len} bytes, descriptor {i}"));
+                        }
+                    }
+                }
+                support::tell(&format!("done {before} {}", open_fds()));
+            });
+        }
+
+        /// `async-relay NAME yes|no|plain|impatient`: `relay` written with `pipette::tokio`:
+        /// echoes every message of every connection with the descriptors it came with
+        /// (`yes`), without the feature (`no`), receiving with a plain `recv` (`plain`,
+        /// descriptors on), or with receives given up after a millisecond and started again
+        /// until one returns (`impatient`). Each connection's end: `end ERROR`.
+        pub fn role_async_relay(args: Vec<String>) {
+            let mode = args[1].clone();
+            support::runtime().block_on(async move {
+                let opts = ServerOptions::new().descriptors(mode != "no");
+                let server = AsyncServer::bind_with(args[0].as_str(), &opts).unwrap();
+                support::stop_on_stdin_close(server.shutdown_handle());
+                support::tell("ready");
+                loop {
+                    let mut conn = match server.accept().await {
+                        Ok(conn) => conn,
+                        Err(Error::Shutdown) => break,
+                        Err(_) => continue,
+                    };
+                    let mode = mode.clone();
+                    tokio::spawn(async move {
+                        let e = loop {
+                            if let Err(e) = echo_once(&mut conn, &mode).await {
+                                break e;
+                            }
+                        };
+                        support::tell(&format!("end {e} ({e:?})"));
+                    });
+                }
+            });
+        }
+
+        async fn echo_once(conn: &mut AsyncConnection, mode: &str) -> pipette::Result<()> {
+            if mode == "plain" {
+                let msg = conn.recv().await?;
+                return conn.send(&msg).await;
+            }
+            let (msg, fds) = if mode == "impatient" {
+                impatient(conn).await?
+            } else {
+                conn.recv_with_descriptors().await?
+            };
+            let lend: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+            conn.send_with_descriptors(&msg, &lend).await
+        }
+
+        /// `recv_with_descriptors`, dropped after a millisecond and started again until it
+        /// returns.
+        async fn impatient(conn: &mut AsyncConnection) -> pipette::Result<(Bytes, Vec<OwnedFd>)> {
+            loop {
+                let recv = conn.recv_with_descriptors();
+                if let Ok(got) = tokio::time::timeout(Duration::from_millis(1), recv).await {
+                    return got;
+                }
+            }
         }
     }
 }

@@ -4,14 +4,10 @@
 //! The engine says how many descriptors a message carries (its header); the platform stream
 //! keeps those that arrive with the bytes until a message claims them.
 
-use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use super::{Connection, RecvHalf, SendHalf, Wait};
-use crate::error::{Error, Result};
-use crate::frame::MAX_DESCRIPTORS;
-use crate::shared::encode_failure;
-use crate::sys::{self, Cancel, Unclaimed};
+use crate::error::Result;
 
 /// The descriptors of the message being received.
 #[derive(Debug, Default)]
@@ -61,7 +57,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] when the connection does not pass descriptors (both sides
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the connection does not pass descriptors (both sides
     /// must ask: [`ServerOptions::descriptors`](crate::ServerOptions::descriptors),
     /// [`ClientOptions::descriptors`](crate::ClientOptions::descriptors)) or more than 253
     /// are given (nothing sent either way; the connection stays usable); otherwise as
@@ -80,8 +76,8 @@ impl Connection {
     /// # Errors
     ///
     /// As [`recv`](Connection::recv); also, and for good (the connection is closed):
-    /// [`Error::Io`] when the descriptors could not be received because this process has
-    /// reached its limit of open files (`RLIMIT_NOFILE`), and [`Error::Protocol`] when a
+    /// [`Error::Io`](crate::Error::Io) when the descriptors could not be received because this process has
+    /// reached its limit of open files (`RLIMIT_NOFILE`), and [`Error::Protocol`](crate::Error::Protocol) when a
     /// message says it carries more descriptors than arrived with it.
     pub fn recv_with_descriptors(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         self.recv.recv_with_descriptors()
@@ -99,30 +95,11 @@ impl SendHalf {
             return self.send(msg);
         }
         self.shared.check_shutdown()?;
-        if !self.passes_descriptors() {
-            return Err(Error::InvalidConfig(
-                "this connection does not pass descriptors: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), on a Unix socket, with the blocking API".into(),
-            ));
-        }
-        let n = match u8::try_from(fds.len()) {
-            Ok(n) if n <= MAX_DESCRIPTORS => n,
-            _ => {
-                return Err(Error::InvalidConfig(format!(
-                    "{} descriptors in one message; at most {MAX_DESCRIPTORS}: send them in several messages",
-                    fds.len()
-                )))
-            }
-        };
+        let n = self.shared.descriptor_count(fds.len())?;
         let t = self.timeouts.default;
         self.apply_write_timeout(t)?;
-        self.tx.sticky.check()?;
-        // The reply is in (the feature was agreed), so the peer's limit is known.
         let limit = self.shared.reply.limit_or_minimum();
-        let mut out = self
-            .tx
-            .encoder
-            .message_with_descriptors(msg.len(), limit, n)
-            .map_err(encode_failure)?;
+        let mut out = self.tx.frame_with_descriptors(msg.len(), limit, n)?;
         match self
             .shared
             .stream
@@ -166,24 +143,7 @@ impl RecvHalf {
             }
             // Not wanted: closed here.
             Ok(_) => Ok(()),
-            Err(why) => {
-                let e = match why {
-                    Unclaimed::Lost => Error::io(
-                        format!(
-                            "a message's descriptors could not be received: {}",
-                            sys::DESCRIPTORS_LOST
-                        ),
-                        io::Error::other("descriptors closed by the kernel (MSG_CTRUNC)"),
-                    ),
-                    Unclaimed::Missing(said, arrived) => Error::protocol(format!(
-                        "a message says it carries {said} descriptors, but {arrived} arrived with it: the peer does not follow the protocol"
-                    )),
-                };
-                // The message cannot be delivered whole: the connection ends here.
-                self.shared.stream.cancel();
-                self.shared.stream.finish();
-                Err(self.rx.sticky.set(e))
-            }
+            Err(why) => Err(self.rx.unclaimed(&self.shared, why)),
         }
     }
 }

@@ -86,7 +86,13 @@ impl Client {
         crate::tokio::refuse_blocking_only(side.wait_strategy, options.blocking_only_feature())?;
         let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
         let shared = handshake::hello(&side, shutdown, stream, None)?;
-        Ok(Connection::new(shared, side.limit))
+        let offers_descriptors = shared.accepts_descriptors;
+        let mut conn = Connection::new(shared, side.limit);
+        if offers_descriptors {
+            // So that `passes_descriptors` knows whether the server agreed.
+            conn.settle_reply(crate::DEFAULT_HANDSHAKE_TIMEOUT).await?;
+        }
+        Ok(conn)
     }
 }
 

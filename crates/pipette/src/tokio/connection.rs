@@ -30,6 +30,9 @@ const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
 
 pub(crate) type AsyncShared = Shared<aio::Stream>;
 
+#[cfg(unix)]
+mod descriptors;
+
 /// An async connection carrying whole messages; the async twin of
 /// [`pipette::Connection`](crate::Connection), with the same wire bytes.
 ///
@@ -64,15 +67,21 @@ pub struct Connection {
 impl Connection {
     pub(crate) fn new(shared: AsyncShared, our_limit: u32) -> Connection {
         let shared = Arc::new(shared);
+        let mut rx = Receiver::new(our_limit);
+        if shared.accepts_descriptors {
+            rx.decoder.accept_descriptors();
+        }
         Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
                 buf: BytesMut::new(),
-                rx: Receiver::new(our_limit),
+                rx,
                 large: None,
                 timeout: None,
                 terminated: false,
                 fresh: true,
+                #[cfg(unix)]
+                claimed: descriptors::Claimed::default(),
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
@@ -81,6 +90,12 @@ impl Connection {
                 timeout: None,
             },
         }
+    }
+
+    /// A client reads the server's reply now (bounded by `t`), not with its first message.
+    pub(crate) async fn settle_reply(&mut self, t: Duration) -> Result<()> {
+        let reply = poll_fn(|cx| self.recv.poll_reply(cx));
+        bounded(Some(t), Operation::Handshake, reply).await
     }
 
     /// Receives one whole message.
@@ -323,6 +338,15 @@ impl Connection {
         self.send.shared.raw
     }
 
+    /// Whether messages on this connection may carry descriptors: both sides asked
+    /// ([`ServerOptions::descriptors`](crate::ServerOptions::descriptors),
+    /// [`ClientOptions::descriptors`](crate::ClientOptions::descriptors)) and the platform
+    /// can (Unix sockets). Known from `connect` and `accept` on. See
+    /// `send_with_descriptors` (Unix).
+    pub fn passes_descriptors(&self) -> bool {
+        self.send.passes_descriptors()
+    }
+
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
         self.recv.rx.decoder.limit() as usize
@@ -408,6 +432,9 @@ pub struct RecvHalf {
     terminated: bool,
     /// No read yet: the first one bypasses the reactor's readiness (see `poll_read_into`).
     fresh: bool,
+    /// The descriptors of the message being received, for `recv_with_descriptors`.
+    #[cfg(unix)]
+    claimed: descriptors::Claimed,
 }
 
 /// An empty buffer for a payload of `len` bytes whose start is not 1 to 31 bytes past a
@@ -683,10 +710,15 @@ impl RecvHalf {
                     continue;
                 }
                 let msg = self.large.take().unwrap_or_default().freeze();
+                self.complete();
                 return Poll::Ready(Ok(msg));
             }
             match self.rx.decoder.decode(&self.buf) {
                 Decoded::Message { len } => {
+                    if self.rx.decoder.descriptors() != 0 {
+                        self.claim()?;
+                        self.complete();
+                    }
                     self.buf.advance(HEADER_LEN);
                     return Poll::Ready(Ok(self.buf.split_to(len).freeze()));
                 }
@@ -716,6 +748,9 @@ impl RecvHalf {
                     }
                 }
                 Decoded::LargeMessage { len } => {
+                    if self.rx.decoder.descriptors() != 0 {
+                        self.claim()?;
+                    }
                     // Its own buffer, sized once; only what already arrived is copied.
                     self.buf.advance(HEADER_LEN);
                     let mut payload = payload_buffer(len);
@@ -731,6 +766,20 @@ impl RecvHalf {
                 Decoded::Failed(f) => return Poll::Ready(Err(self.rx.fail(&self.shared, &f))),
             }
         }
+    }
+
+    /// A message is complete: the descriptors it carried, if any, stay for
+    /// `recv_with_descriptors` or are closed.
+    #[inline]
+    fn complete(&mut self) {
+        #[cfg(unix)]
+        self.claimed.complete();
+    }
+
+    /// Where the platform carries no descriptors, no decoder accepts a message with any.
+    #[cfg(not(unix))]
+    fn claim(&mut self) -> Result<()> {
+        unreachable!("descriptors are never agreed to here")
     }
 
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
@@ -893,6 +942,11 @@ impl SendHalf {
     /// The largest message the peer accepts, as far as known.
     pub fn peer_max_message_size(&self) -> usize {
         self.shared.peer_max_message_size()
+    }
+
+    /// Whether messages may carry descriptors. See [`Connection::passes_descriptors`].
+    pub fn passes_descriptors(&self) -> bool {
+        self.shared.passes_descriptors()
     }
 
     /// Puts the two halves of one connection back together. See [`RecvHalf::reunite`].

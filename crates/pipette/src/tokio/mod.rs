@@ -66,7 +66,7 @@ pub use value::{ValueSink, ValueStream, Values};
 /// What the options may ask that only the blocking API does, refused here as a
 /// configuration error: a wait strategy other than `Block` (an async receive waits through
 /// the runtime's reactor, and spinning in a task would hold up the other tasks of its thread)
-/// and, for now, shared memory and descriptors (`feature`: the option asked for).
+/// and, for now, shared memory (`feature`: the option asked for).
 pub(crate) fn refuse_blocking_only(
     strategy: Option<crate::WaitStrategy>,
     feature: Option<&'static str>,

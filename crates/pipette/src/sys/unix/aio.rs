@@ -2,7 +2,8 @@
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, OwnedFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
@@ -13,6 +14,7 @@ use bytes::BufMut;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Claim;
+use super::fds::{send_with_fds, Inbox, Unclaimed};
 use super::listener::{cancel_listening, claim_and_bind};
 use super::os;
 use super::socket::{self, recv_now, recv_uninit_now, send2_now, send_now, shutdown_write};
@@ -25,6 +27,73 @@ use crate::{Name, PeerIdentity};
 #[derive(Debug)]
 pub(crate) struct Stream {
     inner: ::tokio::net::UnixStream,
+    /// Where descriptors that arrive with the bytes wait for the message that claims them,
+    /// once this connection takes descriptors, as in the blocking `Stream` (`None`: reads are
+    /// tokio's plain ones, and the kernel closes any descriptor a peer attaches).
+    inbox: Option<Box<Inbox>>,
+}
+
+impl Stream {
+    fn new(inner: ::tokio::net::UnixStream) -> Stream {
+        Stream { inner, inbox: None }
+    }
+
+    /// Takes the `n` descriptors that the message just decoded carries, as the blocking
+    /// `Stream::claim_descriptors` does.
+    pub(crate) fn claim_descriptors(&self, n: usize) -> Result<Vec<OwnedFd>, Unclaimed> {
+        Inbox::claim(self.inbox.as_deref(), n)
+    }
+
+    /// Sends `a` then `b` with `fds` attached to their first byte with a direct `sendmsg`,
+    /// whatever tokio's readiness cache says (as `write2_now`); `WouldBlock` when the socket
+    /// has no room (then nothing went out: `poll_write_with_descriptors` goes on). Returns how
+    /// many bytes went out (the descriptors with the first).
+    pub(crate) fn write_with_descriptors_now(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        send_with_fds(self.inner.as_fd(), &[a, b], fds)
+    }
+
+    /// `write_with_descriptors_now` on tokio's readiness: waits until the socket has room,
+    /// and clears the readiness when a send finds none.
+    pub(crate) fn poll_write_with_descriptors(
+        &self,
+        cx: &mut Context<'_>,
+        a: &[u8],
+        b: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.inner.as_fd();
+        loop {
+            match self
+                .inner
+                .try_io(Interest::WRITABLE, || send_with_fds(fd, &[a, b], fds))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.inner.poll_write_ready(cx))?;
+                }
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+/// Reads into `buf`'s next chunk with `read`, which returns how many bytes it initialised
+/// from the start of the slice it is given.
+fn read_into<B: BufMut>(
+    buf: &mut B,
+    read: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    // SAFETY: the slice is only written to (by recv(2) or recvmsg(2)), never read, and only
+    // its initialised prefix is reported to `advance_mut` below.
+    let chunk = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
+    let n = read(chunk)?;
+    // SAFETY: `read` initialised the first `n` bytes of the chunk.
+    unsafe { buf.advance_mut(n) };
+    Ok(n)
 }
 
 impl crate::sys::AsyncStream for Stream {
@@ -32,12 +101,30 @@ impl crate::sys::AsyncStream for Stream {
         self.inner.poll_read_ready(cx)
     }
 
+    // Each read decides once whether it keeps descriptors (`inbox`), so that the plain
+    // read is tokio's own, exactly as before descriptors existed. A read that keeps them
+    // goes through `try_io`, which clears tokio's readiness when `recvmsg` finds nothing.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.try_read(buf)
+        match &self.inbox {
+            None => self.inner.try_read(buf),
+            Some(inbox) => {
+                let fd = self.inner.as_fd();
+                self.inner
+                    .try_io(Interest::READABLE, || inbox.recv(fd, buf))
+            }
+        }
     }
 
     fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        self.inner.try_read_buf(buf)
+        match &self.inbox {
+            None => self.inner.try_read_buf(buf),
+            Some(inbox) => {
+                let fd = self.inner.as_fd();
+                self.inner.try_io(Interest::READABLE, || {
+                    read_into(buf, |spare| inbox.recv_uninit(fd, spare))
+                })
+            }
+        }
     }
 
     /// Waits until the stream is readable; unlike `poll_read_ready`, any number of tasks may
@@ -69,17 +156,18 @@ impl crate::sys::AsyncStream for Stream {
     /// readiness cache says (it may not have seen a fresh socket's first event yet). Used
     /// for the hello, so that accepting needs no extra wake-up when it has already arrived.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv_now(self.inner.as_fd(), buf)
+        match &self.inbox {
+            None => recv_now(self.inner.as_fd(), buf),
+            Some(inbox) => inbox.recv(self.inner.as_fd(), buf),
+        }
     }
 
     fn read_buf_now<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        // SAFETY: the slice is only written to (by recv(2)), never read, and only its
-        // initialised prefix is reported to `advance_mut` below.
-        let chunk = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
-        let n = recv_uninit_now(self.inner.as_fd(), chunk)?;
-        // SAFETY: recv(2) initialised the first `n` bytes of the chunk.
-        unsafe { buf.advance_mut(n) };
-        Ok(n)
+        let fd = self.inner.as_fd();
+        match &self.inbox {
+            None => read_into(buf, |spare| recv_uninit_now(fd, spare)),
+            Some(inbox) => read_into(buf, |spare| inbox.recv_uninit(fd, spare)),
+        }
     }
 }
 
@@ -98,9 +186,14 @@ impl crate::sys::Handshake for Stream {
         send_now(self.inner.as_fd(), buf)
     }
 
+    fn accept_descriptors(&mut self) -> bool {
+        self.inbox.get_or_insert_with(Box::default);
+        true
+    }
+
     #[cfg(target_os = "linux")]
     fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        super::fds::send_with_fds(self.inner.as_fd(), &[reply], &region.handover())
+        send_with_fds(self.inner.as_fd(), &[reply], &region.handover())
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -132,7 +225,7 @@ pub(crate) async fn connect(
 ) -> io::Result<Stream> {
     let fd = socket::connect_nonblocking(path)?;
     let inner = ::tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
-    Ok(Stream { inner })
+    Ok(Stream::new(inner))
 }
 
 /// A bound endpoint accepting on tokio's reactor.
@@ -182,9 +275,7 @@ impl Listener {
             fd = poll_fn(|cx| self.poll_accept(cx)) => fd?,
         };
         let std = std::os::unix::net::UnixStream::from(fd);
-        let stream = Stream {
-            inner: ::tokio::net::UnixStream::from_std(std)?,
-        };
+        let stream = Stream::new(::tokio::net::UnixStream::from_std(std)?);
         Ok((stream, HelloReader::new(self.raw)))
     }
 

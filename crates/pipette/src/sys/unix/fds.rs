@@ -7,9 +7,11 @@
 //! where `MSG_CMSG_CLOEXEC` exists (Linux, FreeBSD), right after the receive on macOS (the
 //! same race as for accepted sockets there, see `socket.rs`).
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 
 use rustix::net::{
     self, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
@@ -100,6 +102,97 @@ pub(crate) fn recv_keeping_bytes(
         }
     }
     Ok((got.bytes, got.flags.contains(ReturnFlags::CTRUNC)))
+}
+
+/// Where the descriptors that arrive with a connection's bytes wait for the message that
+/// claims them, once the connection takes descriptors: the blocking and the async stream
+/// each hold one (`None` until `accept_descriptors`: their reads are then plain `recv`s, and
+/// the kernel closes any descriptor a peer attaches).
+#[derive(Debug, Default)]
+pub(crate) struct Inbox(Mutex<Waiting>);
+
+/// Descriptors received and not yet claimed by a message, in arrival order.
+#[derive(Debug, Default)]
+struct Waiting {
+    fds: VecDeque<OwnedFd>,
+    /// Some were lost (closed by the kernel: no room, or `RLIMIT_NOFILE`) since the last
+    /// claim.
+    lost: bool,
+}
+
+/// The most descriptors kept waiting for a message to claim them: two messages' worth (a
+/// receive stops after the bytes that brought descriptors, so at most the message being
+/// decoded and the next one can have delivered theirs). More is a peer sending descriptors
+/// no message claims.
+const INBOX_MAX: usize = 2 * MAX_FDS;
+
+/// Why a message's descriptors could not be claimed.
+#[derive(Debug)]
+pub(crate) enum Unclaimed {
+    /// This process could not take them ([`LOST`]).
+    Lost,
+    /// Fewer arrived than the message says: (said, arrived).
+    Missing(usize, usize),
+}
+
+impl Inbox {
+    /// A receive without waiting (`WouldBlock` when nothing is there) that keeps the
+    /// descriptors arriving with the bytes. A peer that piles up descriptors no message
+    /// claims fails the read (`InvalidData`).
+    #[cold]
+    pub(crate) fn recv(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        let mut waiting = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, lost) = recv_keeping_bytes(fd, buf, &mut waiting.fds, MAX_FDS)?;
+        waiting.lost |= lost;
+        if waiting.fds.len() > INBOX_MAX {
+            waiting.fds.clear();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the peer sent more than {INBOX_MAX} descriptors that no message claims"),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// [`recv`](Inbox::recv) into uninitialised memory (zeroed first: `recvmsg` takes
+    /// initialised buffers); returns how many bytes it initialised from the start.
+    #[cold]
+    pub(crate) fn recv_uninit(
+        &self,
+        fd: BorrowedFd<'_>,
+        spare: &mut [MaybeUninit<u8>],
+    ) -> io::Result<usize> {
+        spare.fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of
+        // `u8`.
+        let buf = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        self.recv(fd, buf)
+    }
+
+    /// Every descriptor waiting, in arrival order (the inbox is done with).
+    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+        let waiting = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        waiting.fds.into()
+    }
+
+    /// Takes the `n` descriptors that the message just decoded carries from `inbox` (the
+    /// oldest unclaimed ones: they came with its header's first byte, or before it). A
+    /// stream without an inbox has received none.
+    pub(crate) fn claim(inbox: Option<&Inbox>, n: usize) -> Result<Vec<OwnedFd>, Unclaimed> {
+        let Some(inbox) = inbox else {
+            return Err(Unclaimed::Missing(n, 0));
+        };
+        let mut waiting = inbox.0.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.fds.len() < n {
+            let lost = std::mem::take(&mut waiting.lost);
+            return Err(if lost {
+                Unclaimed::Lost
+            } else {
+                Unclaimed::Missing(n, waiting.fds.len())
+            });
+        }
+        Ok(waiting.fds.drain(..n).collect())
+    }
 }
 
 #[cfg(test)]

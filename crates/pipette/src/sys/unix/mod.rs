@@ -56,7 +56,7 @@ mod poller;
 pub(crate) mod shm;
 mod socket;
 mod stream;
-pub(crate) use stream::Unclaimed;
+pub(crate) use fds::Unclaimed;
 
 #[cfg(target_os = "freebsd")]
 #[path = "freebsd.rs"]

@@ -1,16 +1,15 @@
 //! A connected Unix domain stream socket.
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
 
+use super::fds::{Inbox, Unclaimed};
 use super::os;
 use super::socket::{
     connect_nonblocking, recv_now, recv_uninit_now, send2_now, send_now, shutdown_both,
@@ -43,31 +42,7 @@ pub(crate) struct Stream {
     /// Where descriptors that arrive with the bytes wait for the message that claims them,
     /// once this connection takes descriptors (`None`: reads are plain `recv`s, and the
     /// kernel closes any descriptor a peer attaches).
-    inbox: Option<Box<Mutex<Inbox>>>,
-}
-
-/// Descriptors received and not yet claimed by a message, in arrival order.
-#[derive(Debug, Default)]
-struct Inbox {
-    fds: VecDeque<OwnedFd>,
-    /// Some were lost (closed by the kernel: no room, or `RLIMIT_NOFILE`) since the last
-    /// claim.
-    lost: bool,
-}
-
-/// The most descriptors kept waiting for a message to claim them: two messages' worth (a
-/// receive stops after the bytes that brought descriptors, so at most the message being
-/// decoded and the next one can have delivered theirs). More is a peer sending descriptors
-/// no message claims.
-const INBOX_MAX: usize = 2 * super::fds::MAX_FDS;
-
-/// Why a message's descriptors could not be claimed.
-#[derive(Debug)]
-pub(crate) enum Unclaimed {
-    /// This process could not take them (`fds::LOST`).
-    Lost,
-    /// Fewer arrived than the message says: (said, arrived).
-    Missing(usize, usize),
+    inbox: Option<Box<Inbox>>,
 }
 
 const NO_TIMEOUT: u64 = u64::MAX;
@@ -110,37 +85,10 @@ impl Stream {
         }
     }
 
-    /// `recv_keeping` into uninitialised memory (zeroed first: `recvmsg` takes initialised
-    /// buffers).
-    #[cold]
-    fn recv_keeping_uninit(
-        inbox: &Mutex<Inbox>,
-        fd: BorrowedFd<'_>,
-        spare: &mut [MaybeUninit<u8>],
-    ) -> io::Result<usize> {
-        spare.fill(MaybeUninit::new(0));
-        // SAFETY: every byte was just initialised, and `MaybeUninit<u8>` has the layout of
-        // `u8`.
-        let buf = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
-        recv_keeping(inbox, fd, buf)
-    }
-
     /// Takes the `n` descriptors that the message just decoded carries (the oldest
     /// unclaimed ones: they came with its header's first byte, or before it).
     pub(crate) fn claim_descriptors(&self, n: usize) -> Result<Vec<OwnedFd>, Unclaimed> {
-        let Some(inbox) = &self.inbox else {
-            return Err(Unclaimed::Missing(n, 0));
-        };
-        let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
-        if inbox.fds.len() < n {
-            let lost = std::mem::take(&mut inbox.lost);
-            return Err(if lost {
-                Unclaimed::Lost
-            } else {
-                Unclaimed::Missing(n, inbox.fds.len())
-            });
-        }
-        Ok(inbox.fds.drain(..n).collect())
+        Inbox::claim(self.inbox.as_deref(), n)
     }
 
     /// Sends `a` then `b` with `fds` attached to their first byte, waiting for room as
@@ -185,23 +133,6 @@ impl Stream {
     }
 }
 
-/// A receive that keeps the descriptors arriving with the bytes in `inbox`. A peer that
-/// piles up descriptors no message claims fails the read (`InvalidData`).
-#[cold]
-fn recv_keeping(inbox: &Mutex<Inbox>, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
-    let (n, lost) = super::fds::recv_keeping_bytes(fd, buf, &mut inbox.fds, super::fds::MAX_FDS)?;
-    inbox.lost |= lost;
-    if inbox.fds.len() > INBOX_MAX {
-        inbox.fds.clear();
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("the peer sent more than {INBOX_MAX} descriptors that no message claims"),
-        ));
-    }
-    Ok(n)
-}
-
 /// Reads into `buf`'s spare capacity, at most `max` bytes, with `read`, which returns how
 /// many bytes it initialised from the start of the slice it is given.
 fn append_with(
@@ -233,7 +164,7 @@ impl crate::sys::SysStream for Stream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.inbox {
             None => self.recv_waiting(|fd| recv_now(fd, buf)),
-            Some(inbox) => self.recv_waiting(|fd| recv_keeping(inbox, fd, buf)),
+            Some(inbox) => self.recv_waiting(|fd| inbox.recv(fd, buf)),
         }
     }
 
@@ -246,7 +177,7 @@ impl crate::sys::SysStream for Stream {
     fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         append_with(buf, max, |spare| match &self.inbox {
             None => self.recv_waiting(|fd| recv_uninit_now(fd, spare)),
-            Some(inbox) => self.recv_waiting(|fd| Stream::recv_keeping_uninit(inbox, fd, spare)),
+            Some(inbox) => self.recv_waiting(|fd| inbox.recv_uninit(fd, spare)),
         })
     }
 
@@ -255,7 +186,7 @@ impl crate::sys::SysStream for Stream {
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.inbox {
             None => recv_now(self.fd.as_fd(), buf),
-            Some(inbox) => recv_keeping(inbox, self.fd.as_fd(), buf),
+            Some(inbox) => inbox.recv(self.fd.as_fd(), buf),
         }
     }
 
@@ -263,7 +194,7 @@ impl crate::sys::SysStream for Stream {
     fn read_append_now(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         append_with(buf, max, |spare| match &self.inbox {
             None => recv_uninit_now(self.fd.as_fd(), spare),
-            Some(inbox) => Stream::recv_keeping_uninit(inbox, self.fd.as_fd(), spare),
+            Some(inbox) => inbox.recv_uninit(self.fd.as_fd(), spare),
         })
     }
 
@@ -346,8 +277,7 @@ impl crate::sys::Handshake for Stream {
     fn handed_over(&mut self) -> Vec<crate::sys::shm::Descriptor> {
         #[cfg(target_os = "linux")]
         if let Some(inbox) = self.inbox.take() {
-            let inbox = inbox.into_inner().unwrap_or_else(|e| e.into_inner());
-            return inbox.fds.into();
+            return inbox.into_fds();
         }
         Vec::new()
     }
