@@ -56,7 +56,7 @@ enum T {
     /// pipette over shared memory (`shared_memory(true)` on both ends; its default wait
     /// strategy, a 50 us spin).
     PipetteShm,
-    /// `PipetteShm` with 8 MiB rings, the client writing each message in place
+    /// `PipetteShm` with 16 MiB rings, the client writing each message in place
     /// (`Connection::send_with`, its payload filled straight into the ring).
     PipetteShmInPlace,
     PipetteAsync,
@@ -784,7 +784,7 @@ fn wait_strategy(t: T) -> Option<pipette::WaitStrategy> {
 fn ring(t: T) -> Option<usize> {
     match t {
         T::PipetteShm => Some(1 << 20),
-        T::PipetteShmInPlace => Some(32 << 20),
+        T::PipetteShmInPlace => Some(16 << 20),
         _ => None,
     }
 }
@@ -1114,7 +1114,7 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
     }
     if let Some(ip) = find(T::PipetteShmInPlace) {
         println!(
-            "pipette-shm-inplace (8 MiB rings, messages written in place)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
+            "pipette-shm-inplace (16 MiB rings, messages written in place)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
             s.ratios[ip][0], s.ratios[ip][2], s.ratios[ip][3], s.ratios[ip][4]
         );
     }
