@@ -83,7 +83,7 @@ impl SendHalf {
         );
         if let Err(e) = room {
             return Err(if e.kind() == std::io::ErrorKind::InvalidData {
-                super::shm_failure(&self.shared, e)
+                crate::shm::failure(&self.shared, e)
             } else {
                 self.shared.error(e, Operation::Send, t)
             });

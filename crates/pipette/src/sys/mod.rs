@@ -318,6 +318,22 @@ pub(crate) fn describe_server(server: &PeerIdentity) -> String {
 pub(crate) mod aio {
     pub(crate) use super::imp::aio::{connect, Listener, Stream};
 
+    /// Reads into `buf`'s next chunk with `read`, which returns how many bytes it initialised
+    /// from the start of the slice it is given.
+    pub(crate) fn read_into<B: bytes::BufMut>(
+        buf: &mut B,
+        read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        // SAFETY: the slice is only written to (by recv(2) or recvmsg(2), or a copy out of a
+        // shared-memory ring), never read, and only its initialised prefix is reported to
+        // `advance_mut` below.
+        let chunk = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
+        let n = read(chunk)?;
+        // SAFETY: `read` initialised the first `n` bytes of the chunk.
+        unsafe { buf.advance_mut(n) };
+        Ok(n)
+    }
+
     /// The contract, checked: the async stream implements `AsyncStream`.
     const _: fn() = || {
         fn check<S: super::AsyncStream>() {}
