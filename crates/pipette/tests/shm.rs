@@ -4,6 +4,8 @@
 //! killed mid-message and mid-wait; a peer that corrupts the ring (an adversarial client
 //! written here from the protocol, mapping the memory itself); a server that hands over
 //! memory that is not sealed; a shutdown while waiting; the CPU time of an idle connection.
+//! With the `tokio` feature, the async API on shared memory against the blocking one in
+//! another process, both ways round (`mod asynchronous`).
 //!
 //! The time limits only turn a hang into a failure.
 
@@ -698,8 +700,8 @@ mod asynchronous {
             async_client_every_size_class_both_ways_through_the_rings,
         ),
         (
-            "blocking_client_of_an_async_server_every_size_class_both_ways",
-            blocking_client_of_an_async_server_every_size_class_both_ways,
+            "async_server_and_a_blocking_client_every_size_class_both_ways",
+            async_server_and_a_blocking_client_every_size_class_both_ways,
         ),
         (
             "async_either_side_not_asking_stays_on_the_socket",
@@ -720,6 +722,10 @@ mod asynchronous {
         (
             "async_a_send_given_up_part_way_cuts_the_message",
             async_a_send_given_up_part_way_cuts_the_message,
+        ),
+        (
+            "async_a_shutdown_wakes_a_producer_on_a_full_ring",
+            async_a_shutdown_wakes_a_producer_on_a_full_ring,
         ),
     ];
 
@@ -773,7 +779,7 @@ mod asynchronous {
         (server, name)
     }
 
-    fn blocking_client_of_an_async_server_every_size_class_both_ways() {
+    fn async_server_and_a_blocking_client_every_size_class_both_ways() {
         let (_server, name) = async_echo("async-server-sizes", true);
         let conn = super::shm_client(&name);
         assert!(conn.is_shared_memory());
@@ -955,6 +961,31 @@ mod asynchronous {
         server.say("read 1");
         let end = server.line_within(HANG);
         assert!(end.contains("in the middle of a message"), "{end}");
+    }
+
+    /// A producer asleep on a full ring (the peer reads nothing) ends with `Shutdown` within a
+    /// second of the handle's `shutdown()` from another task.
+    fn async_a_shutdown_wakes_a_producer_on_a_full_ring() {
+        let server = spawn_watched("slow", &[&unique("async-full-shutdown")]);
+        let name = server.line_within(HANG);
+        support::runtime().block_on(async {
+            let mut conn = shm_client(&name).await;
+            conn.send(b"go").await.unwrap();
+            assert_eq!(server.line_within(HANG), "got 2");
+            let handle = conn.shutdown_handle();
+            let producer = tokio::spawn(async move {
+                let big = pattern(4, 3 << 20);
+                conn.send(&big).await
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!producer.is_finished(), "the ring is full");
+            handle.shutdown();
+            let got = tokio::time::timeout(Duration::from_secs(1), producer)
+                .await
+                .expect("the shutdown woke the producer within a second")
+                .unwrap();
+            assert!(matches!(got, Err(Error::Shutdown)), "{got:?}");
+        });
     }
 
     /// `async-echo NAME shm|socket`: an async echo server offering shared memory or not;

@@ -390,7 +390,7 @@ pub(crate) struct ListenOptions {
     #[cfg_attr(unix, allow(dead_code))]
     pub message_pipe: bool,
     /// The server offers shared memory: keep the descriptors that come with a hello (a
-    /// client's memory). Only the Linux blocking listener reads them.
+    /// client's memory). Only the Linux listeners (blocking and async) read them.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub shared_memory: bool,
 }
@@ -427,8 +427,8 @@ pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
     fn write_handover(&self, reply: &[u8], region: &shm::Region) -> std::io::Result<usize>;
 
     /// `write_now` of a client's hello with its own shared memory attached (`SCM_RIGHTS`),
-    /// when it offers shared memory. Only where the platform has it (the blocking stream on
-    /// Linux); never called elsewhere.
+    /// when it offers shared memory. Only where the platform has it (the blocking and the
+    /// async stream on Linux); never called elsewhere.
     fn write_with_memory(&self, _hello: &[u8], _memory: &shm::Memory) -> std::io::Result<usize> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
