@@ -350,12 +350,26 @@ impl Tx {
         self.region.ring_size(self.dir)
     }
 
-    /// Lends the next `len` bytes of the ring (there must be room: see `room_for`) to
-    /// `fill`, then publishes them as written and wakes a waiting consumer.
-    pub(crate) fn write_in_place<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
-        let r = fill(self.writer.lend(self.head, len));
-        self.advance(len);
-        r
+    /// Whether a message of `len` bytes fits the ring whole with its header, so that
+    /// `send_with` (either API) writes it in place.
+    pub(crate) fn fits_in_place(&self, len: usize) -> bool {
+        len <= self.ring_size().saturating_sub(crate::frame::HEADER_LEN)
+    }
+
+    /// Writes one frame in place: `header`, then the `len` payload bytes that `fill` writes
+    /// into the ring itself (there must be room for both: see `room_for`), then publishes
+    /// them as written and wakes a waiting consumer. If `fill` panics, nothing is published.
+    pub(crate) fn write_frame_in_place(
+        &mut self,
+        header: &[u8],
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let need = header.len() + len;
+        let (head, payload) = self.writer.lend(self.head, need).split_at_mut(header.len());
+        head.copy_from_slice(header);
+        fill(payload);
+        self.advance(need);
     }
 
     /// Publishes `n` more bytes as written and wakes a waiting consumer.

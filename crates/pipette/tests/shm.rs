@@ -302,22 +302,26 @@ fn an_in_place_send_that_finds_no_room_times_out_cleanly() {
     server.expect("got 5");
     // Fill the 1 MiB ring (the server does not read any more).
     conn.set_write_timeout(Some(Duration::from_millis(100)));
+    fill_the_ring_in_place(|len| conn.send_with(len, |buf| buf.fill(7)));
+    // Nothing of the timed-out message went out: the server, asked to send, is answered.
+    server.say("send");
+    assert_eq!(conn.recv().unwrap(), b"late");
+}
+
+/// In-place sends of 64 KiB messages (with their headers) into the 1 MiB ring of a peer that
+/// consumed everything before and reads nothing now, until one times out: exactly 16 fit.
+fn fill_the_ring_in_place(mut send_with: impl FnMut(usize) -> pipette::Result<()>) {
     let chunk = 64 * 1024 - 8;
     let mut sent = 0;
     loop {
-        match conn.send_with(chunk, |buf| buf.fill(7)) {
+        match send_with(chunk) {
             Ok(()) => sent += 1,
             Err(Error::TimedOut { .. }) => break,
             Err(e) => panic!("after {sent} messages: {e}"),
         }
         assert!(sent <= 16, "the ring holds 16 of them at most");
     }
-    // The server consumed the first message: the whole 1 MiB ring is free for 16 messages
-    // of 64 KiB with their headers.
     assert_eq!(sent, 16, "16 whole messages fit");
-    // Nothing of the timed-out message went out: the server, asked to send, is answered.
-    server.say("send");
-    assert_eq!(conn.recv().unwrap(), b"late");
 }
 
 /// A blocking client (asking for shared memory when `ask`) of the echo server `name` that
@@ -727,6 +731,14 @@ mod asynchronous {
             "async_a_shutdown_wakes_a_producer_on_a_full_ring",
             async_a_shutdown_wakes_a_producer_on_a_full_ring,
         ),
+        (
+            "async_messages_written_in_place_arrive_whole",
+            async_messages_written_in_place_arrive_whole,
+        ),
+        (
+            "async_an_in_place_send_that_finds_no_room_times_out_cleanly",
+            async_an_in_place_send_that_finds_no_room_times_out_cleanly,
+        ),
     ];
 
     async fn shm_client(name: &str) -> AsyncConnection {
@@ -734,21 +746,33 @@ mod asynchronous {
         AsyncClient::connect_with(name, &opts).await.unwrap()
     }
 
-    /// Every size class, `rounds` times, sent by one task while this one receives the echo.
-    async fn both_ways(conn: AsyncConnection, rounds: u64) {
+    /// `rounds` rounds of `sizes`, sent by a task of their own while this one receives the
+    /// echo, checksummed; every other one written in place (`send_with`) when `in_place`.
+    /// The connection, put back together.
+    async fn both_ways(
+        conn: AsyncConnection,
+        rounds: u64,
+        sizes: &'static [usize],
+        in_place: bool,
+    ) -> AsyncConnection {
         let (mut tx, mut rx) = conn.split();
         let sender = tokio::spawn(async move {
             for round in 0..rounds {
-                for (i, &len) in SIZES.iter().enumerate() {
-                    tx.send(&pattern(round * 100 + i as u64, len))
-                        .await
-                        .unwrap();
+                for (i, &len) in sizes.iter().enumerate() {
+                    let msg = pattern(round * 100 + i as u64, len);
+                    if in_place && (round + i as u64) % 2 == 0 {
+                        tx.send_with(len, |buf| buf.copy_from_slice(&msg))
+                            .await
+                            .unwrap();
+                    } else {
+                        tx.send(&msg).await.unwrap();
+                    }
                 }
             }
             tx
         });
         for round in 0..rounds {
-            for (i, &len) in SIZES.iter().enumerate() {
+            for (i, &len) in sizes.iter().enumerate() {
                 let got = rx.recv().await.unwrap();
                 assert!(
                     got == pattern(round * 100 + i as u64, len),
@@ -756,8 +780,7 @@ mod asynchronous {
                 );
             }
         }
-        let tx = sender.await.unwrap();
-        assert!(tx.reunite(rx).unwrap().is_shared_memory());
+        sender.await.unwrap().reunite(rx).unwrap()
     }
 
     fn async_client_every_size_class_both_ways_through_the_rings() {
@@ -765,9 +788,10 @@ mod asynchronous {
         support::runtime().block_on(async {
             let conn = shm_client(&name).await;
             assert!(conn.is_shared_memory(), "both asked, on Linux");
-            tokio::time::timeout(HANG, both_ways(conn, 8))
+            let conn = tokio::time::timeout(HANG, both_ways(conn, 8, &SIZES, false))
                 .await
                 .unwrap();
+            assert!(conn.is_shared_memory());
         });
     }
 
@@ -986,6 +1010,50 @@ mod asynchronous {
                 .unwrap();
             assert!(matches!(got, Err(Error::Shutdown)), "{got:?}");
         });
+    }
+
+    /// The async `send_with`, in place (8 MiB rings) and through a buffer (larger than the
+    /// ring, or on a socket), mixed with copying sends, against a blocking echo server.
+    fn async_messages_written_in_place_arrive_whole() {
+        let (_server, name) = echo("async-in-place", "shm-8m");
+        let (_plain, plain_name) = echo("async-in-place-socket", "socket");
+        support::runtime().block_on(async {
+            let opts = ClientOptions::new()
+                .wait(HANG)
+                .shared_memory(true)
+                .shared_memory_ring(8 << 20);
+            let conn = AsyncClient::connect_with(name.as_str(), &opts)
+                .await
+                .unwrap();
+            assert!(conn.is_shared_memory());
+            const IN_PLACE: [usize; 7] = [0, 1, 100, 70_000, 3 << 20, (8 << 20) - 8, 9 << 20];
+            let conn = both_ways(conn, 3, &IN_PLACE, true).await;
+            assert!(conn.is_shared_memory());
+            let mut plain = AsyncClient::connect_with(plain_name.as_str(), &ClientOptions::new())
+                .await
+                .unwrap();
+            plain
+                .send_with(70_000, |buf| buf.copy_from_slice(&pattern(9, 70_000)))
+                .await
+                .unwrap();
+            assert!(plain.recv().await.unwrap() == pattern(9, 70_000));
+        });
+    }
+
+    /// A peer that reads nothing: once the ring is full, an async in-place send waits for
+    /// room up to the write timeout, sends nothing, and leaves the connection usable.
+    fn async_an_in_place_send_that_finds_no_room_times_out_cleanly() {
+        let mut server = spawn_watched("hold", &[&unique("async-no-room"), "stall"]);
+        let name = server.line_within(HANG);
+        let rt = support::runtime();
+        let mut conn = rt.block_on(shm_client(&name));
+        rt.block_on(conn.send(b"first")).unwrap();
+        server.expect("got 5");
+        conn.set_write_timeout(Some(Duration::from_millis(100)));
+        super::fill_the_ring_in_place(|len| rt.block_on(conn.send_with(len, |buf| buf.fill(7))));
+        server.say("send");
+        let late = rt.block_on(conn.recv()).unwrap();
+        assert_eq!(&late[..], b"late");
     }
 
     /// `async-echo NAME shm|socket`: an async echo server offering shared memory or not;

@@ -908,7 +908,7 @@ fn poll_writable(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
     match ring {
-        Some(ring) => ring.poll_room(cx, &shared.stream),
+        Some(ring) => ring.poll_room_for(cx, &shared.stream, 1),
         None => shared.stream.poll_write_ready(cx),
     }
 }

@@ -14,8 +14,11 @@ use std::task::{ready, Context, Poll};
 
 use bytes::BufMut;
 
-use super::AsyncShared;
-use crate::error::{Error, Operation};
+use std::future::poll_fn;
+
+use super::{bounded, AsyncShared, Connection, SendHalf};
+use crate::error::{Error, Operation, Result};
+use crate::frame::HEADER_LEN;
 use crate::shm::{self, Dst, Link, Rx, Tx};
 use crate::sys::aio;
 use crate::sys::shm::{AsyncWait, Event, Region, Woken};
@@ -121,16 +124,99 @@ impl ShmSend {
         self.tx.write_now(a, b)
     }
 
-    /// Ready when the ring has room (`Ok`), or the connection is hung up: the peer is gone,
-    /// or our own shutdown (`BrokenPipe`). A peer that only ended its sending direction
-    /// does not end the wait (it may still read), and costs no busy loop.
-    pub(super) fn poll_room(
+    /// Ready when the ring has room for `need` bytes (`Ok`), or the connection is hung up:
+    /// the peer is gone, or our own shutdown (`BrokenPipe`). A peer that only ended its
+    /// sending direction does not end the wait (it may still read), and costs no busy loop.
+    pub(super) fn poll_room_for(
         &mut self,
         cx: &mut Context<'_>,
         stream: &aio::Stream,
+        need: usize,
     ) -> Poll<io::Result<()>> {
         let tx = &self.tx;
-        self.waiter.poll_until(cx, stream, |_| tx.room_now())
+        self.waiter.poll_until(cx, stream, |_| tx.room_for(need))
+    }
+}
+
+impl Connection {
+    /// Sends one message of `len` bytes that `fill` writes in place: on a shared-memory
+    /// connection straight into the ring the peer reads (no copy on this side), elsewhere
+    /// into a buffer that is then sent as [`send`](Connection::send) sends. The async twin
+    /// of [`pipette::Connection::send_with`](crate::Connection::send_with), with the same
+    /// rules: `fill` must write all `len` bytes (their contents on entry are unspecified),
+    /// nothing is sent if it panics, and in place needs the message and its 8-byte header
+    /// to fit in the ring whole (a larger one goes through a buffer). Messages queued with
+    /// [`feed`](Connection::feed) go first. Waits for room up to the write timeout.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pipette::Result<()> {
+    /// use pipette::tokio::{Client, Server};
+    ///
+    /// let name = format!("doc-async-in-place-{}", std::process::id());
+    /// let server = Server::bind(&name)?;
+    /// let mut client = Client::connect(&name).await?;
+    /// client.send_with(5, |buf| buf.copy_from_slice(b"hello")).await?;
+    /// assert_eq!(&server.accept().await?.recv().await?[..], b"hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Connection::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// In place, cancel safe: nothing is written until the ring has room for the whole
+    /// message, and then it is written at once (`fill` is called only then); dropped before,
+    /// nothing was sent and the connection is unchanged. Through a buffer (a socket
+    /// connection, or a message larger than the ring), not cancel safe, as
+    /// [`send`](Connection::send).
+    pub async fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        self.send.send_with(len, fill).await
+    }
+}
+
+impl SendHalf {
+    /// Sends one message written in place. See [`Connection::send_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Connection::send_with`].
+    pub async fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+        let fits = self
+            .shm
+            .as_ref()
+            .is_some_and(|ring| ring.tx.fits_in_place(len));
+        if !fits {
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            return self.send(&buf).await;
+        }
+        self.shared.check_shutdown()?;
+        self.tx.sticky.check()?;
+        // A shared-memory client read the reply in `connect`: the limit is known.
+        let out = self.tx.frame(len, self.shared.reply.limit_or_minimum())?;
+        let need = HEADER_LEN + len;
+        let t = self.timeout;
+        let room = async {
+            // What `feed` queued goes first (cancel safe: it stays queued).
+            poll_fn(|cx| self.poll_flush(cx)).await?;
+            let (shared, ring) = (&self.shared, &mut self.shm);
+            let ring = ring.as_mut().expect("checked above");
+            poll_fn(|cx| ring.poll_room_for(cx, &shared.stream, need))
+                .await
+                .map_err(|e| error(shared, e, Operation::Send))
+        };
+        bounded(t, Operation::Send, room).await?;
+        let ring = self.shm.as_mut().expect("checked above");
+        ring.tx.write_frame_in_place(out.header(), len, fill);
+        Ok(())
     }
 }
 
