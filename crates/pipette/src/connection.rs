@@ -387,9 +387,7 @@ impl Connection {
     /// [`Error::InvalidConfig`] in the middle of a message.
     pub fn into_stream(mut self) -> Result<Stream> {
         if self.is_shared_memory() {
-            return Err(Error::InvalidConfig(
-                "a shared-memory connection cannot become a byte stream: its messages do not travel through the socket; connect without shared_memory to use into_stream".into(),
-            ));
+            return Err(shm::no_stream());
         }
         self.recv.settle_reply(self.recv.timeouts.default)?;
         self.recv.rx.at_boundary()?;
@@ -685,7 +683,7 @@ impl RecvHalf {
     fn read_error(&mut self, e: io::Error, wait: Wait) -> Error {
         if e.kind() == io::ErrorKind::InvalidData && self.shm.is_some() {
             // The peer broke the shared-memory protocol: the connection ends here.
-            return self.rx.sticky.set(shm_failure(&self.shared, e));
+            return self.rx.sticky.set(shm::failure(&self.shared, e));
         }
         self.shared.error(e, Operation::Recv, wait.timeout())
     }
@@ -1115,7 +1113,7 @@ impl SendHalf {
             };
             let Err(e) = res else { continue };
             let err = if e.kind() == io::ErrorKind::InvalidData {
-                shm_failure(&self.shared, e)
+                shm::failure(&self.shared, e)
             } else {
                 self.shared.error(e, Operation::Send, t)
             };
@@ -1211,14 +1209,4 @@ crate::shared::impl_as_fd! {
     Connection => send.shared.stream;
     RecvHalf => shared.stream;
     SendHalf => shared.stream;
-}
-
-/// The error for a peer that broke the shared-memory protocol (a corrupted ring, bytes on
-/// the socket): the connection is closed at once, both ways.
-fn shm_failure(shared: &Shared<sys::Stream>, e: io::Error) -> Error {
-    use crate::sys::Cancel;
-    shared.stream.cancel();
-    Error::protocol(format!(
-        "{e}; the peer broke the shared-memory protocol, so the connection was closed"
-    ))
 }

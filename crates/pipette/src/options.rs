@@ -153,9 +153,9 @@ impl ServerOptions {
     /// Offers clients that ask for it the shared-memory transport (default off): their
     /// messages then travel through a ring in memory both processes map instead of the
     /// socket, with the same API and the same message semantics. See
-    /// [`ClientOptions::shared_memory`]. Linux, blocking API: elsewhere, and with a client
-    /// that does not ask, connections stay on the socket; `pipette::tokio` refuses it at
-    /// bind with [`Error::InvalidConfig`] (for now).
+    /// [`ClientOptions::shared_memory`]. Linux, blocking and async API (`pipette::tokio`,
+    /// whose connections wait on the reactor and never spin): elsewhere, and with a client
+    /// that does not ask, connections stay on the socket.
     pub fn shared_memory(mut self, on: bool) -> Self {
         self.shared_memory = on;
         self
@@ -182,13 +182,6 @@ impl ServerOptions {
     pub fn descriptors(mut self, on: bool) -> Self {
         self.descriptors = on;
         self
-    }
-
-    /// What these options ask that only the blocking API does, for now (the async API
-    /// refuses it).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn blocking_only_feature(&self) -> Option<&'static str> {
-        self.shared_memory.then_some("shared_memory")
     }
 
     /// Everything binding needs, checked: shared by the blocking and the async server.
@@ -365,8 +358,8 @@ impl ClientOptions {
     /// it), and reports a refusal itself. Where the server does not offer it, or the platform
     /// cannot (only Linux can, for now), the connection stays on the socket:
     /// [`Connection::is_shared_memory`](crate::Connection::is_shared_memory) says which.
-    /// Raw mode ignores it. Blocking API only, for now: `pipette::tokio` refuses it with
-    /// [`Error::InvalidConfig`].
+    /// Raw mode ignores it. The async API (`pipette::tokio`) has it too: its connections
+    /// wait for the ring on the runtime's reactor (they never spin).
     ///
     /// One difference a program may notice: a `send` to a peer that has died succeeds as
     /// long as the ring has room (up to 1 MiB), where a socket fails at once with
@@ -403,13 +396,6 @@ impl ClientOptions {
     pub fn descriptors(mut self, on: bool) -> Self {
         self.descriptors = on;
         self
-    }
-
-    /// What these options ask that only the blocking API does, for now (the async API
-    /// refuses it).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn blocking_only_feature(&self) -> Option<&'static str> {
-        self.shared_memory.then_some("shared_memory")
     }
 
     /// Everything connecting needs, checked: shared by the blocking and the async client.

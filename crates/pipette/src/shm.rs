@@ -1,6 +1,9 @@
-//! The shared-memory transport's ring discipline (docs/PROTOCOL.md §10), for the blocking
-//! driver: a receive half consumes one ring, a send half produces into the other, and the
-//! socket stays open as the liveness channel (its end is the peer's end).
+//! The shared-memory transport's ring discipline (docs/PROTOCOL.md §10), for both drivers:
+//! a receive half consumes one ring, a send half produces into the other, and the socket
+//! stays open as the liveness channel (its end is the peer's end). Only the waiting differs:
+//! the blocking driver sleeps in `poll(2)` here (`sleep_announced`), the async one on the
+//! runtime's reactor (`tokio/connection/shm.rs`), both around the same `announce`/`withdraw`
+//! of the waiting word and the same checks (`Rx::take`, `Tx::room_for`).
 //!
 //! Every index read from the peer is checked (`proto::ring`) before use; bytes are copied
 //! once out of the ring into private memory, and only the copy is decoded (by the same
@@ -66,6 +69,25 @@ fn bytes_on_socket() -> io::Error {
     )
 }
 
+/// The error for a peer that broke the shared-memory protocol (a corrupted ring, bytes on
+/// the socket): the connection is closed at once, both ways. Either driver's.
+pub(crate) fn failure<S: sys::Cancel>(
+    shared: &crate::shared::Shared<S>,
+    e: io::Error,
+) -> crate::Error {
+    shared.stream.cancel();
+    crate::Error::protocol(format!(
+        "{e}; the peer broke the shared-memory protocol, so the connection was closed"
+    ))
+}
+
+/// Why a shared-memory connection cannot become a byte stream (either API's `into_stream`).
+pub(crate) fn no_stream() -> crate::Error {
+    crate::Error::InvalidConfig(
+        "a shared-memory connection cannot become a byte stream: its messages do not travel through the socket; connect without shared_memory to use into_stream".into(),
+    )
+}
+
 /// The remaining time of a wait that began at `start` with `timeout`; `WouldBlock` once over.
 fn left(start: Instant, timeout: Option<Duration>) -> io::Result<Option<Duration>> {
     match timeout {
@@ -74,6 +96,26 @@ fn left(start: Instant, timeout: Option<Duration>) -> io::Result<Option<Duration
             Some(l) if !l.is_zero() => Ok(Some(l)),
             _ => Err(io::ErrorKind::WouldBlock.into()),
         },
+    }
+}
+
+/// What the ring discipline needs of the connection's socket, blocking or async: a look at
+/// it without waiting (for the peer's end, or bytes it must not carry).
+pub(crate) trait Socket {
+    /// What is there right now (`WouldBlock` when nothing is); 0 at the end of the stream.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Socket for sys::Stream {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        SysStream::read_now(self, buf)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Socket for sys::aio::Stream {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::AsyncStream::read_now(self, buf)
     }
 }
 
@@ -115,7 +157,12 @@ impl Rx {
     /// Takes up to `dst`'s room of buffered bytes; `WouldBlock` when none are there; 0 at
     /// the peer's end (its socket reads end-of-stream and the ring is drained). `look`:
     /// check the socket now (else only every `SOCKET_EVERY` empty checks, while spinning).
-    fn take(&mut self, stream: &sys::Stream, dst: &mut Dst<'_>, look: bool) -> io::Result<usize> {
+    pub(crate) fn take(
+        &mut self,
+        stream: &impl Socket,
+        dst: &mut Dst<'_>,
+        look: bool,
+    ) -> io::Result<usize> {
         let mut n = self.buffered()?;
         if n == 0 {
             self.empty_checks += 1;
@@ -143,6 +190,11 @@ impl Rx {
             Dst::Append(out, max) => {
                 let n = n.min(*max);
                 self.region.copy_out_append(self.tail, out, n);
+                n
+            }
+            Dst::Uninit(buf) => {
+                let n = n.min(buf.len());
+                self.region.copy_out(self.tail, &mut buf[..n]);
                 n
             }
         };
@@ -173,10 +225,15 @@ impl Rx {
             return self.take(stream, dst, look);
         }
         let region = self.region.clone();
-        let data = Event::Data(self.dir);
+        let data = self.event();
         sleep_announced(&region, data, stream, timeout, || {
             self.take(stream, dst, true)
         })
+    }
+
+    /// The event a sleeping receive waits for (bytes written into its ring).
+    pub(crate) fn event(&self) -> Event {
+        Event::Data(self.dir)
     }
 }
 
@@ -186,6 +243,10 @@ pub(crate) enum Dst<'a> {
     Slice(&'a mut [u8]),
     /// Appended to this `Vec` (a large message's own buffer), at most this many.
     Append(&'a mut Vec<u8>, usize),
+    /// Into this uninitialised slice (a `BufMut`'s chunk), as many as fit: the first ones
+    /// are initialised then, as many as `take` returns.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Uninit(&'a mut [std::mem::MaybeUninit<u8>]),
 }
 
 /// The waiting word a sleeper on `event` announces itself in.
@@ -206,9 +267,22 @@ fn publish(region: &Region, dir: Direction, word: Word, value: u64, wake: Event)
     }
 }
 
-/// Waits for `event` the lost-wake-up-free way: store 1 in the ring's waiting word for that
-/// event, check again with `ready` (its result is returned unless `WouldBlock`), sleep on the
-/// eventfd (and the socket), store 0, and go round. A consumer's socket wake is the peer's
+/// Says that this side may sleep on `event`: 1 in the ring's waiting word for it, then a
+/// full fence. The check that follows (before sleeping) sees whatever the other side
+/// published before it looked at the word, and a publish after it sees the 1 and signals.
+pub(crate) fn announce(region: &Region, event: Event) {
+    waiting_word(region, event).store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+}
+
+/// Says that this side is awake again (checks, and announces again before it next sleeps).
+pub(crate) fn withdraw(region: &Region, event: Event) {
+    waiting_word(region, event).store(0, Ordering::Relaxed);
+}
+
+/// Waits for `event` the lost-wake-up-free way: `announce`, check again with `ready` (its
+/// result is returned unless `WouldBlock`), sleep on the eventfd (and the socket),
+/// `withdraw`, and go round. A consumer's socket wake is the peer's
 /// end, which `ready` then reports; a producer's is a hang-up (`BrokenPipe`). `WouldBlock`
 /// once `timeout` is over.
 fn sleep_announced<T>(
@@ -218,20 +292,18 @@ fn sleep_announced<T>(
     timeout: Option<Duration>,
     mut ready: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
-    let flag = waiting_word(region, event);
     let start = Instant::now();
     loop {
-        flag.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        announce(region, event);
         match ready() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => {
-                flag.store(0, Ordering::Relaxed);
+                withdraw(region, event);
                 return other;
             }
         }
         let woken = left(start, timeout).and_then(|left| region.wait_on(event, stream, left));
-        flag.store(0, Ordering::Relaxed);
+        withdraw(region, event);
         match (woken?, event) {
             // One last look, then give up (`ready` says `WouldBlock` if still nothing).
             (Woken::TimedOut, _) => return ready(),
@@ -278,12 +350,26 @@ impl Tx {
         self.region.ring_size(self.dir)
     }
 
-    /// Lends the next `len` bytes of the ring (there must be room: see `room_for`) to
-    /// `fill`, then publishes them as written and wakes a waiting consumer.
-    pub(crate) fn write_in_place<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
-        let r = fill(self.writer.lend(self.head, len));
-        self.advance(len);
-        r
+    /// Whether a message of `len` bytes fits the ring whole with its header, so that
+    /// `send_with` (either API) writes it in place.
+    pub(crate) fn fits_in_place(&self, len: usize) -> bool {
+        len <= self.ring_size().saturating_sub(crate::frame::HEADER_LEN)
+    }
+
+    /// Writes one frame in place: `header`, then the `len` payload bytes that `fill` writes
+    /// into the ring itself (there must be room for both: see `room_for`), then publishes
+    /// them as written and wakes a waiting consumer. If `fill` panics, nothing is published.
+    pub(crate) fn write_frame_in_place(
+        &mut self,
+        header: &[u8],
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let need = header.len() + len;
+        let (head, payload) = self.writer.lend(self.head, need).split_at_mut(header.len());
+        head.copy_from_slice(header);
+        fill(payload);
+        self.advance(need);
     }
 
     /// Publishes `n` more bytes as written and wakes a waiting consumer.
@@ -327,6 +413,11 @@ impl Tx {
         self.room_for(1)
     }
 
+    /// The event a send waiting for room waits for (room made in its ring).
+    pub(crate) fn event(&self) -> Event {
+        Event::Room(self.dir)
+    }
+
     /// Sleeps until there is room for `len` bytes (`Ok`), the peer is gone or the
     /// connection was shut down (`BrokenPipe`), or `timeout` expired (`WouldBlock`).
     pub(crate) fn wait_room(
@@ -335,7 +426,7 @@ impl Tx {
         len: usize,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
-        sleep_announced(&self.region, Event::Room(self.dir), stream, timeout, || {
+        sleep_announced(&self.region, self.event(), stream, timeout, || {
             self.room_for(len)
         })
     }
@@ -356,25 +447,93 @@ pub(crate) fn client_handover(
         let mut buf = [0u8; crate::frame::REPLY_LEN];
         let want = reader.missing();
         let left = left(start, Some(timeout)).unwrap_or(Some(Duration::ZERO));
-        match sys::shm::read_handover(&shared.stream, &mut buf[..want], &mut fds, left) {
-            Ok(0) => reader.end_of_stream(),
-            Ok(n) => {
-                reader.feed(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(crate::Error::TimedOut {
-                    op: crate::Operation::Handshake,
-                    after: timeout,
-                })
-            }
-            Err(e) => return Err(shared.error(e, crate::Operation::Handshake, None)),
-        }
+        let read = sys::shm::read_handover(&shared.stream, &mut buf[..want], &mut fds, left);
+        handover_fed(shared, &mut reader, read, &buf, timeout)?;
     }
+    handover_settle(shared, &reader, own, fds)
+}
+
+/// The async client's side of the handover: `client_handover` on the runtime's reactor
+/// (the reply slot is locked only around each read that does not wait).
+#[cfg(feature = "tokio")]
+pub(crate) async fn client_handover_async(
+    shared: &crate::shared::Shared<sys::aio::Stream>,
+    own: Memory,
+    timeout: Duration,
+) -> crate::Result<Option<Link>> {
+    use sys::AsyncStream;
+    let mut fds = Vec::new();
+    let read = async {
+        loop {
+            {
+                let mut reader = shared.reply.lock();
+                if reader.result().is_some() {
+                    return Ok::<(), crate::Error>(());
+                }
+                let mut buf = [0u8; crate::frame::REPLY_LEN];
+                let want = reader.missing();
+                match sys::shm::try_read_handover(&shared.stream, &mut buf[..want], &mut fds) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    read => {
+                        handover_fed(shared, &mut reader, read, &buf, timeout)?;
+                        continue;
+                    }
+                }
+            }
+            shared
+                .stream
+                .readable()
+                .await
+                .map_err(|e| shared.error(e, crate::Operation::Handshake, None))?;
+        }
+    };
+    match ::tokio::time::timeout(timeout, read).await {
+        Ok(r) => r?,
+        Err(_) => return Err(handover_timed_out(timeout)),
+    }
+    let reader = shared.reply.lock();
+    handover_settle(shared, &reader, own, fds)
+}
+
+fn handover_timed_out(timeout: Duration) -> crate::Error {
+    crate::Error::TimedOut {
+        op: crate::Operation::Handshake,
+        after: timeout,
+    }
+}
+
+/// Feeds one read of the handover (`buf` holds what it read) to the reply reader.
+fn handover_fed<S>(
+    shared: &crate::shared::Shared<S>,
+    reader: &mut crate::proto::ReplyReader,
+    read: io::Result<usize>,
+    buf: &[u8],
+    timeout: Duration,
+) -> crate::Result<()> {
+    match read {
+        Ok(0) => reader.end_of_stream(),
+        Ok(n) => {
+            reader.feed(&buf[..n]);
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(handover_timed_out(timeout)),
+        Err(e) => return Err(shared.error(e, crate::Operation::Handshake, None)),
+    }
+    Ok(())
+}
+
+/// Settles the reply the handover read, and opens the region when the server agreed to
+/// shared memory (`fds`: what came with the reply; unasked-for ones are closed here).
+fn handover_settle<S>(
+    shared: &crate::shared::Shared<S>,
+    reader: &crate::proto::ReplyReader,
+    own: Memory,
+    fds: Vec<sys::shm::Descriptor>,
+) -> crate::Result<Option<Link>> {
     let agreed = reader.features() & crate::frame::FEATURE_SHARED_MEMORY != 0;
-    match shared.reply.settle(&reader) {
+    match shared.reply.settle(reader) {
         Some(Ok(_)) => {}
         Some(Err(e)) => return Err(shared.reply_failure(&e)),
-        None => unreachable!("the loop ends with a result"),
+        None => unreachable!("the handover ends with a result"),
     }
     if !agreed {
         // Descriptors nobody asked for are closed here.

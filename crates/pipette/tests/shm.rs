@@ -4,6 +4,8 @@
 //! killed mid-message and mid-wait; a peer that corrupts the ring (an adversarial client
 //! written here from the protocol, mapping the memory itself); a server that hands over
 //! memory that is not sealed; a shutdown while waiting; the CPU time of an idle connection.
+//! With the `tokio` feature, the async API on shared memory against the blocking one in
+//! another process, both ways round (`mod asynchronous`).
 //!
 //! The time limits only turn a hang into a failure.
 
@@ -59,6 +61,12 @@ fn main() {
             hostile::a_server_handing_over_unsealed_memory_is_refused,
         ),
     ];
+    #[cfg(feature = "tokio")]
+    let linux = {
+        let mut linux = linux;
+        linux.extend(asynchronous::TESTS.iter().copied());
+        linux
+    };
     let (mut tests, mut elsewhere) = (everywhere, Vec::new());
     if cfg!(target_os = "linux") {
         tests.extend(linux);
@@ -69,7 +77,13 @@ fn main() {
     support::main_with_ignored(
         &tests,
         &elsewhere,
-        &[("echo", role_echo), ("hold", role_hold)],
+        &[
+            ("echo", role_echo),
+            ("hold", role_hold),
+            #[cfg(feature = "tokio")]
+            ("async-echo", asynchronous::role_async_echo),
+            ("slow", role_slow),
+        ],
     );
 }
 
@@ -120,11 +134,19 @@ fn every_size_class_both_ways_at_once_through_the_rings() {
     let (_server, name) = echo("sizes", true);
     let conn = shm_client(&name);
     assert!(conn.is_shared_memory(), "both asked, on Linux");
-    // Empty, small, a header split at the ring's end sooner or later, the largest buffered
-    // size, large messages read straight into their buffer, and messages larger than the
-    // ring (1 MiB), which go through it in pieces while the other side reads.
-    let sizes = [0usize, 1, 7, 100, 4000, 8192, 70_000, 1 << 20, 3 << 20];
-    let rounds = 12u64;
+    // Messages larger than the ring go through it in pieces while the other side reads.
+    let conn = sizes_both_ways(conn, 12, &SIZES);
+    assert!(conn.is_shared_memory());
+}
+
+/// Every size class the tests send: empty, small, a header split at the ring's end sooner
+/// or later, the largest buffered size, large messages read straight into their buffer, and
+/// messages larger than the ring (1 MiB).
+const SIZES: [usize; 9] = [0, 1, 7, 100, 4000, 8192, 70_000, 1 << 20, 3 << 20];
+
+/// `rounds` rounds of `sizes` sent by a thread of their own while this one receives the
+/// echo (`expect_rounds`); the connection, put back together.
+fn sizes_both_ways(conn: Connection, rounds: u64, sizes: &'static [usize]) -> Connection {
     let (mut tx, mut rx) = conn.split();
     let sender = std::thread::spawn(move || {
         for round in 0..rounds {
@@ -134,10 +156,8 @@ fn every_size_class_both_ways_at_once_through_the_rings() {
         }
         tx
     });
-    expect_rounds(&mut rx, rounds, &sizes);
-    let tx = sender.join().unwrap();
-    let conn = tx.reunite(rx).unwrap();
-    assert!(conn.is_shared_memory());
+    expect_rounds(&mut rx, rounds, sizes);
+    sender.join().unwrap().reunite(rx).unwrap()
 }
 
 /// Round trips whose pauses straddle the spin window, so that each side keeps going from
@@ -282,38 +302,45 @@ fn an_in_place_send_that_finds_no_room_times_out_cleanly() {
     server.expect("got 5");
     // Fill the 1 MiB ring (the server does not read any more).
     conn.set_write_timeout(Some(Duration::from_millis(100)));
+    fill_the_ring_in_place(|len| conn.send_with(len, |buf| buf.fill(7)));
+    // Nothing of the timed-out message went out: the server, asked to send, is answered.
+    server.say("send");
+    assert_eq!(conn.recv().unwrap(), b"late");
+}
+
+/// In-place sends of 64 KiB messages (with their headers) into the 1 MiB ring of a peer that
+/// consumed everything before and reads nothing now, until one times out: exactly 16 fit.
+fn fill_the_ring_in_place(mut send_with: impl FnMut(usize) -> pipette::Result<()>) {
     let chunk = 64 * 1024 - 8;
     let mut sent = 0;
     loop {
-        match conn.send_with(chunk, |buf| buf.fill(7)) {
+        match send_with(chunk) {
             Ok(()) => sent += 1,
             Err(Error::TimedOut { .. }) => break,
             Err(e) => panic!("after {sent} messages: {e}"),
         }
         assert!(sent <= 16, "the ring holds 16 of them at most");
     }
-    // The server consumed the first message: the whole 1 MiB ring is free for 16 messages
-    // of 64 KiB with their headers.
     assert_eq!(sent, 16, "16 whole messages fit");
-    // Nothing of the timed-out message went out: the server, asked to send, is answered.
-    server.say("send");
-    assert_eq!(conn.recv().unwrap(), b"late");
+}
+
+/// A blocking client (asking for shared memory when `ask`) of the echo server `name` that
+/// stays on the socket, and works there (`what`: the server, for messages).
+fn on_the_socket(name: &str, ask: bool, what: &str) {
+    let opts = ClientOptions::new().wait(HANG).shared_memory(ask);
+    let mut conn = Client::connect_with(name, &opts).unwrap();
+    assert!(!conn.is_shared_memory(), "{what}, client {ask}");
+    for len in [0, 5, 70_000] {
+        conn.send(&pattern(len as u64, len)).unwrap();
+        assert_eq!(conn.recv().unwrap(), pattern(len as u64, len));
+    }
 }
 
 fn either_side_not_asking_stays_on_the_socket() {
     // Server offers, client does not ask; client asks, server does not offer.
     for (server_shm, client_shm) in [(true, false), (false, true)] {
         let (_server, name) = echo("fallback", server_shm);
-        let opts = ClientOptions::new().wait(HANG).shared_memory(client_shm);
-        let mut conn = Client::connect_with(name.as_str(), &opts).unwrap();
-        assert!(
-            !conn.is_shared_memory(),
-            "server {server_shm}, client {client_shm}"
-        );
-        for len in [0, 5, 70_000] {
-            conn.send(&pattern(len as u64, len)).unwrap();
-            assert_eq!(conn.recv().unwrap(), pattern(len as u64, len));
-        }
+        on_the_socket(&name, client_shm, &format!("server {server_shm}"));
     }
     // Both ask, but where the platform cannot, the connection says so and works.
     let (_server, name) = echo("fallback", true);
@@ -357,6 +384,7 @@ fn a_peer_killed_mid_message_and_mid_wait() {
     let mut conn = shm_client(&name);
     conn.send(b"go").unwrap();
     assert_eq!(server.line_within(HANG), "got 2");
+    assert_eq!(server.line_within(HANG), "flooding");
     // Let it fill the ring and block on the rest.
     std::thread::sleep(Duration::from_millis(200));
     server.kill();
@@ -436,7 +464,7 @@ fn role_echo(args: Vec<String>) {
 /// `hold NAME quiet|stall|flood`: accepts one shared-memory connection, receives one message
 /// (`got LEN`), then either waits quietly for one more message (a `send` line on stdin makes
 /// it send `late`), or does the same but reads nothing more (`stall`), or sends 3 MiB
-/// messages until it is killed.
+/// messages until it is killed (`flooding` once the first is about to go).
 fn role_hold(args: Vec<String>) {
     let opts = ServerOptions::new().shared_memory(true);
     let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
@@ -447,6 +475,7 @@ fn role_hold(args: Vec<String>) {
     support::tell(&format!("got {}", first.len()));
     if args[1] == "flood" {
         let big = pattern(1, 3 << 20);
+        support::tell("flooding");
         loop {
             if tx.send(&big).is_err() {
                 return;
@@ -468,6 +497,35 @@ fn role_hold(args: Vec<String>) {
         }
     }
     let _ = rx.recv();
+}
+
+/// `slow NAME`: accepts one shared-memory connection, receives one message (`got LEN`), then
+/// obeys stdin: `close` ends its sending direction (`closed`), `read N` receives N messages
+/// (`read N`, or `end ERROR` when a receive fails). Exits when stdin closes.
+fn role_slow(args: Vec<String>) {
+    let opts = ServerOptions::new().shared_memory(true);
+    let server = Server::bind_with(args[0].as_str(), &opts).unwrap();
+    support::tell(&args[0]);
+    let conn = server.accept().unwrap();
+    let (tx, mut rx) = conn.split();
+    let first = rx.recv().unwrap();
+    support::tell(&format!("got {}", first.len()));
+    let mut tx = Some(tx);
+    while let Some(line) = support::read_stdin_line() {
+        if line == "close" {
+            tx.take().unwrap().close().unwrap();
+            support::tell("closed");
+        } else if let Some(n) = line.strip_prefix("read ") {
+            let n: usize = n.parse().unwrap();
+            for _ in 0..n {
+                if let Err(e) = rx.recv() {
+                    support::tell(&format!("end {e}"));
+                    return;
+                }
+            }
+            support::tell(&format!("read {n}"));
+        }
+    }
 }
 
 /// Peers that break the protocol on purpose, written from docs/PROTOCOL.md with raw system
@@ -623,5 +681,398 @@ mod hostile {
         }
         server.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The async API (`pipette::tokio`) on shared memory, against the blocking one in another
+/// process, both ways round.
+#[cfg(feature = "tokio")]
+mod asynchronous {
+    use std::time::{Duration, Instant};
+
+    use pipette::tokio::{
+        Client as AsyncClient, Connection as AsyncConnection, Server as AsyncServer,
+    };
+    use pipette::{ClientOptions, Error, ServerOptions};
+
+    use super::support::{self, pattern, spawn_watched, unique};
+    use super::{echo, HANG, SIZES};
+
+    pub const TESTS: &[support::Test] = &[
+        (
+            "async_client_every_size_class_both_ways_through_the_rings",
+            async_client_every_size_class_both_ways_through_the_rings,
+        ),
+        (
+            "async_server_and_a_blocking_client_every_size_class_both_ways",
+            async_server_and_a_blocking_client_every_size_class_both_ways,
+        ),
+        (
+            "async_either_side_not_asking_stays_on_the_socket",
+            async_either_side_not_asking_stays_on_the_socket,
+        ),
+        (
+            "async_a_peer_killed_mid_wait_and_mid_message",
+            async_a_peer_killed_mid_wait_and_mid_message,
+        ),
+        (
+            "async_a_shutdown_wakes_a_receive_asleep_on_the_ring",
+            async_a_shutdown_wakes_a_receive_asleep_on_the_ring,
+        ),
+        (
+            "async_a_producer_on_a_full_ring_is_woken_and_idles_through_a_half_close",
+            async_a_producer_on_a_full_ring_is_woken_and_idles_through_a_half_close,
+        ),
+        (
+            "async_a_send_given_up_part_way_cuts_the_message",
+            async_a_send_given_up_part_way_cuts_the_message,
+        ),
+        (
+            "async_a_shutdown_wakes_a_producer_on_a_full_ring",
+            async_a_shutdown_wakes_a_producer_on_a_full_ring,
+        ),
+        (
+            "async_messages_written_in_place_arrive_whole",
+            async_messages_written_in_place_arrive_whole,
+        ),
+        (
+            "async_an_in_place_send_that_finds_no_room_times_out_cleanly",
+            async_an_in_place_send_that_finds_no_room_times_out_cleanly,
+        ),
+    ];
+
+    async fn shm_client(name: &str) -> AsyncConnection {
+        let opts = ClientOptions::new().wait(HANG).shared_memory(true);
+        AsyncClient::connect_with(name, &opts).await.unwrap()
+    }
+
+    /// `rounds` rounds of `sizes`, sent by a task of their own while this one receives the
+    /// echo, checksummed; every other one written in place (`send_with`) when `in_place`.
+    /// The connection, put back together.
+    async fn both_ways(
+        conn: AsyncConnection,
+        rounds: u64,
+        sizes: &'static [usize],
+        in_place: bool,
+    ) -> AsyncConnection {
+        let (mut tx, mut rx) = conn.split();
+        let sender = tokio::spawn(async move {
+            for round in 0..rounds {
+                for (i, &len) in sizes.iter().enumerate() {
+                    let msg = pattern(round * 100 + i as u64, len);
+                    if in_place && (round + i as u64) % 2 == 0 {
+                        tx.send_with(len, |buf| buf.copy_from_slice(&msg))
+                            .await
+                            .unwrap();
+                    } else {
+                        tx.send(&msg).await.unwrap();
+                    }
+                }
+            }
+            tx
+        });
+        for round in 0..rounds {
+            for (i, &len) in sizes.iter().enumerate() {
+                let got = rx.recv().await.unwrap();
+                assert!(
+                    got == pattern(round * 100 + i as u64, len),
+                    "round {round}: the {len}-byte message came back changed"
+                );
+            }
+        }
+        sender.await.unwrap().reunite(rx).unwrap()
+    }
+
+    fn async_client_every_size_class_both_ways_through_the_rings() {
+        let (_server, name) = echo("async-sizes", true);
+        support::runtime().block_on(async {
+            let conn = shm_client(&name).await;
+            assert!(conn.is_shared_memory(), "both asked, on Linux");
+            let conn = tokio::time::timeout(HANG, both_ways(conn, 8, &SIZES, false))
+                .await
+                .unwrap();
+            assert!(conn.is_shared_memory());
+        });
+    }
+
+    /// An async echo server (its own process) offering shared memory or not.
+    fn async_echo(tag: &str, shm: bool) -> (support::Watched, String) {
+        let name = unique(tag);
+        let server = spawn_watched("async-echo", &[&name, if shm { "shm" } else { "socket" }]);
+        server.expect("ready");
+        (server, name)
+    }
+
+    fn async_server_and_a_blocking_client_every_size_class_both_ways() {
+        let (_server, name) = async_echo("async-server-sizes", true);
+        let conn = super::shm_client(&name);
+        assert!(conn.is_shared_memory());
+        let conn = super::sizes_both_ways(conn, 8, &SIZES);
+        assert!(conn.is_shared_memory());
+    }
+
+    fn async_either_side_not_asking_stays_on_the_socket() {
+        // An async client: the blocking server offers and it does not ask, or it asks and
+        // the server does not offer; then an async server and a blocking client, the same.
+        let rt = support::runtime();
+        for (server_shm, client_shm) in [(true, false), (false, true)] {
+            let (_server, name) = echo("async-fallback", server_shm);
+            rt.block_on(async {
+                let opts = ClientOptions::new().wait(HANG).shared_memory(client_shm);
+                let mut conn = AsyncClient::connect_with(name.as_str(), &opts)
+                    .await
+                    .unwrap();
+                assert!(
+                    !conn.is_shared_memory(),
+                    "server {server_shm}, client {client_shm}"
+                );
+                for len in [0, 5, 70_000] {
+                    conn.send(&pattern(len as u64, len)).await.unwrap();
+                    assert_eq!(conn.recv().await.unwrap(), pattern(len as u64, len));
+                }
+            });
+            let (_server, name) = async_echo("async-fallback-server", server_shm);
+            super::on_the_socket(&name, client_shm, &format!("async server {server_shm}"));
+        }
+        // Both async, both asking: shared memory, and no byte stream from it.
+        rt.block_on(async {
+            let name = unique("async-both");
+            let server =
+                AsyncServer::bind_with(name.as_str(), &ServerOptions::new().shared_memory(true))
+                    .unwrap();
+            // A client asking for shared memory waits for the reply: accept meanwhile.
+            let (mut client, accepted) = tokio::join!(shm_client(&name), server.accept());
+            let mut accepted = accepted.unwrap();
+            assert!(client.is_shared_memory() && accepted.is_shared_memory());
+            client.send(b"ping").await.unwrap();
+            assert_eq!(&accepted.recv().await.unwrap()[..], b"ping");
+            let e = client.into_stream().await.unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+            // A spinning wait strategy stays refused.
+            let spin = ClientOptions::new()
+                .shared_memory(true)
+                .wait_strategy(pipette::WaitStrategy::BusySpin);
+            let e = AsyncClient::connect_with(name.as_str(), &spin)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+        });
+    }
+
+    fn async_a_peer_killed_mid_wait_and_mid_message() {
+        let rt = support::runtime();
+        // Mid-wait: asleep on the ring when the server dies.
+        let mut server = spawn_watched("hold", &[&unique("async-killed"), "quiet"]);
+        let name = server.line_within(HANG);
+        let mut conn = rt.block_on(shm_client(&name));
+        assert!(conn.is_shared_memory());
+        rt.block_on(conn.send(b"hello")).unwrap();
+        assert_eq!(server.line_within(HANG), "got 5");
+        let waiter = rt.spawn(async move { conn.recv().await });
+        std::thread::sleep(Duration::from_millis(100));
+        server.kill();
+        let got = rt.block_on(async { tokio::time::timeout(HANG, waiter).await.unwrap() });
+        assert!(matches!(got, Ok(Err(Error::Closed))), "{got:?}");
+
+        // Mid-message: the server dies part-way through a message larger than the ring.
+        let mut server = spawn_watched("hold", &[&unique("async-killed"), "flood"]);
+        let name = server.line_within(HANG);
+        let mut conn = rt.block_on(shm_client(&name));
+        rt.block_on(conn.send(b"go")).unwrap();
+        assert_eq!(server.line_within(HANG), "got 2");
+        assert_eq!(server.line_within(HANG), "flooding");
+        // Let it fill the ring and block on the rest.
+        std::thread::sleep(Duration::from_millis(200));
+        server.kill();
+        let got = rt.block_on(async { tokio::time::timeout(HANG, conn.recv()).await.unwrap() });
+        assert!(
+            matches!(&got, Err(Error::Protocol { message, .. }) if message.contains("in the middle of a message")),
+            "a message cut by the peer's death: {got:?}"
+        );
+    }
+
+    fn async_a_shutdown_wakes_a_receive_asleep_on_the_ring() {
+        let server = spawn_watched("hold", &[&unique("async-shutdown"), "quiet"]);
+        let name = server.line_within(HANG);
+        support::runtime().block_on(async {
+            let mut conn = shm_client(&name).await;
+            conn.send(b"hello").await.unwrap();
+            assert_eq!(server.line_within(HANG), "got 5");
+            let handle = conn.shutdown_handle();
+            let waiter = tokio::spawn(async move { conn.recv().await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let start = Instant::now();
+            handle.shutdown();
+            let got = tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("the shutdown woke the receive within a second")
+                .unwrap();
+            assert!(matches!(got, Err(Error::Shutdown)), "{got:?}");
+            support::note(format!("woken by the shutdown after {:?}", start.elapsed()));
+        });
+    }
+
+    /// A producer asleep on a full ring: the peer half-closing (it may still read) neither
+    /// ends the wait nor makes it spin (this thread's CPU over 500 ms), and the peer reading
+    /// wakes it.
+    fn async_a_producer_on_a_full_ring_is_woken_and_idles_through_a_half_close() {
+        let mut server = spawn_watched("slow", &[&unique("async-full")]);
+        let name = server.line_within(HANG);
+        // One thread runs everything of this connection: its CPU time is the producer's.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut conn = shm_client(&name).await;
+            conn.send(b"go").await.unwrap();
+            assert_eq!(server.line_within(HANG), "got 2");
+            // The 1 MiB ring holds 16 of these; the 17th waits for room.
+            let chunk = vec![5u8; 64 * 1024 - 8];
+            let producer = tokio::spawn(async move {
+                for _ in 0..20 {
+                    conn.send(&chunk).await?;
+                }
+                Ok::<_, Error>(conn)
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!producer.is_finished(), "the ring is full");
+            server.say("close");
+            assert_eq!(server.line_within(HANG), "closed");
+            let before = support::cpu_time(None);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let used = support::cpu_time(None) - before;
+            assert!(
+                !producer.is_finished(),
+                "a half-close does not end the wait"
+            );
+            assert!(
+                used <= Duration::from_millis(100),
+                "the producer waiting through a half-close used {used:?} of CPU in 500 ms"
+            );
+            server.say("read 20");
+            let conn = tokio::time::timeout(HANG, producer)
+                .await
+                .expect("the consumer's reads woke the producer")
+                .unwrap()
+                .unwrap();
+            assert_eq!(server.line_within(HANG), "read 20");
+            // The peer's sending direction ended: a receive says so.
+            let mut conn = conn;
+            assert!(matches!(conn.recv().await, Err(Error::Closed)));
+            support::note(format!("half-closed wait: {used:?} of CPU in 500 ms"));
+        });
+    }
+
+    /// A send that gives up part-way (its timeout) cuts the message: later sends fail.
+    fn async_a_send_given_up_part_way_cuts_the_message() {
+        let mut server = spawn_watched("slow", &[&unique("async-cut")]);
+        let name = server.line_within(HANG);
+        support::runtime().block_on(async {
+            let mut conn = shm_client(&name).await;
+            conn.send(b"go").await.unwrap();
+            assert_eq!(server.line_within(HANG), "got 2");
+            let big = pattern(3, 3 << 20);
+            let e = conn
+                .send_timeout(&big, Duration::from_millis(200))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::TimedOut { .. }), "{e}");
+            let e = conn.send(b"after").await.unwrap_err();
+            assert!(matches!(e, Error::Broken(_)), "{e}");
+        });
+        // The server's receive of the cut message fails: it never gets a second message.
+        server.say("read 1");
+        let end = server.line_within(HANG);
+        assert!(end.contains("in the middle of a message"), "{end}");
+    }
+
+    /// A producer asleep on a full ring (the peer reads nothing) ends with `Shutdown` within a
+    /// second of the handle's `shutdown()` from another task.
+    fn async_a_shutdown_wakes_a_producer_on_a_full_ring() {
+        let server = spawn_watched("slow", &[&unique("async-full-shutdown")]);
+        let name = server.line_within(HANG);
+        support::runtime().block_on(async {
+            let mut conn = shm_client(&name).await;
+            conn.send(b"go").await.unwrap();
+            assert_eq!(server.line_within(HANG), "got 2");
+            let handle = conn.shutdown_handle();
+            let producer = tokio::spawn(async move {
+                let big = pattern(4, 3 << 20);
+                conn.send(&big).await
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!producer.is_finished(), "the ring is full");
+            handle.shutdown();
+            let got = tokio::time::timeout(Duration::from_secs(1), producer)
+                .await
+                .expect("the shutdown woke the producer within a second")
+                .unwrap();
+            assert!(matches!(got, Err(Error::Shutdown)), "{got:?}");
+        });
+    }
+
+    /// The async `send_with`, in place (8 MiB rings) and through a buffer (larger than the
+    /// ring, or on a socket), mixed with copying sends, against a blocking echo server.
+    fn async_messages_written_in_place_arrive_whole() {
+        let (_server, name) = echo("async-in-place", "shm-8m");
+        let (_plain, plain_name) = echo("async-in-place-socket", "socket");
+        support::runtime().block_on(async {
+            let opts = ClientOptions::new()
+                .wait(HANG)
+                .shared_memory(true)
+                .shared_memory_ring(8 << 20);
+            let conn = AsyncClient::connect_with(name.as_str(), &opts)
+                .await
+                .unwrap();
+            assert!(conn.is_shared_memory());
+            const IN_PLACE: [usize; 7] = [0, 1, 100, 70_000, 3 << 20, (8 << 20) - 8, 9 << 20];
+            let conn = both_ways(conn, 3, &IN_PLACE, true).await;
+            assert!(conn.is_shared_memory());
+            let mut plain = AsyncClient::connect_with(plain_name.as_str(), &ClientOptions::new())
+                .await
+                .unwrap();
+            plain
+                .send_with(70_000, |buf| buf.copy_from_slice(&pattern(9, 70_000)))
+                .await
+                .unwrap();
+            assert!(plain.recv().await.unwrap() == pattern(9, 70_000));
+        });
+    }
+
+    /// A peer that reads nothing: once the ring is full, an async in-place send waits for
+    /// room up to the write timeout, sends nothing, and leaves the connection usable.
+    fn async_an_in_place_send_that_finds_no_room_times_out_cleanly() {
+        let mut server = spawn_watched("hold", &[&unique("async-no-room"), "stall"]);
+        let name = server.line_within(HANG);
+        let rt = support::runtime();
+        let mut conn = rt.block_on(shm_client(&name));
+        rt.block_on(conn.send(b"first")).unwrap();
+        server.expect("got 5");
+        conn.set_write_timeout(Some(Duration::from_millis(100)));
+        super::fill_the_ring_in_place(|len| rt.block_on(conn.send_with(len, |buf| buf.fill(7))));
+        server.say("send");
+        let late = rt.block_on(conn.recv()).unwrap();
+        assert_eq!(&late[..], b"late");
+    }
+
+    /// `async-echo NAME shm|socket`: an async echo server offering shared memory or not;
+    /// prints `ready`, serves until stdin closes.
+    pub fn role_async_echo(args: Vec<String>) {
+        let opts = ServerOptions::new().shared_memory(args[1] == "shm");
+        support::runtime().block_on(async {
+            let server = AsyncServer::bind_with(args[0].as_str(), &opts).unwrap();
+            support::stop_on_stdin_close(server.shutdown_handle());
+            support::tell("ready");
+            while let Ok(mut conn) = server.accept().await {
+                tokio::spawn(async move {
+                    while let Ok(msg) = conn.recv().await {
+                        if conn.send(&msg).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
     }
 }

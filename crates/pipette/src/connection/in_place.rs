@@ -50,10 +50,7 @@ impl SendHalf {
     ///
     /// As [`Connection::send`].
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
-        let fits = self
-            .shm
-            .as_ref()
-            .is_some_and(|tx| len <= tx.ring_size().saturating_sub(HEADER_LEN));
+        let fits = self.shm.as_ref().is_some_and(|tx| tx.fits_in_place(len));
         if !fits {
             let mut buf = vec![0u8; len];
             fill(&mut buf);
@@ -83,16 +80,12 @@ impl SendHalf {
         );
         if let Err(e) = room {
             return Err(if e.kind() == std::io::ErrorKind::InvalidData {
-                super::shm_failure(&self.shared, e)
+                crate::shm::failure(&self.shared, e)
             } else {
                 self.shared.error(e, Operation::Send, t)
             });
         }
-        tx.write_in_place(need, |buf| {
-            let (header, payload) = buf.split_at_mut(HEADER_LEN);
-            header.copy_from_slice(out.header());
-            fill(payload);
-        });
+        tx.write_frame_in_place(out.header(), len, fill);
         Ok(())
     }
 }

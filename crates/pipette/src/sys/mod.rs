@@ -318,6 +318,22 @@ pub(crate) fn describe_server(server: &PeerIdentity) -> String {
 pub(crate) mod aio {
     pub(crate) use super::imp::aio::{connect, Listener, Stream};
 
+    /// Reads into `buf`'s next chunk with `read`, which returns how many bytes it initialised
+    /// from the start of the slice it is given.
+    pub(crate) fn read_into<B: bytes::BufMut>(
+        buf: &mut B,
+        read: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
+        // SAFETY: the slice is only written to (by recv(2) or recvmsg(2), or a copy out of a
+        // shared-memory ring), never read, and only its initialised prefix is reported to
+        // `advance_mut` below.
+        let chunk = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
+        let n = read(chunk)?;
+        // SAFETY: `read` initialised the first `n` bytes of the chunk.
+        unsafe { buf.advance_mut(n) };
+        Ok(n)
+    }
+
     /// The contract, checked: the async stream implements `AsyncStream`.
     const _: fn() = || {
         fn check<S: super::AsyncStream>() {}
@@ -374,7 +390,7 @@ pub(crate) struct ListenOptions {
     #[cfg_attr(unix, allow(dead_code))]
     pub message_pipe: bool,
     /// The server offers shared memory: keep the descriptors that come with a hello (a
-    /// client's memory). Only the Linux blocking listener reads them.
+    /// client's memory). Only the Linux listeners (blocking and async) read them.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub shared_memory: bool,
 }
@@ -411,8 +427,8 @@ pub(crate) trait Handshake: Cancel + Send + Sync + 'static {
     fn write_handover(&self, reply: &[u8], region: &shm::Region) -> std::io::Result<usize>;
 
     /// `write_now` of a client's hello with its own shared memory attached (`SCM_RIGHTS`),
-    /// when it offers shared memory. Only where the platform has it (the blocking stream on
-    /// Linux); never called elsewhere.
+    /// when it offers shared memory. Only where the platform has it (the blocking and the
+    /// async stream on Linux); never called elsewhere.
     fn write_with_memory(&self, _hello: &[u8], _memory: &shm::Memory) -> std::io::Result<usize> {
         Err(std::io::ErrorKind::Unsupported.into())
     }

@@ -115,3 +115,32 @@ pub(crate) fn read_handover(
 ) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// Never called here (nothing offers the feature).
+#[cfg(feature = "tokio")]
+pub(crate) fn try_read_handover(
+    _stream: &crate::sys::aio::Stream,
+    _buf: &mut [u8],
+    _fds: &mut Vec<Descriptor>,
+) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// An async wait that cannot exist here (see the Linux module).
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) enum AsyncWait {}
+
+#[cfg(feature = "tokio")]
+impl AsyncWait {
+    pub(crate) fn new(region: &Region, _which: Event) -> io::Result<AsyncWait> {
+        match *region {}
+    }
+    pub(crate) fn poll_wait(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+        _stream: &crate::sys::aio::Stream,
+    ) -> std::task::Poll<io::Result<Woken>> {
+        match *self {}
+    }
+}

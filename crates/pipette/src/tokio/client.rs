@@ -83,11 +83,25 @@ impl Client {
     /// Outside a tokio runtime (the stream registers with its reactor).
     pub async fn connect_with(name: impl IntoName, options: &ClientOptions) -> Result<Connection> {
         let (side, connect, shutdown, wait) = options.prepare(name)?;
-        crate::tokio::refuse_blocking_only(side.wait_strategy, options.blocking_only_feature())?;
+        crate::tokio::refuse_blocking_only(side.wait_strategy)?;
         let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
-        let shared = handshake::hello(&side, shutdown, stream, None)?;
+        // A client that asks for shared memory hands its own over with the hello, and
+        // reads the reply (which brings the server's) at once, as the blocking client does.
+        let memory = (side.features & crate::frame::FEATURE_SHARED_MEMORY != 0)
+            .then(|| crate::shm::client_memory(side.ring_size))
+            .flatten();
+        let mut shared = handshake::hello(&side, shutdown, stream, memory.as_ref())?;
+        if let Some(memory) = memory {
+            shared.shm = crate::shm::client_handover_async(
+                &shared,
+                memory,
+                crate::DEFAULT_HANDSHAKE_TIMEOUT,
+            )
+            .await?;
+        }
         let offers_descriptors = shared.accepts_descriptors;
-        let mut conn = Connection::new(shared, side.limit);
+        let mut conn = Connection::new(shared, side.limit)
+            .map_err(|e| Error::io("cannot wait for the shared memory on the runtime", e))?;
         if offers_descriptors {
             // So that `passes_descriptors` knows whether the server agreed.
             conn.settle_reply(crate::DEFAULT_HANDSHAKE_TIMEOUT).await?;

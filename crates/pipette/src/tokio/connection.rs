@@ -32,6 +32,7 @@ pub(crate) type AsyncShared = Shared<aio::Stream>;
 
 #[cfg(unix)]
 mod descriptors;
+mod shm;
 
 /// An async connection carrying whole messages; the async twin of
 /// [`pipette::Connection`](crate::Connection), with the same wire bytes.
@@ -65,13 +66,22 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: AsyncShared, our_limit: u32) -> Connection {
+    /// Fails only when a shared-memory connection cannot register its eventfds with the
+    /// reactor.
+    pub(crate) fn new(shared: AsyncShared, our_limit: u32) -> io::Result<Connection> {
+        let (shm_recv, shm_send) = match &shared.shm {
+            Some(link) => {
+                let (r, s) = shm::halves(link)?;
+                (Some(r), Some(s))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(shared);
         let mut rx = Receiver::new(our_limit);
         if shared.accepts_descriptors {
             rx.decoder.accept_descriptors();
         }
-        Connection {
+        Ok(Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
                 buf: BytesMut::new(),
@@ -80,6 +90,7 @@ impl Connection {
                 timeout: None,
                 terminated: false,
                 fresh: true,
+                shm: shm_recv,
                 #[cfg(unix)]
                 claimed: descriptors::Claimed::default(),
             },
@@ -88,7 +99,20 @@ impl Connection {
                 shared,
                 queue: VecDeque::new(),
                 timeout: None,
+                shm: shm_send,
             },
+        })
+    }
+
+    /// A server's connection to a client it admitted; `None` (logged, and the connection
+    /// closed) in the unlikely case that `new` fails.
+    pub(crate) fn admitted(shared: AsyncShared, our_limit: u32) -> Option<Connection> {
+        match Connection::new(shared, our_limit) {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot wait for a connection's shared memory on the runtime; dropping it");
+                None
+            }
         }
     }
 
@@ -347,6 +371,13 @@ impl Connection {
         self.send.passes_descriptors()
     }
 
+    /// Whether messages travel through shared memory (both sides asked for it and the
+    /// platform can: see [`ClientOptions::shared_memory`](crate::ClientOptions::shared_memory))
+    /// rather than the socket. Such a connection waits for the ring on the runtime's reactor.
+    pub fn is_shared_memory(&self) -> bool {
+        self.send.shared.shm.is_some()
+    }
+
     /// The largest message this side accepts.
     pub fn max_message_size(&self) -> usize {
         self.recv.rx.decoder.limit() as usize
@@ -382,13 +413,17 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// A client's handshake errors, [`Error::InvalidConfig`] in the middle of a message, and
+    /// A client's handshake errors, [`Error::InvalidConfig`] in the middle of a message or
+    /// on a shared-memory connection (its messages do not travel through the socket), and
     /// errors writing what was queued.
     ///
     /// # Cancel safety
     ///
     /// Consumes the connection: dropping the future drops the connection.
     pub async fn into_stream(mut self) -> Result<Stream> {
+        if self.is_shared_memory() {
+            return Err(crate::shm::no_stream());
+        }
         poll_fn(|cx| self.recv.poll_reply(cx)).await?;
         self.recv.rx.at_boundary()?;
         self.send.flush().await?;
@@ -432,6 +467,8 @@ pub struct RecvHalf {
     terminated: bool,
     /// No read yet: the first one bypasses the reactor's readiness (see `poll_read_into`).
     fresh: bool,
+    /// The ring messages arrive through, on a shared-memory connection.
+    shm: Option<shm::ShmRecv>,
     /// The descriptors of the message being received, for `recv_with_descriptors`.
     #[cfg(unix)]
     claimed: descriptors::Claimed,
@@ -454,14 +491,19 @@ fn payload_buffer(len: usize) -> BytesMut {
 /// Reads what the socket has into `buf`, waiting for readiness when it has nothing (a
 /// read the reactor knows would block costs no system call). `Ok(0)`: end of stream.
 /// `fresh`: the connection's first read, which asks the socket directly: its first message
-/// has usually arrived before the reactor has seen the socket at all.
+/// has usually arrived before the reactor has seen the socket at all. On a shared-memory
+/// connection (`ring`), the same read out of the ring.
 #[inline]
 fn poll_read_into<B: BufMut>(
     shared: &AsyncShared,
+    ring: &mut Option<shm::ShmRecv>,
     cx: &mut Context<'_>,
     buf: &mut B,
     fresh: bool,
 ) -> Poll<io::Result<usize>> {
+    if let Some(ring) = ring {
+        return ring.poll_read(cx, &shared.stream, buf);
+    }
     if fresh {
         match shared.stream.read_buf_now(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -691,6 +733,7 @@ impl RecvHalf {
                 if missing > 0 {
                     match ready!(poll_read_into(
                         &self.shared,
+                        &mut self.shm,
                         cx,
                         &mut payload.limit(missing),
                         false
@@ -703,9 +746,7 @@ impl RecvHalf {
                         Ok(n) => {
                             self.rx.decoder.payload_received(n);
                         }
-                        Err(e) => {
-                            return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None)))
-                        }
+                        Err(e) => return Poll::Ready(Err(self.read_error(e))),
                     }
                     continue;
                 }
@@ -729,11 +770,12 @@ impl RecvHalf {
                         self.buf.reserve(capacity.max(RECV_BUF));
                     }
                     let fresh = std::mem::take(&mut self.fresh);
+                    let (shared, ring) = (&self.shared, &mut self.shm);
                     let read = match at_most {
                         Some(n) => {
-                            poll_read_into(&self.shared, cx, &mut (&mut self.buf).limit(n), fresh)
+                            poll_read_into(shared, ring, cx, &mut (&mut self.buf).limit(n), fresh)
                         }
-                        None => poll_read_into(&self.shared, cx, &mut self.buf, fresh),
+                        None => poll_read_into(shared, ring, cx, &mut self.buf, fresh),
                     };
                     match ready!(read) {
                         Ok(0) => {
@@ -742,9 +784,7 @@ impl RecvHalf {
                                 .end_of_stream(&self.shared, self.buf.len())))
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None)))
-                        }
+                        Err(e) => return Poll::Ready(Err(self.read_error(e))),
                     }
                 }
                 Decoded::LargeMessage { len } => {
@@ -768,6 +808,19 @@ impl RecvHalf {
         }
     }
 
+    /// The error for a failed read; a peer that broke the shared-memory protocol ends the
+    /// connection for good.
+    #[cold]
+    fn read_error(&mut self, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::InvalidData && self.shm.is_some() {
+            return self
+                .rx
+                .sticky
+                .set(shm::error(&self.shared, e, Operation::Recv));
+        }
+        self.shared.error(e, Operation::Recv, None)
+    }
+
     /// A message is complete: the descriptors it carried, if any, stay for
     /// `recv_with_descriptors` or are closed.
     #[inline]
@@ -785,7 +838,13 @@ impl RecvHalf {
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {
         if self.buf.is_empty() {
             self.buf.reserve(RECV_BUF);
-            match ready!(poll_read_into(&self.shared, cx, &mut self.buf, false)) {
+            match ready!(poll_read_into(
+                &self.shared,
+                &mut self.shm,
+                cx,
+                &mut self.buf,
+                false
+            )) {
                 Ok(0) => return Poll::Ready(Err(self.shared.eof())),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Err(self.shared.error(e, Operation::Recv, None))),
@@ -811,6 +870,8 @@ pub struct SendHalf {
     /// Messages fed and not yet flushed.
     queue: VecDeque<(Outgoing, Bytes)>,
     timeout: Option<Duration>,
+    /// The ring messages leave through, on a shared-memory connection.
+    shm: Option<shm::ShmSend>,
 }
 
 /// What is left of a send after its synchronous first attempt.
@@ -821,6 +882,35 @@ enum Rest {
     Write(Outgoing),
     /// Queued messages or the server's reply first: the whole path.
     Everything,
+}
+
+/// Writes what it can of the rest of a message now, into the ring on a shared-memory
+/// connection (`ring`), else into the socket; `WouldBlock` when there is no room.
+fn write_some(
+    shared: &AsyncShared,
+    ring: &mut Option<shm::ShmSend>,
+    out: &Outgoing,
+    payload: &[u8],
+) -> io::Result<usize> {
+    match ring {
+        Some(ring) => {
+            let (h, p) = out.remaining(payload);
+            ring.write_now(h, p)
+        }
+        None => shared.stream.try_write_vectored(&io_slices(out, payload)),
+    }
+}
+
+/// Ready when `write_some` may find room: in the ring (or the peer is gone), or the socket.
+fn poll_writable(
+    shared: &AsyncShared,
+    ring: &mut Option<shm::ShmSend>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    match ring {
+        Some(ring) => ring.poll_room_for(cx, &shared.stream, 1),
+        None => shared.stream.poll_write_ready(cx),
+    }
 }
 
 /// The two slices still to write of a message.
@@ -980,7 +1070,11 @@ impl SendHalf {
             None => return Ok(Rest::Everything),
         };
         let mut out = self.tx.frame(msg.len(), limit)?;
-        match self.shared.stream.write2_now(out.header(), msg) {
+        let first = match &mut self.shm {
+            Some(ring) => ring.write_now(out.header(), msg),
+            None => self.shared.stream.write2_now(out.header(), msg),
+        };
+        match first {
             Ok(n) if out.advance(n) => Ok(Rest::Nothing),
             // Short, would block, or failed (the retry reports the error): `write_all`
             // goes on from where this stopped.
@@ -1096,11 +1190,8 @@ impl SendHalf {
         }
         let mut g = Guard { half: self, out };
         loop {
-            let shared = &g.half.shared;
-            match shared
-                .stream
-                .try_write_vectored(&io_slices(&g.out, payload))
-            {
+            let (shared, ring) = (&g.half.shared, &mut g.half.shm);
+            match write_some(shared, ring, &g.out, payload) {
                 Ok(n) => {
                     if g.out.advance(n) {
                         return Ok(());
@@ -1108,11 +1199,11 @@ impl SendHalf {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     shared.check_shutdown()?;
-                    poll_fn(|cx| shared.stream.poll_write_ready(cx))
+                    poll_fn(|cx| poll_writable(shared, ring, cx))
                         .await
-                        .map_err(|e| shared.error(e, Operation::Send, None))?;
+                        .map_err(|e| shm::error(shared, e, Operation::Send))?;
                 }
-                Err(e) => return Err(shared.error(e, Operation::Send, None)),
+                Err(e) => return Err(shm::error(shared, e, Operation::Send)),
             }
         }
     }
@@ -1121,14 +1212,10 @@ impl SendHalf {
         while let Some((out, payload)) = self.queue.front_mut() {
             self.shared.check_shutdown()?;
             self.tx.sticky.check()?;
-            if let Err(e) = ready!(self.shared.stream.poll_write_ready(cx)) {
-                return Poll::Ready(Err(self.shared.error(e, Operation::Send, None)));
+            if let Err(e) = ready!(poll_writable(&self.shared, &mut self.shm, cx)) {
+                return Poll::Ready(Err(shm::error(&self.shared, e, Operation::Send)));
             }
-            match self
-                .shared
-                .stream
-                .try_write_vectored(&io_slices(out, payload))
-            {
+            match write_some(&self.shared, &mut self.shm, out, payload) {
                 Ok(n) => {
                     if out.advance(n) {
                         self.queue.pop_front();
@@ -1136,7 +1223,7 @@ impl SendHalf {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
-                    let err = self.shared.error(e, Operation::Send, None);
+                    let err = shm::error(&self.shared, e, Operation::Send);
                     if out.started() {
                         let stream = &self.shared.stream;
                         return Poll::Ready(Err(self.tx.cut(err, || {

@@ -65,21 +65,13 @@ pub use value::{ValueSink, ValueStream, Values};
 
 /// What the options may ask that only the blocking API does, refused here as a
 /// configuration error: a wait strategy other than `Block` (an async receive waits through
-/// the runtime's reactor, and spinning in a task would hold up the other tasks of its thread)
-/// and, for now, shared memory (`feature`: the option asked for).
-pub(crate) fn refuse_blocking_only(
-    strategy: Option<crate::WaitStrategy>,
-    feature: Option<&'static str>,
-) -> crate::Result<()> {
+/// the runtime's reactor, and spinning in a task would hold up the other tasks of its thread;
+/// this holds for shared-memory connections too, which wait on the reactor as well).
+pub(crate) fn refuse_blocking_only(strategy: Option<crate::WaitStrategy>) -> crate::Result<()> {
     let strategy = strategy.unwrap_or_default();
     if strategy != crate::WaitStrategy::Block {
         return Err(crate::Error::InvalidConfig(format!(
             "wait strategy {strategy:?} is for the blocking API: an async receive waits through the runtime's reactor, and spinning in a task would hold up the other tasks of its thread; use WaitStrategy::Block here, or the blocking API on a thread of its own"
-        )));
-    }
-    if let Some(feature) = feature {
-        return Err(crate::Error::InvalidConfig(format!(
-            "{feature} is for the blocking API for now; leave {feature} off with pipette::tokio, or use the blocking API on a thread of its own"
         )));
     }
     Ok(())

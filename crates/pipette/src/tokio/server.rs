@@ -113,7 +113,7 @@ impl Server {
     /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind_with(name: impl IntoName, options: &ServerOptions) -> Result<Server> {
         let (policy, listen, shutdown) = options.prepare(name)?;
-        crate::tokio::refuse_blocking_only(policy.wait_strategy, options.blocking_only_feature())?;
+        crate::tokio::refuse_blocking_only(policy.wait_strategy)?;
         let listener = Arc::new(aio::Listener::bind(&policy.name, &listen)?);
         let token = CancellationToken::new();
         let registrations = [
@@ -271,7 +271,7 @@ impl Server {
             }
         }
         handshake::admit(&self.policy, &self.shutdown, stream, hello.bytes())
-            .map(|shared| Connection::new(shared, self.policy.limit))
+            .and_then(|shared| Connection::admitted(shared, self.policy.limit))
             .ok_or(None)
     }
 }
@@ -318,7 +318,7 @@ async fn handshake(
             None
         }
         Ok(Ok(())) => handshake::admit(&policy, &shutdown, stream, hello.bytes())
-            .map(|shared| Connection::new(shared, policy.limit)),
+            .and_then(|shared| Connection::admitted(shared, policy.limit)),
     }
 }
 

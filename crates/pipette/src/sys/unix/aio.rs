@@ -2,7 +2,6 @@
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -20,6 +19,7 @@ use super::os;
 use super::socket::{self, recv_now, recv_uninit_now, send2_now, send_now, shutdown_write};
 use crate::error::Result;
 use crate::proto::HelloReader;
+use crate::sys::aio::read_into;
 use crate::sys::{Cancel, ListenOptions};
 use crate::{Name, PeerIdentity};
 
@@ -36,6 +36,12 @@ pub(crate) struct Stream {
 impl Stream {
     fn new(inner: ::tokio::net::UnixStream) -> Stream {
         Stream { inner, inbox: None }
+    }
+
+    /// The tokio socket, for the shared-memory waits (`sys::unix::shm`).
+    #[cfg(target_os = "linux")]
+    pub(super) fn tokio_stream(&self) -> &::tokio::net::UnixStream {
+        &self.inner
     }
 
     /// Takes the `n` descriptors that the message just decoded carries, as the blocking
@@ -79,21 +85,6 @@ impl Stream {
             }
         }
     }
-}
-
-/// Reads into `buf`'s next chunk with `read`, which returns how many bytes it initialised
-/// from the start of the slice it is given.
-fn read_into<B: BufMut>(
-    buf: &mut B,
-    read: impl FnOnce(&mut [MaybeUninit<u8>]) -> io::Result<usize>,
-) -> io::Result<usize> {
-    // SAFETY: the slice is only written to (by recv(2) or recvmsg(2)), never read, and only
-    // its initialised prefix is reported to `advance_mut` below.
-    let chunk = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
-    let n = read(chunk)?;
-    // SAFETY: `read` initialised the first `n` bytes of the chunk.
-    unsafe { buf.advance_mut(n) };
-    Ok(n)
 }
 
 impl crate::sys::AsyncStream for Stream {
@@ -191,15 +182,7 @@ impl crate::sys::Handshake for Stream {
         true
     }
 
-    #[cfg(target_os = "linux")]
-    fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        send_with_fds(self.inner.as_fd(), &[reply], &region.handover())
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        match *region {}
-    }
+    shm_handshake!(|this| this.inner.as_fd());
 }
 
 impl std::os::fd::AsFd for Stream {
@@ -245,6 +228,10 @@ pub(crate) struct Listener {
     /// Wakes every waiting `accept` on `cancel`.
     token: CancellationToken,
     raw: bool,
+    /// The server offers shared memory: accepted streams keep the descriptors that come
+    /// with the hello (a client's memory), as the blocking listener's do. Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    shared_memory: bool,
 }
 
 impl Listener {
@@ -262,6 +249,7 @@ impl Listener {
             cancelled: AtomicBool::new(false),
             token: CancellationToken::new(),
             raw: opts.raw,
+            shared_memory: opts.shared_memory,
         })
     }
 
@@ -275,7 +263,12 @@ impl Listener {
             fd = poll_fn(|cx| self.poll_accept(cx)) => fd?,
         };
         let std = std::os::unix::net::UnixStream::from(fd);
-        let stream = Stream::new(::tokio::net::UnixStream::from_std(std)?);
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let mut stream = Stream::new(::tokio::net::UnixStream::from_std(std)?);
+        #[cfg(target_os = "linux")]
+        if self.shared_memory {
+            crate::sys::Handshake::accept_descriptors(&mut stream);
+        }
         Ok((stream, HelloReader::new(self.raw)))
     }
 

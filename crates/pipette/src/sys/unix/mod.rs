@@ -44,6 +44,48 @@ macro_rules! syscall {
     }};
 }
 
+/// The shared-memory methods of `Handshake`, the same for the blocking and the async stream
+/// (`$fd`: the socket, from `self`): the handover descriptors go out with `sendmsg`, and a
+/// hello's are kept in the stream's `inbox`. Where there is no shared memory, the region and
+/// memory types cannot exist.
+macro_rules! shm_handshake {
+    (|$this:ident| $fd:expr) => {
+        #[cfg(target_os = "linux")]
+        fn write_handover(
+            &self,
+            reply: &[u8],
+            region: &crate::sys::shm::Region,
+        ) -> std::io::Result<usize> {
+            let $this = self;
+            super::fds::send_with_fds($fd, &[reply], &region.handover())
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        fn write_handover(
+            &self,
+            _reply: &[u8],
+            region: &crate::sys::shm::Region,
+        ) -> std::io::Result<usize> {
+            match *region {}
+        }
+
+        #[cfg(target_os = "linux")]
+        fn write_with_memory(
+            &self,
+            hello: &[u8],
+            memory: &crate::sys::shm::Memory,
+        ) -> std::io::Result<usize> {
+            let $this = self;
+            super::shm::send_memory($fd, hello, memory)
+        }
+
+        #[cfg(target_os = "linux")]
+        fn handed_over(&mut self) -> Vec<crate::sys::shm::Descriptor> {
+            super::shm::handed_over(&mut self.inbox)
+        }
+    };
+}
+
 mod access;
 #[cfg(feature = "tokio")]
 pub(crate) mod aio;

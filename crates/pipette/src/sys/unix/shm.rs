@@ -57,6 +57,123 @@ pub(crate) fn read_handover(
     }
 }
 
+/// `Handshake::write_with_memory` of either stream (blocking or async): the hello with the
+/// client's own memory attached.
+pub(crate) fn send_memory(
+    socket: BorrowedFd<'_>,
+    hello: &[u8],
+    memory: &Memory,
+) -> io::Result<usize> {
+    super::fds::send_with_fds(socket, &[hello], &[memory.handover()])
+}
+
+/// `Handshake::handed_over` of either stream: the descriptors kept with the hello, taken
+/// once (reads stop keeping descriptors).
+pub(crate) fn handed_over(inbox: &mut Option<Box<super::fds::Inbox>>) -> Vec<Descriptor> {
+    inbox
+        .take()
+        .map(|inbox| inbox.into_fds())
+        .unwrap_or_default()
+}
+
+/// `read_handover` for the async client, without waiting: what the socket has of the reply
+/// now, with its descriptors (`WouldBlock` when nothing is there, which also clears tokio's
+/// read readiness, so that `readable()` then waits for the next bytes).
+#[cfg(feature = "tokio")]
+pub(crate) fn try_read_handover(
+    stream: &super::aio::Stream,
+    buf: &mut [u8],
+    fds: &mut Vec<Descriptor>,
+) -> io::Result<usize> {
+    let socket = stream.tokio_stream();
+    socket.try_io(::tokio::io::Interest::READABLE, || {
+        super::fds::recv_with_fds(socket.as_fd(), buf, fds, HANDED_OVER)
+    })
+}
+
+/// An async wait on one eventfd of a region and on the connection's socket, the twin of
+/// [`Region::wait_on`] on tokio's reactor: the eventfd (a duplicate of it, registered with
+/// the reactor) and, for a consumer, the socket's read readiness (the peer's end, or our
+/// shutdown), for a producer only a real hang-up of the socket.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) struct AsyncWait {
+    event: ::tokio::io::unix::AsyncFd<OwnedFd>,
+    which: Event,
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncWait {
+    /// Registers a duplicate of `region`'s eventfd for `which` with the reactor.
+    pub(crate) fn new(region: &Region, which: Event) -> io::Result<AsyncWait> {
+        let fd = region.events[which.index()].try_clone()?;
+        // SAFETY: `fd` is an open eventfd (a duplicate made just above), owned by the
+        // `AsyncFd` from here on: it stays open and refers to the same eventfd until the
+        // `AsyncFd` is dropped.
+        let event = unsafe {
+            ::tokio::io::unix::AsyncFd::register_with_interest(fd, ::tokio::io::Interest::READABLE)
+        }
+        .map_err(io::Error::from)?;
+        Ok(AsyncWait { event, which })
+    }
+
+    /// Ready when the eventfd was signalled (`Woken::Event`: drained, its readiness cleared)
+    /// or the socket says what a wait on it is for (`Woken::Socket`); pending (both wakers
+    /// registered) otherwise. A producer is woken by the socket only when it is hung up
+    /// (the peer is gone, or our own shutdown): tokio's read readiness also fires, and stays
+    /// set for good, when the peer only ended its sending direction, so the producer watches
+    /// the write readiness (whose closed state is a hang-up only), checks with a
+    /// zero-timeout `poll(2)` and clears anything else.
+    pub(crate) fn poll_wait(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        stream: &super::aio::Stream,
+    ) -> std::task::Poll<io::Result<Woken>> {
+        use ::tokio::io::Interest;
+        use std::task::Poll;
+        loop {
+            if let Poll::Ready(guard) = self.event.poll_read_ready(cx) {
+                let mut guard = guard?;
+                let mut counter = [0u8; 8];
+                // A signal that lands after this read sets the readiness again (a later
+                // tick), which `clear_ready` leaves alone.
+                let _ = rustix::io::read(self.event.get_ref(), &mut counter);
+                guard.clear_ready();
+                return Poll::Ready(Ok(Woken::Event));
+            }
+            let socket = stream.tokio_stream();
+            let (interest, wanted) = match self.which {
+                Event::Data(_) => (Interest::READABLE, PollFlags::IN | PollFlags::RDHUP),
+                // Hang-up and errors are always reported.
+                Event::Room(_) => (Interest::WRITABLE, PollFlags::empty()),
+            };
+            let ready = match self.which {
+                Event::Data(_) => socket.poll_read_ready(cx),
+                Event::Room(_) => socket.poll_write_ready(cx),
+            };
+            if let Poll::Ready(r) = ready {
+                r?;
+            } else {
+                return Poll::Pending;
+            }
+            // Checked inside `try_io`, so that readiness is cleared only when it was seen
+            // to be stale (an event after the check sets it again).
+            match socket.try_io(interest, || {
+                let mut fds = [PollFd::from_borrowed_fd(socket.as_fd(), wanted)];
+                match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
+                    Ok(n) if n > 0 && !fds[0].revents().is_empty() => Ok(()),
+                    Ok(_) | Err(Errno::INTR) => Err(io::ErrorKind::WouldBlock.into()),
+                    Err(e) => Err(e.into()),
+                }
+            }) {
+                Ok(()) => return Poll::Ready(Ok(Woken::Socket)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
 /// The seals each side puts on its own memory once it has mapped it: nobody can change its
 /// size (so no access by either side can fault, `SIGBUS` past the end of a shrunk file), and
 /// nobody can map it writable again or `write(2)` to it (`F_SEAL_FUTURE_WRITE`): the peer

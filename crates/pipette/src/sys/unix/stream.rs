@@ -255,32 +255,7 @@ impl crate::sys::Handshake for Stream {
         true
     }
 
-    #[cfg(target_os = "linux")]
-    fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        super::fds::send_with_fds(self.fd.as_fd(), &[reply], &region.handover())
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        match *region {}
-    }
-
-    #[cfg(target_os = "linux")]
-    fn write_with_memory(
-        &self,
-        hello: &[u8],
-        memory: &crate::sys::shm::Memory,
-    ) -> io::Result<usize> {
-        super::fds::send_with_fds(self.fd.as_fd(), &[hello], &[memory.handover()])
-    }
-
-    fn handed_over(&mut self) -> Vec<crate::sys::shm::Descriptor> {
-        #[cfg(target_os = "linux")]
-        if let Some(inbox) = self.inbox.take() {
-            return inbox.into_fds();
-        }
-        Vec::new()
-    }
+    shm_handshake!(|this| this.fd.as_fd());
 }
 
 impl AsFd for Stream {
