@@ -60,6 +60,8 @@ enum T {
     /// (`Connection::send_with`, its payload filled straight into the ring).
     PipetteShmInPlace,
     PipetteAsync,
+    /// The async API over shared memory (`shared_memory(true)` on both ends, 1 MiB rings).
+    PipetteAsyncShm,
     RawUds,
     Tcp,
     Interprocess,
@@ -68,13 +70,14 @@ enum T {
 }
 
 /// In table order; the baseline is [`T::RawUds`].
-const ALL: [T; 10] = [
+const ALL: [T; 11] = [
     T::RawUds,
     T::Pipette,
     T::PipetteSpin,
     T::PipetteShm,
     T::PipetteShmInPlace,
     T::PipetteAsync,
+    T::PipetteAsyncShm,
     T::TokioUds,
     T::Tcp,
     T::Interprocess,
@@ -89,6 +92,7 @@ impl T {
             T::PipetteShm => "pipette-shm",
             T::PipetteShmInPlace => "pipette-shm-inplace",
             T::PipetteAsync => "pipette-async",
+            T::PipetteAsyncShm => "pipette-async-shm",
             T::RawUds => "raw-uds",
             T::Tcp => "tcp-nodelay",
             T::Interprocess => "interprocess",
@@ -603,15 +607,10 @@ fn measure(t: T, cfg: &Cfg) -> io::Result<Figures> {
             let (_, ctrl) = server.accept().map_err(other)?;
             Ok((child, move || IpcLink::connect(&ctrl)))
         }),
-        T::PipetteAsync => rt()?.block_on(measure_async(cfg, |role| {
+        T::PipetteAsync | T::PipetteAsyncShm => rt()?.block_on(measure_async(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &pipette_name())?;
             let name = child.addr.clone();
-            Ok((child, async move || {
-                pipette::tokio::Client::connect(name.as_str())
-                    .await
-                    .map(APipette)
-                    .map_err(other)
-            }))
+            Ok((child, async move || async_connect(t, &name).await))
         })),
         T::TokioUds => rt()?.block_on(measure_async(cfg, |role| {
             let child = ChildGuard::spawn(t, role, &socket_path())?;
@@ -789,6 +788,15 @@ fn ring(t: T) -> Option<usize> {
     }
 }
 
+/// An async pipette client for transport `t`.
+async fn async_connect(t: T, name: &str) -> io::Result<APipette> {
+    let opts = pipette::ClientOptions::new().shared_memory(t == T::PipetteAsyncShm);
+    pipette::tokio::Client::connect_with(name, &opts)
+        .await
+        .map(APipette)
+        .map_err(other)
+}
+
 /// A blocking pipette client for transport `t`.
 fn pipette_connect(t: T, name: &str) -> io::Result<pipette::Connection> {
     let mut opts = pipette::ClientOptions::new().shared_memory(ring(t).is_some());
@@ -864,8 +872,9 @@ fn run_child(t: T, role: Role, addr: &str) -> io::Result<()> {
                 serve(IpcLink { tx, rx }, role)?;
             }
         }
-        T::PipetteAsync => rt()?.block_on(async {
-            let server = pipette::tokio::Server::bind(addr).map_err(other)?;
+        T::PipetteAsync | T::PipetteAsyncShm => rt()?.block_on(async {
+            let opts = pipette::ServerOptions::new().shared_memory(t == T::PipetteAsyncShm);
+            let server = pipette::tokio::Server::bind_with(addr, &opts).map_err(other)?;
             ready(addr);
             loop {
                 aserve(APipette(server.accept().await.map_err(other)?), role).await?;
@@ -1118,6 +1127,12 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
             s.ratios[ip][0], s.ratios[ip][2], s.ratios[ip][3], s.ratios[ip][4]
         );
     }
+    if let Some(a) = find(T::PipetteAsyncShm) {
+        println!(
+            "pipette-async-shm (async API, shared memory)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
+            s.ratios[a][0], s.ratios[a][2], s.ratios[a][3], s.ratios[a][4]
+        );
+    }
     if let Some(sp) = find(T::PipetteSpin) {
         println!(
             "pipette-spin (receives spin up to {} us, then sleep)/raw: rtt {:.3}, 64KiB {:.3} / 4MiB {:.3}, conn/s {:.3}",
@@ -1283,9 +1298,12 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
         _ => Role::Echo,
     };
     let addr = match t {
-        T::Pipette | T::PipetteSpin | T::PipetteShm | T::PipetteShmInPlace | T::PipetteAsync => {
-            pipette_name()
-        }
+        T::Pipette
+        | T::PipetteSpin
+        | T::PipetteShm
+        | T::PipetteShmInPlace
+        | T::PipetteAsync
+        | T::PipetteAsyncShm => pipette_name(),
         _ => socket_path(),
     };
     let child = ChildGuard::spawn(t, role, &addr)?;
@@ -1328,16 +1346,9 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
             run(|| pipette_connect(t, &addr).map(PipetteLink), &cfg, work)?
         }
         T::PipetteShmInPlace => run(|| pipette_connect(t, &addr).map(InPlaceLink), &cfg, work)?,
-        T::PipetteAsync => rt()?.block_on(arun(
-            async || {
-                pipette::tokio::Client::connect(addr.as_str())
-                    .await
-                    .map(APipette)
-                    .map_err(other)
-            },
-            &cfg,
-            work,
-        ))?,
+        T::PipetteAsync | T::PipetteAsyncShm => {
+            rt()?.block_on(arun(async || async_connect(t, &addr).await, &cfg, work))?
+        }
         T::TokioUds => rt()?.block_on(arun(
             async || Ok(ATokio(tokio::net::UnixStream::connect(&addr).await?)),
             &cfg,
