@@ -681,11 +681,13 @@ impl RecvHalf {
     /// The error for a failed read: a timeout (or nothing there yet, for `try_recv`) keeps
     /// everything for the next call.
     fn read_error(&mut self, e: io::Error, wait: Wait) -> Error {
-        if e.kind() == io::ErrorKind::InvalidData && self.shm.is_some() {
-            // The peer broke the shared-memory protocol: the connection ends here.
-            return self.rx.sticky.set(shm::failure(&self.shared, e));
+        let broken = e.kind() == io::ErrorKind::InvalidData && self.shm.is_some();
+        let err = self.shared.error(e, Operation::Recv, wait.timeout());
+        if broken {
+            // The peer broke the shared-memory protocol: the connection ended here.
+            return self.rx.sticky.set(err);
         }
-        self.shared.error(e, Operation::Recv, wait.timeout())
+        err
     }
 
     /// A client reads the server's handshake reply before its first message (unless the
@@ -1112,11 +1114,7 @@ impl SendHalf {
                 Err(e) => Err(e),
             };
             let Err(e) = res else { continue };
-            let err = if e.kind() == io::ErrorKind::InvalidData {
-                shm::failure(&self.shared, e)
-            } else {
-                self.shared.error(e, Operation::Send, t)
-            };
+            let err = self.shared.error(e, Operation::Send, t);
             if out.started() {
                 return Err(self.tx.cut(err, || {
                     let _ = stream.shutdown_write();

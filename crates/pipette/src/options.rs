@@ -161,11 +161,8 @@ impl ServerOptions {
         self
     }
 
-    /// The size of the ring this side's messages travel through on a shared-memory
-    /// connection (default 1 MiB; a power of two from 4 KiB to 1 GiB, else
-    /// [`Error::InvalidConfig`]). A message larger than the ring goes through in pieces; one
-    /// written in place (`Connection::send_with`) must fit in it whole with its 8-byte
-    /// header. Each side chooses the ring it sends through.
+    /// The size of the ring the server's messages travel through on a shared-memory
+    /// connection; as [`ClientOptions::shared_memory_ring`] for the client's.
     pub fn shared_memory_ring(mut self, bytes: usize) -> Self {
         self.ring_size = bytes;
         self

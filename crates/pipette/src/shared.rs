@@ -94,8 +94,16 @@ impl<S> Shared<S> {
         }
     }
 
-    /// Turns an I/O error of `op` into the error the user should see.
-    pub(crate) fn error(&self, e: io::Error, op: Operation, timeout: Option<Duration>) -> Error {
+    /// Turns an I/O error of `op` into the error the user should see. On a shared-memory
+    /// connection, `InvalidData` is the ring saying the peer broke its protocol: the
+    /// connection is closed at once ([`crate::shm::failure`]).
+    pub(crate) fn error(&self, e: io::Error, op: Operation, timeout: Option<Duration>) -> Error
+    where
+        S: Cancel,
+    {
+        if e.kind() == io::ErrorKind::InvalidData && self.shm.is_some() {
+            return crate::shm::failure(self, e);
+        }
         Error::from_io(e, op, timeout, self.shutdown.is_shutdown())
     }
 

@@ -70,7 +70,8 @@ fn bytes_on_socket() -> io::Error {
 }
 
 /// The error for a peer that broke the shared-memory protocol (a corrupted ring, bytes on
-/// the socket): the connection is closed at once, both ways. Either driver's.
+/// the socket): the connection is closed at once, both ways. `Shared::error` gives it for
+/// any `InvalidData` on a shared-memory connection, in either driver.
 pub(crate) fn failure<S: sys::Cancel>(
     shared: &crate::shared::Shared<S>,
     e: io::Error,
@@ -503,7 +504,7 @@ fn handover_timed_out(timeout: Duration) -> crate::Error {
 }
 
 /// Feeds one read of the handover (`buf` holds what it read) to the reply reader.
-fn handover_fed<S>(
+fn handover_fed<S: sys::Cancel>(
     shared: &crate::shared::Shared<S>,
     reader: &mut crate::proto::ReplyReader,
     read: io::Result<usize>,

@@ -79,11 +79,7 @@ impl SendHalf {
             },
         );
         if let Err(e) = room {
-            return Err(if e.kind() == std::io::ErrorKind::InvalidData {
-                crate::shm::failure(&self.shared, e)
-            } else {
-                self.shared.error(e, Operation::Send, t)
-            });
+            return Err(self.shared.error(e, Operation::Send, t));
         }
         tx.write_frame_in_place(out.header(), len, fill);
         Ok(())

@@ -812,13 +812,12 @@ impl RecvHalf {
     /// connection for good.
     #[cold]
     fn read_error(&mut self, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::InvalidData && self.shm.is_some() {
-            return self
-                .rx
-                .sticky
-                .set(shm::error(&self.shared, e, Operation::Recv));
+        let broken = e.kind() == io::ErrorKind::InvalidData && self.shm.is_some();
+        let err = self.shared.error(e, Operation::Recv, None);
+        if broken {
+            return self.rx.sticky.set(err);
         }
-        self.shared.error(e, Operation::Recv, None)
+        err
     }
 
     /// A message is complete: the descriptors it carried, if any, stay for
@@ -1201,9 +1200,9 @@ impl SendHalf {
                     shared.check_shutdown()?;
                     poll_fn(|cx| poll_writable(shared, ring, cx))
                         .await
-                        .map_err(|e| shm::error(shared, e, Operation::Send))?;
+                        .map_err(|e| shared.error(e, Operation::Send, None))?;
                 }
-                Err(e) => return Err(shm::error(shared, e, Operation::Send)),
+                Err(e) => return Err(shared.error(e, Operation::Send, None)),
             }
         }
     }
@@ -1213,7 +1212,7 @@ impl SendHalf {
             self.shared.check_shutdown()?;
             self.tx.sticky.check()?;
             if let Err(e) = ready!(poll_writable(&self.shared, &mut self.shm, cx)) {
-                return Poll::Ready(Err(shm::error(&self.shared, e, Operation::Send)));
+                return Poll::Ready(Err(self.shared.error(e, Operation::Send, None)));
             }
             match write_some(&self.shared, &mut self.shm, out, payload) {
                 Ok(n) => {
@@ -1223,7 +1222,7 @@ impl SendHalf {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
-                    let err = shm::error(&self.shared, e, Operation::Send);
+                    let err = self.shared.error(e, Operation::Send, None);
                     if out.started() {
                         let stream = &self.shared.stream;
                         return Poll::Ready(Err(self.tx.cut(err, || {

@@ -62,6 +62,7 @@ pub(crate) fn send_with_fds(
 /// to `max_fds` of them: descriptors beyond that, or beyond what this process may open, are
 /// closed by the kernel, and then this fails (the bytes are gone with them) so that the loss
 /// is never silent.
+#[cfg(any(target_os = "linux", test))] // the shared-memory handover, and the tests below
 pub(crate) fn recv_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -170,6 +171,7 @@ impl Inbox {
     }
 
     /// Every descriptor waiting, in arrival order (the inbox is done with).
+    #[cfg(target_os = "linux")] // a hello's shared memory
     pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
         let waiting = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
         waiting.fds.into()

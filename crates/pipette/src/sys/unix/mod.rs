@@ -90,7 +90,6 @@ mod access;
 #[cfg(feature = "tokio")]
 pub(crate) mod aio;
 mod endpoint;
-#[allow(dead_code)] // used by the shared-memory transport and descriptor passing (issue #15)
 pub(crate) mod fds;
 mod listener;
 mod poller;

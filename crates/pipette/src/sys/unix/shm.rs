@@ -303,7 +303,7 @@ impl Mapping {
     }
 
     /// A shared word at `at` (a multiple of 8 inside the header page).
-    fn word<T>(&self, at: usize) -> &T {
+    fn word<T: SharedWord>(&self, at: usize) -> &T {
         assert!(at % 8 == 0 && at + 8 <= HEADER_PAGE);
         // SAFETY: aligned and inside the header page of the live mapping, which outlives the
         // reference (it borrows `self`); `T` is an atomic (the peer may write its own words
@@ -312,6 +312,12 @@ impl Mapping {
         unsafe { &*self.base.as_ptr().add(at).cast::<T>() }
     }
 }
+
+/// The types a shared word may be read as: atomics of at most 8 bytes, which the peer may
+/// write at any time.
+trait SharedWord {}
+impl SharedWord for AtomicU32 {}
+impl SharedWord for AtomicU64 {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {

@@ -16,8 +16,8 @@ use bytes::BufMut;
 
 use std::future::poll_fn;
 
-use super::{bounded, AsyncShared, Connection, SendHalf};
-use crate::error::{Error, Operation, Result};
+use super::{bounded, Connection, SendHalf};
+use crate::error::{Operation, Result};
 use crate::frame::HEADER_LEN;
 use crate::shm::{self, Dst, Link, Rx, Tx};
 use crate::sys::aio;
@@ -211,7 +211,7 @@ impl SendHalf {
             let ring = ring.as_mut().expect("checked above");
             poll_fn(|cx| ring.poll_room_for(cx, &shared.stream, need))
                 .await
-                .map_err(|e| error(shared, e, Operation::Send))
+                .map_err(|e| shared.error(e, Operation::Send, None))
         };
         bounded(t, Operation::Send, room).await?;
         let ring = self.shm.as_mut().expect("checked above");
@@ -233,15 +233,4 @@ pub(super) fn halves(link: &Link) -> io::Result<(ShmRecv, ShmSend)> {
         tx,
     };
     Ok((recv, send))
-}
-
-/// The error for a failed read or write of `op`: a peer that broke the shared-memory
-/// protocol (`InvalidData` from the ring's checks) closes the connection, as in the
-/// blocking driver; anything else is what it would be on the socket.
-pub(super) fn error(shared: &AsyncShared, e: io::Error, op: Operation) -> Error {
-    if e.kind() == io::ErrorKind::InvalidData && shared.shm.is_some() {
-        shm::failure(shared, e)
-    } else {
-        shared.error(e, op, None)
-    }
 }
