@@ -492,8 +492,8 @@ fn payload_buffer(len: usize) -> BytesMut {
 /// read the reactor knows would block costs no system call). `Ok(0)`: end of stream.
 /// `fresh`: the connection's first read, which asks the socket directly: its first message
 /// has usually arrived before the reactor has seen the socket at all. On a shared-memory
-/// connection (`ring`), the same read out of the ring.
-#[inline]
+/// connection (`ring`), the same read out of the ring (out of line).
+#[inline(always)]
 fn poll_read_into<B: BufMut>(
     shared: &AsyncShared,
     ring: &mut Option<shm::ShmRecv>,

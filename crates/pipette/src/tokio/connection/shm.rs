@@ -85,6 +85,8 @@ impl ShmRecv {
     /// One read into `buf` (which must have room), as a socket read: the bytes there are,
     /// 0 at the peer's end (its sending direction ended, or our shutdown), else `Pending`
     /// until bytes are written or the socket says the peer ended.
+    // Kept out of line: the socket path the drivers share stays as small as it was.
+    #[inline(never)]
     pub(super) fn poll_read<B: BufMut>(
         &mut self,
         cx: &mut Context<'_>,
@@ -120,6 +122,8 @@ pub(super) struct ShmSend {
 
 impl ShmSend {
     /// Writes as much of `a` then `b` as fits; `WouldBlock` when the ring is full.
+    // Kept out of line, as `ShmRecv::poll_read`.
+    #[inline(never)]
     pub(super) fn write_now(&mut self, a: &[u8], b: &[u8]) -> io::Result<usize> {
         self.tx.write_now(a, b)
     }
