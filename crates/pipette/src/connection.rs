@@ -987,7 +987,14 @@ impl SendHalf {
             self.shared.check_shutdown()?;
             if let Ok(Some(out)) = self.tx.encoder.end() {
                 let t = self.timeouts.default;
-                return match self.write_all(out, &[], t, None) {
+                // Over shared memory the end-of-stream header goes into the ring, behind
+                // the messages (the pipe carries no bytes then).
+                let sent = if self.shm.is_some() {
+                    self.send_shm(out, &[], t)
+                } else {
+                    self.write_all(out, &[], t, None)
+                };
+                return match sent {
                     // The peer is gone already: there is nobody left to tell.
                     Err(Error::Closed) => Ok(()),
                     other => other,

@@ -66,10 +66,11 @@ pub(crate) fn admit<S: Handshake>(
     // Shared memory is prepared only for an admitted client that asks, by a server that
     // offers it; if that fails, the feature is simply not agreed to.
     let offered = proto::offered_features(hello);
-    // A client offering shared memory handed its own memory over with the hello.
+    // A client offering shared memory handed its own memory over with the hello (Linux),
+    // or is a process this server can give memory to (Windows: its pid).
     let from_client = stream.handed_over();
     let region = (policy.shared_memory && admitted && offered & frame::FEATURE_SHARED_MEMORY != 0)
-        .then(|| crate::shm::server_region(policy.ring_size, from_client))
+        .then(|| crate::shm::server_region(policy.ring_size, from_client, id.pid()))
         .flatten();
     let mut supported = if region.is_some() {
         frame::FEATURE_SHARED_MEMORY

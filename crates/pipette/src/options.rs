@@ -153,9 +153,10 @@ impl ServerOptions {
     /// Offers clients that ask for it the shared-memory transport (default off): their
     /// messages then travel through a ring in memory both processes map instead of the
     /// socket, with the same API and the same message semantics. See
-    /// [`ClientOptions::shared_memory`]. Linux, blocking and async API (`pipette::tokio`,
-    /// whose connections wait on the reactor and never spin): elsewhere, and with a client
-    /// that does not ask, connections stay on the socket.
+    /// [`ClientOptions::shared_memory`]. Linux (blocking and async API: `pipette::tokio`'s
+    /// connections wait on the reactor and never spin) and Windows (blocking API; a client
+    /// of another user, whose process this server cannot open, stays on the pipe):
+    /// elsewhere, and with a client that does not ask, connections stay on the socket.
     pub fn shared_memory(mut self, on: bool) -> Self {
         self.shared_memory = on;
         self
@@ -353,10 +354,13 @@ impl ClientOptions {
     ///
     /// `connect` then waits for the server's reply (a client that asks cannot send ahead of
     /// it), and reports a refusal itself. Where the server does not offer it, or the platform
-    /// cannot (only Linux can, for now), the connection stays on the socket:
+    /// cannot, the connection stays on the socket:
     /// [`Connection::is_shared_memory`](crate::Connection::is_shared_memory) says which.
-    /// Raw mode ignores it. The async API (`pipette::tokio`) has it too: its connections
-    /// wait for the ring on the runtime's reactor (they never spin).
+    /// Raw mode ignores it. Platforms: Linux (a sealed memfd per side, passed with
+    /// `SCM_RIGHTS`) and Windows (unnamed file mappings that the server duplicates into
+    /// this client's process; there the server's ring size applies both ways). The async
+    /// API (`pipette::tokio`) has it on Linux: its connections wait for the ring on the
+    /// runtime's reactor (they never spin); on Windows its connections stay on the pipe.
     ///
     /// One difference a program may notice: a `send` to a peer that has died succeeds as
     /// long as the ring has room (up to 1 MiB), where a socket fails at once with
@@ -374,7 +378,8 @@ impl ClientOptions {
     /// connection (default 1 MiB; a power of two from 4 KiB to 1 GiB, else
     /// [`Error::InvalidConfig`]). A message larger than the ring goes through in pieces; one
     /// written in place (`Connection::send_with`) must fit in it whole with its 8-byte
-    /// header. Each side chooses the ring it sends through.
+    /// header. Each side chooses the ring it sends through (Linux; on Windows the server
+    /// makes both rings, with its own size, and a client's setting is not used).
     pub fn shared_memory_ring(mut self, bytes: usize) -> Self {
         self.ring_size = bytes;
         self

@@ -370,6 +370,7 @@ impl Tx {
         let (head, payload) = self.writer.lend(self.head, need).split_at_mut(header.len());
         head.copy_from_slice(header);
         fill(payload);
+        self.writer.finish_lend();
         self.advance(need);
     }
 
@@ -450,6 +451,16 @@ pub(crate) fn client_handover(
         let left = left(start, Some(timeout)).unwrap_or(Some(Duration::ZERO));
         let read = sys::shm::read_handover(&shared.stream, &mut buf[..want], &mut fds, left);
         handover_fed(shared, &mut reader, read, &buf, timeout)?;
+    }
+    // Windows: the handles' values follow an agreeing reply.
+    let agreed = reader.features() & crate::frame::FEATURE_SHARED_MEMORY != 0
+        && matches!(reader.result(), Some(Ok(_)));
+    let left = left(start, Some(timeout)).unwrap_or(Some(Duration::ZERO));
+    if let Err(e) = sys::shm::after_reply(&shared.stream, agreed, &mut fds, left) {
+        return Err(match e.kind() {
+            io::ErrorKind::WouldBlock => handover_timed_out(timeout),
+            _ => shared.error(e, crate::Operation::Handshake, None),
+        });
     }
     handover_settle(shared, &reader, own, fds)
 }
@@ -563,12 +574,16 @@ pub(crate) fn client_memory(ring_size: usize) -> Option<Memory> {
     }
 }
 
-/// A server's side: a region for a client that offered shared memory and handed over
-/// `client` (its memory) with the hello, when this server wants it and the platform can (a
+/// A server's side: a region for a client (process `pid`) that offered shared memory and
+/// handed over `client` (its memory) with the hello (Linux), when this server wants it and the platform can (a
 /// failure is logged, and the connection stays on its socket).
-pub(crate) fn server_region(ring_size: usize, client: Vec<sys::shm::Descriptor>) -> Option<Region> {
+pub(crate) fn server_region(
+    ring_size: usize,
+    client: Vec<sys::shm::Descriptor>,
+    pid: Option<u32>,
+) -> Option<Region> {
     let layout = ring::Layout::new(ring_size).ok()?;
-    match Region::create(layout, client) {
+    match Region::create(layout, client, pid) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(error = %e, "cannot set up shared memory for a connection; it stays on its socket");

@@ -21,7 +21,8 @@ fn main() {
         "either_side_not_asking_stays_on_the_socket",
         either_side_not_asking_stays_on_the_socket,
     )];
-    let linux: Vec<support::Test> = vec![
+    // Linux and Windows (the blocking API; Windows runs under Wine here).
+    let shared: Vec<support::Test> = vec![
         (
             "every_size_class_both_ways_at_once_through_the_rings",
             every_size_class_both_ways_at_once_through_the_rings,
@@ -46,6 +47,15 @@ fn main() {
             "a_shutdown_wakes_a_receive_asleep_on_the_ring",
             a_shutdown_wakes_a_receive_asleep_on_the_ring,
         ),
+        #[cfg(windows)]
+        (
+            "a_client_that_corrupts_the_ring_ends_only_its_own_connection",
+            windows_hostile::a_client_that_corrupts_the_ring_ends_only_its_own_connection,
+        ),
+    ];
+    // Linux only: CPU time from /proc, the hostile peers (written against the memfd
+    // layout), and the async API (which has no shared memory on Windows yet).
+    let linux: Vec<support::Test> = vec![
         (
             "an_idle_connection_costs_no_cpu_after_its_spin",
             an_idle_connection_costs_no_cpu_after_its_spin,
@@ -68,10 +78,15 @@ fn main() {
         linux
     };
     let (mut tests, mut elsewhere) = (everywhere, Vec::new());
+    if HAS_SHM {
+        tests.extend(shared);
+    } else {
+        // Reported as ignored: shared memory is Linux's and Windows' only.
+        elsewhere.extend(shared);
+    }
     if cfg!(target_os = "linux") {
         tests.extend(linux);
     } else {
-        // Reported as ignored: shared memory is Linux-only for now.
         elsewhere.extend(linux);
     }
     support::main_with_ignored(
@@ -88,6 +103,9 @@ fn main() {
 }
 
 const HANG: Duration = Duration::from_secs(30);
+
+/// Whether this platform has the shared-memory transport (the blocking API).
+const HAS_SHM: bool = cfg!(any(target_os = "linux", windows));
 
 fn shm_client(name: &str) -> Connection {
     let opts = ClientOptions::new().wait(HANG).shared_memory(true);
@@ -133,10 +151,19 @@ fn expect_rounds(rx: &mut pipette::RecvHalf, rounds: u64, sizes: &[usize]) {
 fn every_size_class_both_ways_at_once_through_the_rings() {
     let (_server, name) = echo("sizes", true);
     let conn = shm_client(&name);
-    assert!(conn.is_shared_memory(), "both asked, on Linux");
+    assert!(conn.is_shared_memory(), "both asked");
     // Messages larger than the ring go through it in pieces while the other side reads.
     let conn = sizes_both_ways(conn, 12, &SIZES);
     assert!(conn.is_shared_memory());
+    // Closing our direction (through the ring on Windows, whose pipes have no half-close):
+    // the server sees the end after the last message, ends the connection, and our
+    // receiving half sees that.
+    let (mut tx, mut rx) = conn.split();
+    tx.send(b"last").unwrap();
+    tx.close().unwrap();
+    assert_eq!(rx.recv().unwrap(), b"last");
+    let end = rx.recv();
+    assert!(matches!(end, Err(Error::Closed)), "{end:?}");
 }
 
 /// Every size class the tests send: empty, small, a header split at the ring's end sooner
@@ -345,7 +372,7 @@ fn either_side_not_asking_stays_on_the_socket() {
     // Both ask, but where the platform cannot, the connection says so and works.
     let (_server, name) = echo("fallback", true);
     let mut conn = shm_client(&name);
-    assert_eq!(conn.is_shared_memory(), cfg!(target_os = "linux"));
+    assert_eq!(conn.is_shared_memory(), HAS_SHM);
     conn.send(b"works").unwrap();
     assert_eq!(conn.recv().unwrap(), b"works");
     // Raw mode ignores the option.
@@ -684,6 +711,137 @@ mod hostile {
     }
 }
 
+/// A hostile client on Windows, written from docs/PROTOCOL.md §10 ("Windows").
+#[cfg(windows)]
+mod windows_hostile {
+    use std::io::{Read, Write};
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+
+    use pipette::frame::{Reply, Status, FEATURE_SHARED_MEMORY, REPLY_LEN};
+    use pipette::proto::ring::{Layout, Word};
+    use pipette::Name;
+    use windows_sys::Win32::Foundation::{DuplicateHandle, HANDLE};
+    use windows_sys::Win32::System::Memory::{
+        MapViewOfFile, UnmapViewOfFile, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_MAPPED_VIEW_ADDRESS,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, SetEvent};
+
+    use super::{echo, shm_client, HANG};
+
+    /// Whether we run under Wine (which does not enforce object DACLs).
+    fn on_wine() -> bool {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+        let ntdll: Vec<u16> = "ntdll.dll".encode_utf16().chain(Some(0)).collect();
+        // SAFETY: NUL-terminated strings; ntdll is always loaded.
+        unsafe {
+            let m = GetModuleHandleW(ntdll.as_ptr());
+            !m.is_null() && GetProcAddress(m, c"wine_get_version".as_ptr().cast()).is_some()
+        }
+    }
+
+    /// Maps all of `section` with `access`; null when refused.
+    fn map(section: &OwnedHandle, access: u32) -> *mut u8 {
+        // SAFETY: an open handle; size 0 maps the whole section (or fails).
+        unsafe { MapViewOfFile(section.as_raw_handle(), access, 0, 0, 0) }
+            .Value
+            .cast()
+    }
+
+    pub fn a_client_that_corrupts_the_ring_ends_only_its_own_connection() {
+        let (server, name) = echo("corrupt", true);
+        let mut good = shm_client(&name);
+        assert!(good.is_shared_memory());
+        good.send(b"before").unwrap();
+        assert_eq!(good.recv().unwrap(), b"before");
+
+        // The hostile client: a hello offering shared memory, then the reply and the six
+        // handle values the server duplicated into this process.
+        let path = Name::new(&name).unwrap().path().to_owned();
+        let mut pipe = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        pipe.write_all(&pipette::proto::hello_offering(
+            1 << 20,
+            FEATURE_SHARED_MEMORY,
+        ))
+        .unwrap();
+        let mut reply = [0u8; REPLY_LEN];
+        pipe.read_exact(&mut reply).unwrap();
+        let r = Reply::decode(&reply).unwrap();
+        assert_eq!((r.status, r.features), (Status::Accepted, 1));
+        let mut values = [0u8; 48];
+        pipe.read_exact(&mut values).unwrap();
+        let handles: Vec<OwnedHandle> = values
+            .chunks_exact(8)
+            .map(|v| {
+                let v = u64::from_le_bytes(v.try_into().unwrap());
+                // SAFETY: the server duplicated these into this process for us.
+                unsafe { OwnedHandle::from_raw_handle(v as HANDLE) }
+            })
+            .collect();
+        // The server's memory is out of reach: it maps read-only, not writable, and its
+        // handle cannot be duplicated into a writable one (the section's DACL is empty;
+        // Wine does not check that).
+        let view = map(&handles[0], FILE_MAP_READ);
+        assert!(!view.is_null(), "the server's ring maps read-only");
+        // SAFETY: the view just mapped.
+        unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: view.cast() }) };
+        assert!(map(&handles[0], FILE_MAP_WRITE).is_null());
+        let mut upgraded: HANDLE = std::ptr::null_mut();
+        // SAFETY: duplicating our own handle within our process; `upgraded` is valid for
+        // writes.
+        let ok = unsafe {
+            DuplicateHandle(
+                GetCurrentProcess(),
+                handles[0].as_raw_handle(),
+                GetCurrentProcess(),
+                &mut upgraded,
+                FILE_MAP_READ | FILE_MAP_WRITE,
+                0,
+                0,
+            )
+        };
+        if ok != 0 {
+            // SAFETY: a fresh handle of ours.
+            let upgraded = unsafe { OwnedHandle::from_raw_handle(upgraded) };
+            let writable = !map(&upgraded, FILE_MAP_WRITE).is_null();
+            assert!(
+                on_wine(),
+                "a read-only section handle was duplicated with write access (mapping writable: {writable})"
+            );
+            super::support::note(format!(
+                "Wine let a read-only section handle be duplicated with write access (mapping writable: {writable}): it does not enforce the empty DACL"
+            ));
+        }
+        // What it can corrupt is its own ring: claim that far more was written into it
+        // than it holds, and wake the server.
+        let own = map(&handles[1], FILE_MAP_READ | FILE_MAP_WRITE);
+        assert!(!own.is_null());
+        let at = Layout::word_offset(Word::Head);
+        // SAFETY: the head word of our own ring's header page, in the view just mapped.
+        unsafe {
+            own.add(at).cast::<u64>().write_volatile(1u64 << 40);
+            SetEvent(handles[2].as_raw_handle());
+        }
+        let end = server.line_within(HANG);
+        assert!(
+            end.contains("corrupted shared-memory ring"),
+            "the server reports the corruption, got {end:?}"
+        );
+        // The server closed that connection; its other client goes on.
+        let mut rest = Vec::new();
+        let _ = pipe.read_to_end(&mut rest);
+        good.send(b"after").unwrap();
+        assert_eq!(good.recv().unwrap(), b"after");
+        let mut fresh = shm_client(&name);
+        fresh.send(b"fresh").unwrap();
+        assert_eq!(fresh.recv().unwrap(), b"fresh");
+        drop(handles);
+    }
+}
+
 /// The async API (`pipette::tokio`) on shared memory, against the blocking one in another
 /// process, both ways round.
 #[cfg(feature = "tokio")]
@@ -787,7 +945,7 @@ mod asynchronous {
         let (_server, name) = echo("async-sizes", true);
         support::runtime().block_on(async {
             let conn = shm_client(&name).await;
-            assert!(conn.is_shared_memory(), "both asked, on Linux");
+            assert!(conn.is_shared_memory(), "both asked");
             let conn = tokio::time::timeout(HANG, both_ways(conn, 8, &SIZES, false))
                 .await
                 .unwrap();

@@ -65,9 +65,11 @@
 //! the send flags without `MSG_NOSIGNAL` there, and `FD_CLOEXEC` set after a receive of
 //! descriptors in `unix/fds.rs` (macOS has no `MSG_CMSG_CLOEXEC`).
 //!
-//! Shared memory (`shm`) is Linux's alone: `unix/shm.rs` (a sealed memfd, its mapping, four
-//! eventfds). Every other platform gets `shm_none.rs`, whose region type cannot exist, so the
-//! drivers compile unchanged and never offer the feature.
+//! Shared memory (`shm`) is Linux's and Windows': `unix/shm.rs` (a sealed memfd per side, its
+//! mirrored mapping, four eventfds) and `windows/shm.rs` (two unnamed file mappings and four
+//! events, made by the server and duplicated into the client's process; the async API does
+//! not have it there: `shm::ASYNC_SUPPORTED`). macOS and FreeBSD get `shm_none.rs`, whose
+//! region type cannot exist, so the drivers compile unchanged and never offer the feature.
 //!
 //! # Where Windows differs (`windows/`)
 //!
@@ -125,7 +127,9 @@ pub(crate) use unix::{fds::LOST as DESCRIPTORS_LOST, Unclaimed};
 /// none (`shm::SUPPORTED` is false, and its region type cannot exist).
 #[cfg(target_os = "linux")]
 pub(crate) use unix::shm;
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+pub(crate) use windows::shm;
+#[cfg(not(any(target_os = "linux", windows)))]
 #[path = "shm_none.rs"]
 pub(crate) mod shm;
 

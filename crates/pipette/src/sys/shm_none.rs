@@ -14,6 +14,20 @@ use crate::proto::ring::{Direction, Layout, Word};
 /// Whether this platform has the shared-memory transport.
 pub(crate) const SUPPORTED: bool = false;
 
+/// Nor the async API.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) const ASYNC_SUPPORTED: bool = false;
+
+/// Never called here (nothing offers the feature).
+pub(crate) fn after_reply(
+    _stream: &super::Stream,
+    _agreed: bool,
+    _fds: &mut Vec<Descriptor>,
+    _timeout: Option<Duration>,
+) -> io::Result<()> {
+    Ok(())
+}
+
 /// A descriptor received with the server's reply (none ever is).
 #[derive(Debug)]
 pub(crate) enum Descriptor {}
@@ -63,10 +77,17 @@ impl RingWriter {
     pub(crate) fn lend(&mut self, _pos: u64, _len: usize) -> &mut [u8] {
         match *self {}
     }
+    pub(crate) fn finish_lend(&mut self) {
+        match *self {}
+    }
 }
 
 impl Region {
-    pub(crate) fn create(_layout: Layout, _client: Vec<Descriptor>) -> io::Result<Region> {
+    pub(crate) fn create(
+        _layout: Layout,
+        _client: Vec<Descriptor>,
+        _pid: Option<u32>,
+    ) -> io::Result<Region> {
         Err(io::ErrorKind::Unsupported.into())
     }
     pub(crate) fn open(own: Memory, _fds: Vec<Descriptor>) -> io::Result<Region> {

@@ -25,6 +25,20 @@ use crate::proto::ring::{Direction, Layout, Word, HEADER_LEN, HEADER_PAGE};
 /// Whether this platform has the shared-memory transport.
 pub(crate) const SUPPORTED: bool = true;
 
+/// Whether the async API has it too.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) const ASYNC_SUPPORTED: bool = true;
+
+/// After the server's reply: nothing more to read here (the descriptors came with it).
+pub(crate) fn after_reply(
+    _stream: &super::Stream,
+    _agreed: bool,
+    _fds: &mut Vec<Descriptor>,
+    _timeout: Option<Duration>,
+) -> io::Result<()> {
+    Ok(())
+}
+
 /// A descriptor received with the server's reply.
 pub(crate) type Descriptor = OwnedFd;
 
@@ -425,7 +439,11 @@ impl Region {
     /// with the hello: its own memory with a ring of `layout.ring_size()` bytes, and the
     /// eventfds. Fails (and the connection stays on the socket) if the client's memory is
     /// not acceptable.
-    pub(crate) fn create(layout: Layout, client: Vec<OwnedFd>) -> io::Result<Region> {
+    pub(crate) fn create(
+        layout: Layout,
+        client: Vec<OwnedFd>,
+        _pid: Option<u32>,
+    ) -> io::Result<Region> {
         let Ok([client]) = <[OwnedFd; 1]>::try_from(client) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -621,6 +639,10 @@ impl RingWriter {
         // only map this memory read-only: `OWN_SEALS`).
         unsafe { std::slice::from_raw_parts_mut(at, len) }
     }
+
+    /// Nothing to do here: `lend` always lends the ring itself (the mirror).
+    #[inline(always)]
+    pub(crate) fn finish_lend(&mut self) {}
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -643,7 +665,7 @@ mod tests {
     fn pair(ring: usize) -> (Arc<Region>, Arc<Region>) {
         let layout = Layout::new(ring).unwrap();
         let client_memory = Memory::create(layout).unwrap();
-        let server = Region::create(layout, vec![dup(client_memory.handover())]).unwrap();
+        let server = Region::create(layout, vec![dup(client_memory.handover())], None).unwrap();
         let fds = server.handover().iter().map(|fd| dup(*fd)).collect();
         let client = Region::open(client_memory, fds).unwrap();
         (Arc::new(server), Arc::new(client))
@@ -724,17 +746,17 @@ mod tests {
         // An unsealed memfd.
         let unsealed = rustix::fs::memfd_create("x", MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&unsealed, layout.region_len() as u64).unwrap();
-        let e = Region::create(layout, vec![unsealed]).unwrap_err();
+        let e = Region::create(layout, vec![unsealed], None).unwrap_err();
         assert!(e.to_string().contains("seal"), "{e}");
         // Sealed, but with no header.
         let blank =
             rustix::fs::memfd_create("x", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
         rustix::fs::ftruncate(&blank, layout.region_len() as u64).unwrap();
         rustix::fs::fcntl_add_seals(&blank, PEER_SEALS).unwrap();
-        let e = Region::create(layout, vec![blank]).unwrap_err();
+        let e = Region::create(layout, vec![blank], None).unwrap_err();
         assert!(e.to_string().contains("PIPESHM2"), "{e}");
         // Too few descriptors, on either side.
-        assert!(Region::create(layout, vec![]).is_err());
+        assert!(Region::create(layout, vec![], None).is_err());
         let own = Memory::create(layout).unwrap();
         assert!(Region::open(own, vec![eventfd().unwrap()]).is_err());
     }

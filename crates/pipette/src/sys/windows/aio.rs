@@ -356,9 +356,13 @@ impl crate::sys::Handshake for Stream {
         })
     }
 
-    /// Never called: Windows has no shared-memory transport yet (the region cannot exist).
-    fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        match *region {}
+    /// Never called: the async API has no shared memory on Windows (`ASYNC_SUPPORTED`).
+    fn write_handover(
+        &self,
+        _reply: &[u8],
+        _region: &crate::sys::shm::Region,
+    ) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) mod aio;
 mod endpoint;
 mod listener;
 mod overlapped;
+pub(crate) mod shm;
 mod stream;
 
 pub(crate) use listener::Listener;

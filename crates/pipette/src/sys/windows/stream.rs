@@ -10,8 +10,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA, ERROR_PIPE_BUSY,
-    ERROR_PIPE_NOT_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
+    GetLastError, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_INCOMPLETE, ERROR_IO_PENDING,
+    ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED, FILE_GENERIC_READ, FILE_WRITE_DATA,
@@ -21,6 +21,7 @@ use windows_sys::Win32::System::Pipes::{
     GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, PeekNamedPipe,
     SetNamedPipeHandleState, PIPE_READMODE_MESSAGE,
 };
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::overlapped::{run_overlapped, Outcome};
 use super::{os_error, timeout_ms, wide, Event};
@@ -81,7 +82,55 @@ pub(crate) struct Stream {
     read_timeout: AtomicU32,
     write_timeout: AtomicU32,
     write_shut: AtomicBool,
+    /// The one-byte read a shared-memory connection keeps pending to see the pipe end
+    /// (`end_watch`).
+    watch: Mutex<Watch>,
 }
+
+/// What the end watch of a shared-memory connection saw (`Stream::end_watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// Still pending: this event is set when the pipe ends (or a byte arrives).
+    Pending(HANDLE),
+    /// The pipe ended, or the connection was shut down.
+    Ended,
+    /// A byte arrived (which a shared-memory connection's pipe never carries).
+    Byte,
+}
+
+/// The state of the end watch: its `OVERLAPPED` and one-byte buffer live in a box, which
+/// the kernel may write until the read has finished, so the box is freed only after
+/// `stop_watch` (called by `cancel` and `Drop`) has waited for that.
+#[derive(Debug)]
+struct Watch {
+    io: Option<Box<WatchIo>>,
+    state: WatchState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchState {
+    Idle,
+    /// The read is pending; it holds one use of the handle (`acquire_use`).
+    Pending,
+    Ended,
+    Byte,
+}
+
+struct WatchIo {
+    ov: OVERLAPPED,
+    buf: [u8; 1],
+    event: Event,
+}
+
+impl std::fmt::Debug for WatchIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchIo").finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the `OVERLAPPED`'s raw pointers are an event handle and kernel bookkeeping; the
+// value is only touched under the `watch` mutex, from whichever thread holds it.
+unsafe impl Send for WatchIo {}
 
 #[derive(Debug)]
 struct Slot {
@@ -107,14 +156,7 @@ impl Drop for InUse<'_> {
     /// then sees no users also sees no handle, so `finish` cannot return while the pipe
     /// instance still exists (and a new server's bind would find the name busy).
     fn drop(&mut self) {
-        let mut slot = self.stream.lock_slot();
-        slot.users -= 1;
-        if slot.users == 0 {
-            if self.stream.cancelled.load(Ordering::SeqCst) {
-                drop(slot.handle.take());
-            }
-            self.stream.idle.notify_all();
-        }
+        self.stream.release_use();
     }
 }
 
@@ -153,6 +195,10 @@ impl Stream {
             read_timeout: AtomicU32::new(NO_TIMEOUT),
             write_timeout: AtomicU32::new(NO_TIMEOUT),
             write_shut: AtomicBool::new(false),
+            watch: Mutex::new(Watch {
+                io: None,
+                state: WatchState::Idle,
+            }),
         })
     }
 
@@ -233,13 +279,162 @@ impl Stream {
 
     /// The handle, kept open until the guard is dropped; `None` once cancelled.
     fn in_use(&self) -> Option<InUse<'_>> {
+        let raw = self.acquire_use()?;
+        Some(InUse { stream: self, raw })
+    }
+
+    /// One more user of the handle (released by `release_use`); `None` once cancelled.
+    fn acquire_use(&self) -> Option<HANDLE> {
         let mut slot = self.lock_slot();
         if self.cancelled.load(Ordering::SeqCst) {
             return None;
         }
         let raw = slot.handle.as_ref()?.as_raw_handle();
         slot.users += 1;
-        Some(InUse { stream: self, raw })
+        Some(raw)
+    }
+
+    /// One user less; the last user of a cancelled stream closes the handle, **under the
+    /// lock**: whoever then sees no users also sees no handle, so `finish` cannot return
+    /// while the pipe instance still exists (and a new server's bind would find the name
+    /// busy).
+    fn release_use(&self) {
+        let mut slot = self.lock_slot();
+        slot.users -= 1;
+        if slot.users == 0 {
+            if self.cancelled.load(Ordering::SeqCst) {
+                drop(slot.handle.take());
+            }
+            self.idle.notify_all();
+        }
+    }
+
+    /// The raw handle while a use is held (the watch's read holds one).
+    fn raw_handle(&self) -> Option<HANDLE> {
+        self.lock_slot().handle.as_ref().map(|h| h.as_raw_handle())
+    }
+
+    /// The connection's cancel event (set by `cancel`), for a shared-memory wait.
+    pub(crate) fn cancel_event(&self) -> HANDLE {
+        self.cancel.raw()
+    }
+
+    /// The end watch of a shared-memory connection, whose pipe carries no bytes: a one-byte
+    /// read kept pending, whose event is set when the pipe ends (the peer is gone or closed
+    /// it) or, against the protocol, a byte arrives. Started on first use; says what it saw
+    /// once it finished.
+    pub(crate) fn end_watch(&self) -> io::Result<Watched> {
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        let Watch { io, state } = &mut *watch;
+        match *state {
+            WatchState::Ended => return Ok(Watched::Ended),
+            WatchState::Byte => return Ok(Watched::Byte),
+            WatchState::Pending => {
+                let io = io.as_mut().expect("a pending watch has its buffers");
+                let raw = self
+                    .raw_handle()
+                    .expect("a pending read keeps the handle open");
+                let mut n = 0u32;
+                // SAFETY: `io.ov` belongs to the read pending on `raw` (which its use keeps
+                // open); bWait = FALSE only looks.
+                let ok = unsafe { GetOverlappedResult(raw, &io.ov, &mut n, 0) };
+                // SAFETY: no preconditions.
+                if ok == 0 && unsafe { GetLastError() } == ERROR_IO_INCOMPLETE {
+                    return Ok(Watched::Pending(io.event.raw()));
+                }
+                *state = if ok != 0 && n > 0 {
+                    WatchState::Byte
+                } else {
+                    WatchState::Ended
+                };
+                self.release_use();
+                return Ok(if *state == WatchState::Byte {
+                    Watched::Byte
+                } else {
+                    Watched::Ended
+                });
+            }
+            WatchState::Idle => {}
+        }
+        let Some(raw) = self.acquire_use() else {
+            *state = WatchState::Ended;
+            return Ok(Watched::Ended);
+        };
+        if io.is_none() {
+            let event = match Event::new() {
+                Ok(e) => e,
+                Err(e) => {
+                    self.release_use();
+                    return Err(e);
+                }
+            };
+            *io = Some(Box::new(WatchIo {
+                ov: OVERLAPPED::default(),
+                buf: [0],
+                event,
+            }));
+        }
+        let io = io.as_mut().expect("made above");
+        io.ov = OVERLAPPED {
+            hEvent: io.event.raw(),
+            ..Default::default()
+        };
+        io.event.reset();
+        // SAFETY: one ReadFile on `raw` (kept open by the use taken above) into the boxed
+        // buffer with the boxed OVERLAPPED; both stay where they are until the read has
+        // finished: `stop_watch` waits for it before the box can be freed.
+        let ok = unsafe {
+            ReadFile(
+                raw,
+                io.buf.as_mut_ptr(),
+                1,
+                std::ptr::null_mut(),
+                &mut io.ov,
+            )
+        };
+        // SAFETY: no preconditions.
+        let err = unsafe { GetLastError() };
+        if ok == 0 && err == ERROR_IO_PENDING {
+            *state = WatchState::Pending;
+            return Ok(Watched::Pending(io.event.raw()));
+        }
+        // Finished at once (a byte was there, or the pipe had ended).
+        let mut n = 0u32;
+        let done = ok != 0
+            // SAFETY: the read has finished; bWait = FALSE only reads its result.
+            && unsafe { GetOverlappedResult(raw, &io.ov, &mut n, 0) } != 0
+            && n > 0;
+        self.release_use();
+        *state = if done {
+            WatchState::Byte
+        } else {
+            WatchState::Ended
+        };
+        Ok(if done { Watched::Byte } else { Watched::Ended })
+    }
+
+    /// Ends a pending end-watch read and waits until the kernel is done with its buffers
+    /// (bounded: an aborted read finishes at once), releasing its use of the handle.
+    fn stop_watch(&self) {
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if watch.state != WatchState::Pending {
+            return;
+        }
+        let io = watch.io.as_ref().expect("a pending watch has its buffers");
+        let raw = self
+            .raw_handle()
+            .expect("a pending read keeps the handle open");
+        let mut n = 0u32;
+        // SAFETY: `io.ov` belongs to the read pending on `raw`, which its use keeps open;
+        // after CancelIoEx (which fails harmlessly if it already finished), bWait = TRUE
+        // returns only once the read has finished: then the kernel no longer touches the box.
+        unsafe {
+            CancelIoEx(raw, &io.ov);
+            GetOverlappedResult(raw, &io.ov, &mut n, 1);
+        }
+        watch.state = WatchState::Ended;
+        drop(watch);
+        self.release_use();
     }
 
     fn cancelled_error() -> io::Error {
@@ -264,6 +459,37 @@ impl Stream {
     ///
     /// `ptr` must be valid for writes of `len` bytes until this returns.
     unsafe fn read_part(&self, ptr: *mut u8, len: usize) -> io::Result<(usize, bool)> {
+        let timeout = self.read_timeout.load(Ordering::Relaxed);
+        // SAFETY: passed on from the caller.
+        unsafe { self.read_part_within(ptr, len, timeout) }
+    }
+
+    /// One read of at most `buf.len()` bytes waiting at most `timeout` (whatever the read
+    /// timeout is): the client's read of the server's shared-memory handover.
+    pub(crate) fn read_within(
+        &self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        let ms = match timeout {
+            None => NO_TIMEOUT,
+            Some(d) => timeout_ms(Some(d)).min(NO_TIMEOUT - 1),
+        };
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        unsafe { self.read_part_within(buf.as_mut_ptr(), buf.len(), ms) }.map(|(n, _)| n)
+    }
+
+    /// `read_part` with the timeout given (milliseconds, `NO_TIMEOUT` for none).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `len` bytes until this returns.
+    unsafe fn read_part_within(
+        &self,
+        ptr: *mut u8,
+        len: usize,
+        timeout: u32,
+    ) -> io::Result<(usize, bool)> {
         if len == 0 {
             return Ok((0, false));
         }
@@ -272,7 +498,6 @@ impl Stream {
             return Ok((0, false));
         };
         let event = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        let timeout = self.read_timeout.load(Ordering::Relaxed);
         let len = len.min(MAX_IO) as u32;
         // SAFETY: one ReadFile on `h.raw` with the given OVERLAPPED; the caller keeps `ptr`
         // valid for `len` bytes until we return, and run_overlapped returns only after the
@@ -535,9 +760,29 @@ impl crate::sys::Handshake for Stream {
         self.write(buf)
     }
 
-    /// Never called: Windows has no shared-memory transport yet (the region cannot exist).
-    fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        match *region {}
+    /// The hello of a client offering shared memory: nothing goes with it here (the server
+    /// makes both rings and gives them to this process).
+    fn write_with_memory(
+        &self,
+        hello: &[u8],
+        _memory: &crate::sys::shm::Memory,
+    ) -> io::Result<usize> {
+        self.write(hello)
+    }
+
+    /// The reply with the handle values of the shared memory behind it (duplicated into
+    /// this admitted client's process already), in one write of a fresh pipe's empty buffer.
+    fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
+        let mut bytes = reply.to_vec();
+        bytes.extend_from_slice(&region.handover_bytes());
+        let n = self.write(&bytes)?;
+        if n < bytes.len() {
+            // Short: the client cannot use it; the connection is dropped (and the handles
+            // recalled from the client's process).
+            return Ok(0);
+        }
+        region.delivered();
+        Ok(reply.len())
     }
 }
 
@@ -547,6 +792,7 @@ impl Cancel for Stream {
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.set();
+        self.stop_watch();
     }
 
     /// Closes the handle as soon as no operation uses it any more, waiting (bounded,
@@ -565,6 +811,13 @@ impl Cancel for Stream {
         } else {
             tracing::debug!("a cancelled operation is slow to end; it will close the pipe");
         }
+    }
+}
+
+impl Drop for Stream {
+    /// A pending end-watch read must finish before its buffers go.
+    fn drop(&mut self) {
+        self.stop_watch();
     }
 }
 
