@@ -654,8 +654,12 @@ pub fn cpu_time(_pid: Option<u32>) -> Duration {
     panic!("needs Linux's /proc");
 }
 
-/// How many descriptors process `pid` has open.
+/// How many descriptors process `pid` has open (Linux only; else 0, as for the method: under
+/// Wine `/proc/<pid>` would name whatever Linux process has the Windows pid's number).
 pub fn fd_count(pid: u32) -> usize {
+    if !cfg!(target_os = "linux") {
+        return 0;
+    }
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
