@@ -153,10 +153,10 @@ impl ServerOptions {
     /// Offers clients that ask for it the shared-memory transport (default off): their
     /// messages then travel through a ring in memory both processes map instead of the
     /// socket, with the same API and the same message semantics. See
-    /// [`ClientOptions::shared_memory`]. Linux (blocking and async API: `pipette::tokio`'s
-    /// connections wait on the reactor and never spin) and Windows (blocking API; a client
-    /// of another user, whose process this server cannot open, stays on the pipe):
-    /// elsewhere, and with a client that does not ask, connections stay on the socket.
+    /// [`ClientOptions::shared_memory`]. Linux and Windows, blocking and async API
+    /// (`pipette::tokio`'s connections never spin); on Windows a client of another user,
+    /// whose process this server cannot open, stays on the pipe. Elsewhere, and with a
+    /// client that does not ask, connections stay on the socket.
     pub fn shared_memory(mut self, on: bool) -> Self {
         self.shared_memory = on;
         self
@@ -359,8 +359,8 @@ impl ClientOptions {
     /// Raw mode ignores it. Platforms: Linux (a sealed memfd per side, passed with
     /// `SCM_RIGHTS`) and Windows (unnamed file mappings that the server duplicates into
     /// this client's process; there the server's ring size applies both ways). The async
-    /// API (`pipette::tokio`) has it on Linux: its connections wait for the ring on the
-    /// runtime's reactor (they never spin); on Windows its connections stay on the pipe.
+    /// API (`pipette::tokio`) has it too: its connections never spin (they wait on the
+    /// runtime's reactor on Linux, on a thread-pool wait that wakes the task on Windows).
     ///
     /// One difference a program may notice: a `send` to a peer that has died succeeds as
     /// long as the ring has room (up to 1 MiB), where a socket fails at once with

@@ -453,16 +453,55 @@ pub(crate) fn client_handover(
         handover_fed(shared, &mut reader, read, &buf, timeout)?;
     }
     // Windows: the handles' values follow an agreeing reply.
-    let agreed = reader.features() & crate::frame::FEATURE_SHARED_MEMORY != 0
-        && matches!(reader.result(), Some(Ok(_)));
-    let left = left(start, Some(timeout)).unwrap_or(Some(Duration::ZERO));
-    if let Err(e) = sys::shm::after_reply(&shared.stream, agreed, &mut fds, left) {
-        return Err(match e.kind() {
-            io::ErrorKind::WouldBlock => handover_timed_out(timeout),
-            _ => shared.error(e, crate::Operation::Handshake, None),
-        });
+    let mut after = [0u8; sys::shm::AFTER_REPLY];
+    let wanted = if agreed(&reader) { after.len() } else { 0 };
+    let mut got = 0;
+    while got < wanted {
+        let left = left(start, Some(timeout)).unwrap_or(Some(Duration::ZERO));
+        let read = sys::shm::read_handover(&shared.stream, &mut after[got..], &mut fds, left);
+        got += after_reply_read(shared, read, timeout)?;
+    }
+    if got > 0 {
+        sys::shm::take_handles(&after, &mut fds).map_err(|e| handover_unusable(shared, e))?;
     }
     handover_settle(shared, &reader, own, fds)
+}
+
+/// Whether the reply `reader` read accepted the connection with shared memory.
+fn agreed(reader: &crate::proto::ReplyReader) -> bool {
+    reader.features() & crate::frame::FEATURE_SHARED_MEMORY != 0
+        && matches!(reader.result(), Some(Ok(_)))
+}
+
+/// One read of what follows the reply (Windows): the bytes, or the error it means.
+fn after_reply_read<S: sys::Cancel>(
+    shared: &crate::shared::Shared<S>,
+    read: io::Result<usize>,
+    timeout: Duration,
+) -> crate::Result<usize> {
+    match read {
+        Ok(0) => Err(crate::Error::Protocol {
+            message: format!(
+                "the server at {:?} ended the connection in the middle of its shared-memory handover",
+                shared.name.as_str()
+            ),
+            source: None,
+        }),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(handover_timed_out(timeout)),
+        Err(e) => Err(shared.error(e, crate::Operation::Handshake, None)),
+    }
+}
+
+/// The server handed over memory this client cannot use.
+fn handover_unusable<S>(shared: &crate::shared::Shared<S>, e: io::Error) -> crate::Error {
+    crate::Error::Protocol {
+        message: format!(
+            "the server at {:?} agreed to shared memory but handed over unusable memory: {e}",
+            shared.name.as_str()
+        ),
+        source: None,
+    }
 }
 
 /// The async client's side of the handover: `client_handover` on the runtime's reactor
@@ -475,12 +514,20 @@ pub(crate) async fn client_handover_async(
 ) -> crate::Result<Option<Link>> {
     use sys::AsyncStream;
     let mut fds = Vec::new();
+    let mut after = [0u8; sys::shm::AFTER_REPLY];
     let read = async {
+        let readable = || async {
+            shared
+                .stream
+                .readable()
+                .await
+                .map_err(|e| shared.error(e, crate::Operation::Handshake, None))
+        };
         loop {
             {
                 let mut reader = shared.reply.lock();
                 if reader.result().is_some() {
-                    return Ok::<(), crate::Error>(());
+                    break;
                 }
                 let mut buf = [0u8; crate::frame::REPLY_LEN];
                 let want = reader.missing();
@@ -492,16 +539,29 @@ pub(crate) async fn client_handover_async(
                     }
                 }
             }
-            shared
-                .stream
-                .readable()
-                .await
-                .map_err(|e| shared.error(e, crate::Operation::Handshake, None))?;
+            readable().await?;
         }
+        // Windows: the handles' values follow an agreeing reply.
+        let wanted = if agreed(&shared.reply.lock()) {
+            after.len()
+        } else {
+            0
+        };
+        let mut got = 0;
+        while got < wanted {
+            match sys::shm::try_read_handover(&shared.stream, &mut after[got..], &mut fds) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readable().await?,
+                read => got += after_reply_read(shared, read, timeout)?,
+            }
+        }
+        Ok::<usize, crate::Error>(got)
     };
-    match ::tokio::time::timeout(timeout, read).await {
+    let got = match ::tokio::time::timeout(timeout, read).await {
         Ok(r) => r?,
         Err(_) => return Err(handover_timed_out(timeout)),
+    };
+    if got > 0 {
+        sys::shm::take_handles(&after, &mut fds).map_err(|e| handover_unusable(shared, e))?;
     }
     let reader = shared.reply.lock();
     handover_settle(shared, &reader, own, fds)
@@ -551,13 +611,7 @@ fn handover_settle<S>(
         // Descriptors nobody asked for are closed here.
         return Ok(None);
     }
-    let region = Region::open(own, fds).map_err(|e| crate::Error::Protocol {
-        message: format!(
-            "the server at {:?} agreed to shared memory but handed over unusable memory: {e}",
-            shared.name.as_str()
-        ),
-        source: None,
-    })?;
+    let region = Region::open(own, fds).map_err(|e| handover_unusable(shared, e))?;
     Ok(Some(Link::client(region)))
 }
 

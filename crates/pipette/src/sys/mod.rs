@@ -67,8 +67,8 @@
 //!
 //! Shared memory (`shm`) is Linux's and Windows': `unix/shm.rs` (a sealed memfd per side, its
 //! mirrored mapping, four eventfds) and `windows/shm.rs` (two unnamed file mappings and four
-//! events, made by the server and duplicated into the client's process; the async API does
-//! not have it there: `shm::ASYNC_SUPPORTED`). macOS and FreeBSD get `shm_none.rs`, whose
+//! events, made by the server and duplicated into the client's process; the async waits are
+//! thread-pool waits that wake the task). macOS and FreeBSD get `shm_none.rs`, whose
 //! region type cannot exist, so the drivers compile unchanged and never offer the feature.
 //!
 //! # Where Windows differs (`windows/`)

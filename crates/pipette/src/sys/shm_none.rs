@@ -14,17 +14,11 @@ use crate::proto::ring::{Direction, Layout, Word};
 /// Whether this platform has the shared-memory transport.
 pub(crate) const SUPPORTED: bool = false;
 
-/// Nor the async API.
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(crate) const ASYNC_SUPPORTED: bool = false;
+/// Bytes that follow an agreeing reply (it never agrees here).
+pub(crate) const AFTER_REPLY: usize = 0;
 
 /// Never called here (nothing offers the feature).
-pub(crate) fn after_reply(
-    _stream: &super::Stream,
-    _agreed: bool,
-    _fds: &mut Vec<Descriptor>,
-    _timeout: Option<Duration>,
-) -> io::Result<()> {
+pub(crate) fn take_handles(_bytes: &[u8], _fds: &mut Vec<Descriptor>) -> io::Result<()> {
     Ok(())
 }
 

@@ -87,9 +87,7 @@ impl Client {
         let stream = connect_waiting(&side.name, &connect, &shutdown, wait).await?;
         // A client that asks for shared memory hands its own over with the hello, and
         // reads the reply (which brings the server's) at once, as the blocking client does.
-        // (Not where the async API has no shared memory: the offer is dropped.)
-        let memory = (side.features & crate::frame::FEATURE_SHARED_MEMORY != 0
-            && crate::sys::shm::ASYNC_SUPPORTED)
+        let memory = (side.features & crate::frame::FEATURE_SHARED_MEMORY != 0)
             .then(|| crate::shm::client_memory(side.ring_size))
             .flatten();
         let mut shared = handshake::hello(&side, shutdown, stream, memory.as_ref())?;

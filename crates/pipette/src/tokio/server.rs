@@ -112,9 +112,7 @@ impl Server {
     ///
     /// Outside a tokio runtime (the listener registers with its reactor).
     pub fn bind_with(name: impl IntoName, options: &ServerOptions) -> Result<Server> {
-        let (mut policy, listen, shutdown) = options.prepare(name)?;
-        // Where the async API has no shared memory, its server does not agree to it.
-        policy.shared_memory &= crate::sys::shm::ASYNC_SUPPORTED;
+        let (policy, listen, shutdown) = options.prepare(name)?;
         crate::tokio::refuse_blocking_only(policy.wait_strategy)?;
         let listener = Arc::new(aio::Listener::bind(&policy.name, &listen)?);
         let token = CancellationToken::new();

@@ -22,20 +22,14 @@ use rustix::mm::{MapFlags, ProtFlags};
 use super::socket::timespec;
 use crate::proto::ring::{Direction, Layout, Word, HEADER_LEN, HEADER_PAGE};
 
-/// Whether this platform has the shared-memory transport.
+/// Whether this platform has the shared-memory transport (blocking and async API).
 pub(crate) const SUPPORTED: bool = true;
 
-/// Whether the async API has it too.
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(crate) const ASYNC_SUPPORTED: bool = true;
+/// Bytes that follow an agreeing reply (none here: the descriptors come with it).
+pub(crate) const AFTER_REPLY: usize = 0;
 
-/// After the server's reply: nothing more to read here (the descriptors came with it).
-pub(crate) fn after_reply(
-    _stream: &super::Stream,
-    _agreed: bool,
-    _fds: &mut Vec<Descriptor>,
-    _timeout: Option<Duration>,
-) -> io::Result<()> {
+/// Never called here (`AFTER_REPLY` is 0).
+pub(crate) fn take_handles(_bytes: &[u8], _fds: &mut Vec<Descriptor>) -> io::Result<()> {
     Ok(())
 }
 

@@ -27,14 +27,14 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::windows::io::{AsRawHandle, IntoRawHandle};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll, Waker};
 
 use ::tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
 use bytes::BufMut;
 use windows_sys::Win32::Foundation::{GetLastError, ERROR_IO_PENDING, HANDLE, WAIT_OBJECT_0};
-use windows_sys::Win32::Storage::FileSystem::WriteFile;
+use windows_sys::Win32::Storage::FileSystem::{ReadFile, WriteFile};
 use windows_sys::Win32::System::Threading::{WaitForSingleObject, INFINITE};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
@@ -89,7 +89,54 @@ pub(crate) struct Stream {
     write_shut: AtomicBool,
     /// The tasks parked in `poll_read_ready` / `poll_write_ready` (one each, like tokio).
     wakers: Mutex<[Option<Waker>; 2]>,
+    /// The one-byte read a shared-memory connection keeps pending on the pipe to see its
+    /// end (`poll_end_watch`).
+    watch: Mutex<Watch>,
+    /// What the watch saw, for `read_now`: `SEEN_NOTHING`, `SEEN_END` or `SEEN_BYTE`.
+    seen: AtomicU8,
 }
+
+const SEEN_NOTHING: u8 = 0;
+const SEEN_END: u8 = 1;
+const SEEN_BYTE: u8 = 2;
+
+/// The end watch of a shared-memory connection: a one-byte overlapped read of our own on
+/// the pipe (its event's low bit set, so that its completion does not go to mio's port),
+/// with a thread-pool wait on its event that wakes the waiting tasks. Its `OVERLAPPED` and
+/// buffer live in a box that is freed only after the read has finished (`stop_watch`, which
+/// `close` and `Drop` call, waits for that).
+#[derive(Debug, Default)]
+struct Watch {
+    state: WatchState,
+    // Unregistered before the event in `io` is closed (field order).
+    pool: Option<super::shm::PoolWait>,
+    io: Option<Box<WatchIo>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WatchState {
+    #[default]
+    Idle,
+    Pending,
+    Ended,
+    Byte,
+}
+
+struct WatchIo {
+    ov: OVERLAPPED,
+    buf: [u8; 1],
+    event: Event,
+}
+
+impl std::fmt::Debug for WatchIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchIo").finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the `OVERLAPPED`'s raw pointers are an event handle and kernel bookkeeping; the
+// value is only touched under the `watch` mutex, from whichever thread holds it.
+unsafe impl Send for WatchIo {}
 
 fn closed_error() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
@@ -102,7 +149,131 @@ impl Stream {
             pipe: RwLock::new(Some(Arc::new(pipe))),
             write_shut: AtomicBool::new(false),
             wakers: Mutex::new([None, None]),
+            watch: Mutex::new(Watch::default()),
+            seen: AtomicU8::new(SEEN_NOTHING),
         }
+    }
+
+    fn lock_watch(&self) -> MutexGuard<'_, Watch> {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end watch of a shared-memory connection, whose pipe carries no bytes: ready with
+    /// `Ended` once the pipe has ended (the peer is gone or closed it, or our own close) and
+    /// `Byte` if, against the protocol, a byte arrived; pending otherwise, with `cx`'s task
+    /// (in `slot`: 0 the receive half, 1 the send half) woken when that changes. Started on
+    /// first use.
+    pub(crate) fn poll_end_watch(
+        &self,
+        cx: &mut Context<'_>,
+        slot: usize,
+    ) -> Poll<io::Result<super::stream::Watched>> {
+        use super::stream::Watched;
+        let mut watch = self.lock_watch();
+        loop {
+            match watch.state {
+                WatchState::Ended => return Poll::Ready(Ok(Watched::Ended)),
+                WatchState::Byte => return Poll::Ready(Ok(Watched::Byte)),
+                WatchState::Pending => {
+                    let pool = watch.pool.as_ref().expect("a pending watch is registered");
+                    pool.signal().set_waker(slot, cx);
+                    if !pool.signal().fired() {
+                        return Poll::Pending;
+                    }
+                    // Finished (its event was set): its status and byte count are in the
+                    // OVERLAPPED, which the kernel no longer touches.
+                    let ov = &watch
+                        .io
+                        .as_ref()
+                        .expect("a pending watch has its buffers")
+                        .ov;
+                    let byte = ov.Internal == 0 && ov.InternalHigh > 0;
+                    watch.state = if byte {
+                        WatchState::Byte
+                    } else {
+                        WatchState::Ended
+                    };
+                    self.seen
+                        .store(if byte { SEEN_BYTE } else { SEEN_END }, Ordering::SeqCst);
+                }
+                WatchState::Idle => {
+                    let guard = self.pipe();
+                    let Some(pipe) = guard.as_ref() else {
+                        watch.state = WatchState::Ended;
+                        self.seen.store(SEEN_END, Ordering::SeqCst);
+                        continue;
+                    };
+                    if watch.io.is_none() {
+                        watch.io = Some(Box::new(WatchIo {
+                            ov: OVERLAPPED::default(),
+                            buf: [0],
+                            event: Event::new()?,
+                        }));
+                    }
+                    if watch.pool.is_none() {
+                        let event = watch.io.as_ref().expect("made above").event.raw();
+                        watch.pool = Some(super::shm::PoolWait::register(event, true)?);
+                    }
+                    let io = watch.io.as_mut().expect("made above");
+                    io.event.reset();
+                    io.ov = OVERLAPPED {
+                        hEvent: (io.event.raw() as usize | 1) as HANDLE,
+                        ..Default::default()
+                    };
+                    let raw = pipe.raw();
+                    // SAFETY: one ReadFile on the open pipe (the read lock keeps it open)
+                    // into the boxed buffer with the boxed OVERLAPPED, which stay where they
+                    // are until the read has finished: `stop_watch` waits for it before the
+                    // box can go. The event's low bit keeps the completion off mio's port.
+                    let ok = unsafe {
+                        ReadFile(
+                            raw,
+                            io.buf.as_mut_ptr(),
+                            1,
+                            std::ptr::null_mut(),
+                            &mut io.ov,
+                        )
+                    };
+                    // SAFETY: no preconditions.
+                    if ok == 0 && unsafe { GetLastError() } != ERROR_IO_PENDING {
+                        // Nothing was queued: the pipe has ended (or cannot be read).
+                        watch.state = WatchState::Ended;
+                        self.seen.store(SEEN_END, Ordering::SeqCst);
+                        continue;
+                    }
+                    // Queued, or finished at once: either way its event is (or will be) set
+                    // when it has finished, which the thread-pool wait reports.
+                    watch.state = WatchState::Pending;
+                }
+            }
+        }
+    }
+
+    /// Ends a pending end-watch read and waits until the kernel is done with its buffers
+    /// (bounded: an aborted read finishes at once). The thread-pool wait then fires and
+    /// wakes the waiting tasks, which see `Ended`.
+    fn stop_watch(&self) {
+        let mut watch = self.lock_watch();
+        if watch.state != WatchState::Pending {
+            return;
+        }
+        let io = watch.io.as_ref().expect("a pending watch has its buffers");
+        if let Some(pipe) = self.pipe().as_ref() {
+            // SAFETY: `io.ov` belongs to our read on this open pipe; it fails harmlessly if
+            // the read has finished already.
+            unsafe { CancelIoEx(pipe.raw(), &io.ov) };
+        }
+        // SAFETY: the event is open; it is set when the read has finished, and the read
+        // finishes: it was cancelled just above (or the pipe was closed, which ends it).
+        unsafe { WaitForSingleObject(io.event.raw(), INFINITE) };
+        let byte = io.ov.Internal == 0 && io.ov.InternalHigh > 0;
+        watch.state = if byte {
+            WatchState::Byte
+        } else {
+            WatchState::Ended
+        };
+        self.seen
+            .store(if byte { SEEN_BYTE } else { SEEN_END }, Ordering::SeqCst);
     }
 
     fn pipe(&self) -> RwLockReadGuard<'_, Option<Arc<Pipe>>> {
@@ -186,11 +357,27 @@ impl Stream {
     /// say `WouldBlock` although the bytes have arrived; the caller then waits for
     /// readiness, which is correct, only slower.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
+        match self.try_read(buf) {
+            // A shared-memory connection's end watch may have seen the end (or a byte)
+            // before mio did.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match self.seen.load(Ordering::SeqCst) {
+                    SEEN_END => Ok(0),
+                    SEEN_BYTE => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer wrote on the pipe of a shared-memory connection, which carries no bytes",
+                    )),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     /// Closes the pipe for good (see the module comment); `abort`: cancel its I/O first.
     fn close(&self, abort: bool) {
+        // Before the pipe's lock (the watch's lock is taken first everywhere).
+        self.stop_watch();
         let pipe = {
             let mut guard = self.pipe.write().unwrap_or_else(|e| e.into_inner());
             if abort {
@@ -356,13 +543,35 @@ impl crate::sys::Handshake for Stream {
         })
     }
 
-    /// Never called: the async API has no shared memory on Windows (`ASYNC_SUPPORTED`).
-    fn write_handover(
+    /// The reply with the handle values of the shared memory behind it (duplicated into
+    /// this admitted client's process already), in one write of a fresh pipe's empty buffer.
+    fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
+        let mut bytes = reply.to_vec();
+        bytes.extend_from_slice(&region.handover_bytes());
+        if self.write_now(&bytes)? < bytes.len() {
+            // Short: the client cannot use it; the connection is dropped (and the handles
+            // recalled from the client's process).
+            return Ok(0);
+        }
+        region.delivered();
+        Ok(reply.len())
+    }
+
+    /// The hello of a client offering shared memory: nothing goes with it here (the server
+    /// makes both rings and gives them to this process).
+    fn write_with_memory(
         &self,
-        _reply: &[u8],
-        _region: &crate::sys::shm::Region,
+        hello: &[u8],
+        _memory: &crate::sys::shm::Memory,
     ) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
+        self.write_now(hello)
+    }
+}
+
+impl Drop for Stream {
+    /// A pending end-watch read must finish before its buffers go.
+    fn drop(&mut self) {
+        self.stop_watch();
     }
 }
 

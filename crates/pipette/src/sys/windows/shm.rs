@@ -47,13 +47,8 @@ use super::stream::Watched;
 use super::timeout_ms;
 use crate::proto::ring::{Direction, Layout, Word, HEADER_LEN, HEADER_PAGE};
 
-/// Whether this platform has the shared-memory transport (the blocking API).
+/// Whether this platform has the shared-memory transport (blocking and async API).
 pub(crate) const SUPPORTED: bool = true;
-
-/// Whether the async API has it here: not yet (the events would need a waiter thread or a
-/// thread-pool wait on the runtime); an async connection stays on the pipe.
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(crate) const ASYNC_SUPPORTED: bool = false;
 
 /// A handle received with the server's reply (or, for a server, the client's process).
 pub(crate) type Descriptor = OwnedHandle;
@@ -62,13 +57,12 @@ pub(crate) type Descriptor = OwnedHandle;
 /// then the events in [`Event`] order.
 pub(crate) const HANDED_OVER: usize = 6;
 
-/// Bytes of the handover that follows an agreeing reply: `HANDED_OVER` u64 LE values.
-const HANDOVER_LEN: usize = HANDED_OVER * 8;
+/// Bytes that follow an agreeing reply: `HANDED_OVER` u64 LE handle values.
+pub(crate) const AFTER_REPLY: usize = HANDED_OVER * 8;
 
-/// Reads (a client) what arrives of the server's reply into `buf`, waiting for bytes up to
-/// `timeout`: the number of bytes (0 at the end of the stream), `WouldBlock` when the
-/// timeout expired first. The handle values behind an agreeing reply are read by
-/// [`after_reply`].
+/// Reads (a client) what arrives of the server's reply (and then of the handle values behind
+/// it) into `buf`, waiting for bytes up to `timeout`: the number of bytes (0 at the end of
+/// the stream), `WouldBlock` when the timeout expired first.
 pub(crate) fn read_handover(
     stream: &super::Stream,
     buf: &mut [u8],
@@ -81,39 +75,9 @@ pub(crate) fn read_handover(
     }
 }
 
-/// After the server's reply (a client that offered shared memory): when the server agreed,
-/// reads the handle values that follow it, within `timeout`, into `handles` (they are this
-/// process's handles now: the server duplicated them into it).
-pub(crate) fn after_reply(
-    stream: &super::Stream,
-    agreed: bool,
-    handles: &mut Vec<Descriptor>,
-    timeout: Option<Duration>,
-) -> io::Result<()> {
-    if !agreed {
-        return Ok(());
-    }
-    let mut bytes = [0u8; HANDOVER_LEN];
-    let mut got = 0;
-    let start = std::time::Instant::now();
-    while got < HANDOVER_LEN {
-        let left = match timeout {
-            None => None,
-            Some(t) => match t.checked_sub(start.elapsed()) {
-                Some(l) if !l.is_zero() => Some(l),
-                _ => return Err(io::ErrorKind::WouldBlock.into()),
-            },
-        };
-        match read_handover(stream, &mut bytes[got..], handles, left)? {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server ended the connection in the middle of its shared-memory handover",
-                ))
-            }
-            n => got += n,
-        }
-    }
+/// The handle values read behind an agreeing reply (`AFTER_REPLY` bytes), as this process's
+/// handles now: the server duplicated them into it.
+pub(crate) fn take_handles(bytes: &[u8], handles: &mut Vec<Descriptor>) -> io::Result<()> {
     for value in bytes.chunks_exact(8) {
         let value = u64::from_le_bytes(value.try_into().expect("8 bytes"));
         if value == 0 || value as HANDLE == INVALID_HANDLE_VALUE {
@@ -736,32 +700,183 @@ impl RingWriter {
     }
 }
 
-/// The async wait: not on Windows yet ([`ASYNC_SUPPORTED`] is false, so no async
-/// connection has a region).
+/// What a thread-pool wait tells the tasks waiting on it: that its object was signalled,
+/// and their wakers (two slots: a connection's receive and send halves).
 #[cfg(feature = "tokio")]
-#[derive(Debug)]
-pub(crate) enum AsyncWait {}
+#[derive(Debug, Default)]
+pub(super) struct Signal {
+    fired: AtomicBool,
+    wakers: std::sync::Mutex<[Option<std::task::Waker>; 2]>,
+}
 
 #[cfg(feature = "tokio")]
-impl AsyncWait {
-    pub(crate) fn new(_region: &Region, _which: Event) -> io::Result<AsyncWait> {
-        Err(io::ErrorKind::Unsupported.into())
+impl Signal {
+    /// Whether the object was signalled since the last call that returned `true`.
+    pub(super) fn take_fired(&self) -> bool {
+        self.fired.swap(false, Ordering::SeqCst)
     }
-    pub(crate) fn poll_wait(
-        &self,
-        _cx: &mut std::task::Context<'_>,
-        _stream: &crate::sys::aio::Stream,
-    ) -> std::task::Poll<io::Result<Woken>> {
-        match *self {}
+
+    /// Whether the object was signalled (for an object that stays signalled).
+    pub(super) fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Wakes `cx`'s task (in `slot`) at the next signal. Check `fired` after this: a signal
+    /// between an earlier check and this call would otherwise be missed.
+    pub(super) fn set_waker(&self, slot: usize, cx: &std::task::Context<'_>) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        match &wakers[slot] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => wakers[slot] = Some(cx.waker().clone()),
+        }
+    }
+
+    /// Sets the flag and wakes the stored tasks.
+    fn fire(&self) {
+        self.fired.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers.into_iter().flatten() {
+            w.wake();
+        }
     }
 }
 
-/// Never called (the async API does not offer shared memory here).
+/// A thread-pool wait (`RegisterWaitForSingleObject`) on an event: each time it is
+/// signalled (an auto-reset event), or once (`once`), the pool's wait thread sets the
+/// [`Signal`] and wakes its tasks. Unregistered when dropped, waiting for a callback in
+/// progress, so the `Signal` it points to outlives every callback.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(super) struct PoolWait {
+    wait: HANDLE,
+    signal: std::sync::Arc<Signal>,
+}
+
+// SAFETY: `wait` is a registration handle, used only by `Drop` (from any thread); `signal`
+// is shared through an `Arc`.
+#[cfg(feature = "tokio")]
+unsafe impl Send for PoolWait {}
+// SAFETY: as for `Send`; nothing is mutated through `&PoolWait`.
+#[cfg(feature = "tokio")]
+unsafe impl Sync for PoolWait {}
+
+#[cfg(feature = "tokio")]
+unsafe extern "system" fn on_signal(context: *mut std::ffi::c_void, _timed_out: bool) {
+    // SAFETY: `context` is the `Signal` of a live `PoolWait` (its `Arc` is kept until the
+    // registration is gone: `Drop` unregisters and waits for this callback first).
+    let signal = unsafe { &*(context as *const Signal) };
+    signal.fire();
+}
+
+#[cfg(feature = "tokio")]
+impl PoolWait {
+    /// Registers a wait on `object`, which must stay open until this is dropped.
+    pub(super) fn register(object: HANDLE, once: bool) -> io::Result<PoolWait> {
+        use windows_sys::Win32::System::Threading::{
+            RegisterWaitForSingleObject, INFINITE, WT_EXECUTEINWAITTHREAD, WT_EXECUTEONLYONCE,
+        };
+        let signal = std::sync::Arc::new(Signal::default());
+        let mut wait: HANDLE = std::ptr::null_mut();
+        let flags = WT_EXECUTEINWAITTHREAD | if once { WT_EXECUTEONLYONCE } else { 0 };
+        // SAFETY: `object` is open (the caller keeps it so while this lives); the context
+        // points to the `Signal`, which `signal` (kept in the `PoolWait`) keeps alive until
+        // `Drop` has unregistered the wait; the callback only touches that.
+        let ok = unsafe {
+            RegisterWaitForSingleObject(
+                &mut wait,
+                object,
+                Some(on_signal),
+                std::sync::Arc::as_ptr(&signal).cast(),
+                INFINITE,
+                flags,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PoolWait { wait, signal })
+    }
+
+    /// What the callback sets.
+    pub(super) fn signal(&self) -> &Signal {
+        &self.signal
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for PoolWait {
+    fn drop(&mut self) {
+        use windows_sys::Win32::System::Threading::UnregisterWaitEx;
+        // SAFETY: `wait` is our registration; INVALID_HANDLE_VALUE makes this return only
+        // once no callback runs any more, so `signal` may go after it.
+        unsafe { UnregisterWaitEx(self.wait, INVALID_HANDLE_VALUE) };
+    }
+}
+
+/// An async wait on one event of a region and on the connection's pipe (its end, seen by
+/// the stream's end watch), the twin of [`Region::wait_on`] on the runtime: the pool's
+/// wait thread wakes the task when the event is signalled or the pipe ends.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) struct AsyncWait {
+    // Unregistered before the event is closed (field order).
+    pool: PoolWait,
+    _event: OwnedHandle,
+    which: Event,
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncWait {
+    /// Registers a duplicate of `region`'s event for `which` with the thread pool.
+    pub(crate) fn new(region: &Region, which: Event) -> io::Result<AsyncWait> {
+        let event = region.events[which.index()].try_clone()?;
+        let pool = PoolWait::register(event.as_raw_handle(), false)?;
+        Ok(AsyncWait {
+            pool,
+            _event: event,
+            which,
+        })
+    }
+
+    /// Ready when the event was signalled (`Woken::Event`) or the pipe ended
+    /// (`Woken::Socket`; a byte on it is `InvalidData`); pending otherwise (both wakers
+    /// registered).
+    pub(crate) fn poll_wait(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        stream: &crate::sys::aio::Stream,
+    ) -> std::task::Poll<io::Result<Woken>> {
+        use std::task::Poll;
+        let signal = self.pool.signal();
+        if signal.take_fired() {
+            return Poll::Ready(Ok(Woken::Event));
+        }
+        signal.set_waker(0, cx);
+        if signal.take_fired() {
+            return Poll::Ready(Ok(Woken::Event));
+        }
+        let slot = match self.which {
+            Event::Data(_) => 0,
+            Event::Room(_) => 1,
+        };
+        match stream.poll_end_watch(cx, slot) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(Watched::Pending(_) | Watched::Ended)) => Poll::Ready(Ok(Woken::Socket)),
+            Poll::Ready(Ok(Watched::Byte)) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the peer wrote on the pipe of a shared-memory connection, which carries no bytes",
+            ))),
+        }
+    }
+}
+
+/// `read_handover` for the async client, without waiting: what the pipe has now.
 #[cfg(feature = "tokio")]
 pub(crate) fn try_read_handover(
-    _stream: &crate::sys::aio::Stream,
-    _buf: &mut [u8],
+    stream: &crate::sys::aio::Stream,
+    buf: &mut [u8],
     _handles: &mut Vec<Descriptor>,
 ) -> io::Result<usize> {
-    Err(io::ErrorKind::Unsupported.into())
+    crate::sys::AsyncStream::try_read(stream, buf)
 }
