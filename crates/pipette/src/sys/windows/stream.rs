@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -81,6 +81,9 @@ pub(crate) struct Stream {
     read_timeout: AtomicU32,
     write_timeout: AtomicU32,
     write_shut: AtomicBool,
+    /// The peer's process, opened with `PROCESS_DUP_HANDLE` once this connection takes
+    /// handles with its messages (`accept_descriptors`; see `handles.rs`).
+    peer_process: Option<OwnedHandle>,
 }
 
 #[derive(Debug)]
@@ -153,6 +156,7 @@ impl Stream {
             read_timeout: AtomicU32::new(NO_TIMEOUT),
             write_timeout: AtomicU32::new(NO_TIMEOUT),
             write_shut: AtomicBool::new(false),
+            peer_process: None,
         })
     }
 
@@ -433,6 +437,12 @@ impl Stream {
         peer_of(h.raw, self.server)
     }
 
+    /// The peer's process, to take the handles of its messages from (see `handles.rs`);
+    /// `None` unless this connection takes handles.
+    pub(crate) fn peer_process(&self) -> Option<BorrowedHandle<'_>> {
+        self.peer_process.as_ref().map(|p| p.as_handle())
+    }
+
     /// How many bytes can be read without waiting (`PeekNamedPipe`); `None` once the pipe
     /// has ended.
     fn available(&self) -> io::Result<Option<usize>> {
@@ -538,6 +548,25 @@ impl crate::sys::Handshake for Stream {
     /// Never called: Windows has no shared-memory transport yet (the region cannot exist).
     fn write_handover(&self, _reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
         match *region {}
+    }
+
+    /// Handles with messages (`FEATURE_DESCRIPTORS`): only when the peer's process (pid from
+    /// the pipe) can be opened with `PROCESS_DUP_HANDLE`, which is kept to take them from.
+    fn accept_descriptors(&mut self) -> bool {
+        let opened = match self.in_use() {
+            Some(h) => super::handles::open_peer(h.raw, self.server),
+            None => return false,
+        };
+        match opened {
+            Ok(process) => {
+                self.peer_process = Some(process);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open the peer's process to take handles from it: handles are not passed on this connection");
+                false
+            }
+        }
     }
 }
 
