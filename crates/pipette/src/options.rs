@@ -173,10 +173,10 @@ impl ServerOptions {
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
     /// descriptors. See `Connection::send_with_descriptors` (Unix), blocking and async
     /// (`pipette::tokio`) alike. On Windows the same option passes handles (files, pipes,
-    /// events, ...: `Connection::send_with_handles` and `recv_with_handles`, blocking API
-    /// only), agreed only with a client whose process this server can open with
-    /// `PROCESS_DUP_HANDLE` (usually: one of the same user); otherwise, and on the async
-    /// API there, the feature is simply not agreed to. Cannot be combined with
+    /// events, ...: `Connection::send_with_handles` and `recv_with_handles`, blocking and
+    /// async), agreed only with a client whose process this server can open with
+    /// `PROCESS_DUP_HANDLE` (usually: one of the same user); otherwise the feature is simply
+    /// not agreed to. Cannot be combined with
     /// [`shared_memory`](ServerOptions::shared_memory) (descriptors travel over the socket,
     /// which shared memory leaves): asking for both is [`Error::InvalidConfig`].
     pub fn descriptors(mut self, on: bool) -> Self {
@@ -388,10 +388,10 @@ impl ClientOptions {
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
     /// descriptors. See `Connection::send_with_descriptors` (Unix), blocking and async
     /// (`pipette::tokio`) alike. On Windows the same option passes handles (files, pipes,
-    /// events, ...: `Connection::send_with_handles` and `recv_with_handles`, blocking API
-    /// only), offered only to a server whose process this client can open with
-    /// `PROCESS_DUP_HANDLE` (usually: one of the same user); otherwise, and on the async
-    /// API there, the feature is simply not offered. `connect` (blocking or async) then waits for the
+    /// events, ...: `Connection::send_with_handles` and `recv_with_handles`, blocking and
+    /// async), offered only to a server whose process this client can open with
+    /// `PROCESS_DUP_HANDLE` (usually: one of the same user); otherwise the feature is simply
+    /// not offered. `connect` (blocking or async) then waits for the
     /// server's reply, so that [`Connection::passes_descriptors`](crate::Connection::passes_descriptors)
     /// says at once whether the server agreed. Cannot be combined with
     /// [`shared_memory`](ClientOptions::shared_memory) (descriptors travel over the socket,

@@ -82,7 +82,7 @@ impl<S> Shared<S> {
         #[cfg(unix)]
         const NOT_AGREED: &str = "this connection does not pass descriptors: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), on a Unix socket";
         #[cfg(windows)]
-        const NOT_AGREED: &str = "this connection does not pass handles: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors, blocking API), and each side must be able to open the other's process with PROCESS_DUP_HANDLE (usually: both run as the same user)";
+        const NOT_AGREED: &str = "this connection does not pass handles: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), and each side must be able to open the other's process with PROCESS_DUP_HANDLE (usually: both run as the same user)";
         #[cfg(unix)]
         const WHAT: &str = "descriptors";
         #[cfg(windows)]

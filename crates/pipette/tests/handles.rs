@@ -8,6 +8,10 @@
 //! protocol text that break it (fewer values than handles, values that are no handles of
 //! theirs) end only their own connection.
 //!
+//! With the `tokio` feature, the async API does the same against the blocking one: an async
+//! client with a blocking server, an async server with the blocking client of the first
+//! test, and the hostile peers against the async server.
+//!
 //! Windows only (run under Wine by `scripts/test-windows.sh`): elsewhere the tests are
 //! reported as ignored.
 
@@ -21,9 +25,20 @@ const TESTS: [&str; 5] = [
     "peers_breaking_the_protocol_end_only_their_own_connection",
 ];
 
+/// The tests of the async API (feature `tokio`).
+#[cfg(feature = "tokio")]
+const ASYNC_TESTS: [&str; 3] = [
+    "an_async_client_passes_handles_to_a_blocking_server",
+    "an_async_server_passes_handles_to_a_blocking_client",
+    "peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server",
+];
+#[cfg(not(feature = "tokio"))]
+const ASYNC_TESTS: [&str; 0] = [];
+
 #[cfg(windows)]
 fn main() {
-    let tests: Vec<support::Test> = vec![
+    #[allow(unused_mut)] // without the `tokio` feature
+    let mut tests: Vec<support::Test> = vec![
         (
             TESTS[0],
             win::handles_travel_both_ways_with_messages_of_every_size,
@@ -36,18 +51,41 @@ fn main() {
             win::peers_breaking_the_protocol_end_only_their_own_connection,
         ),
     ];
-    let roles: Vec<support::Role> = vec![
+    #[allow(unused_mut)]
+    let mut roles: Vec<support::Role> = vec![
         ("relay", win::role_relay),
         ("traveller", win::role_traveller),
         ("user", win::role_user),
     ];
+    #[cfg(feature = "tokio")]
+    {
+        tests.extend([
+            (
+                ASYNC_TESTS[0],
+                win::asynchronous::an_async_client_passes_handles_to_a_blocking_server as fn(),
+            ),
+            (
+                ASYNC_TESTS[1],
+                win::asynchronous::an_async_server_passes_handles_to_a_blocking_client,
+            ),
+            (
+                ASYNC_TESTS[2],
+                win::asynchronous::peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server,
+            ),
+        ]);
+        roles.push(("async-relay", win::asynchronous::role_async_relay));
+    }
     support::main(&tests, &roles);
 }
 
 #[cfg(not(windows))]
 fn main() {
     // Reported as ignored: handles are Windows's (Unix passes descriptors: tests/descriptors.rs).
-    let ignored: Vec<support::Test> = TESTS.iter().map(|&n| (n, (|| {}) as fn())).collect();
+    let ignored: Vec<support::Test> = TESTS
+        .iter()
+        .chain(ASYNC_TESTS.iter())
+        .map(|&n| (n, (|| {}) as fn()))
+        .collect();
     support::main_with_ignored(&[], &ignored, &[]);
 }
 
@@ -131,8 +169,13 @@ mod win {
 
     /// A relay server in its own process: `relay NAME yes|no|plain`.
     fn relay(tag: &str, mode: &str) -> (Watched, String) {
+        relay_role("relay", tag, mode)
+    }
+
+    /// A relay server of `role` (`relay`, or `async-relay` written with `pipette::tokio`).
+    fn relay_role(role: &str, tag: &str, mode: &str) -> (Watched, String) {
         let name = unique(tag);
-        let server = spawn_watched("relay", &[&name, mode]);
+        let server = spawn_watched(role, &[&name, mode]);
         server.expect("ready");
         (server, name)
     }
@@ -150,7 +193,12 @@ mod win {
     /// returned copy and reads the text at the pipe's other end, which then ends: no copy is
     /// left anywhere. Both processes have as many handles open afterwards as before.
     pub fn handles_travel_both_ways_with_messages_of_every_size() {
-        let (_server, name) = relay("travel", "yes");
+        travel("relay");
+    }
+
+    /// The traveller (a blocking client in its own process) against a server of `role`.
+    fn travel(role: &str) {
+        let (_server, name) = relay_role(role, "travel", "yes");
         let traveller = spawn_watched("traveller", &[&name]);
         let counts = traveller.line_within(HANG);
         note(&counts);
@@ -236,7 +284,12 @@ mod win {
     /// handles: each ends its own connection with a protocol error that says so; the
     /// server's other client and a fresh one go on.
     pub fn peers_breaking_the_protocol_end_only_their_own_connection() {
-        let (server, name) = relay("hostile", "yes");
+        peers_breaking_the_protocol("relay");
+    }
+
+    /// The hostile peers against a server of `role` (`relay` or `async-relay`).
+    fn peers_breaking_the_protocol(role: &str) {
+        let (server, name) = relay_role(role, "hostile", "yes");
         let mut good = client(&name, true);
         good.send(b"before").unwrap();
         assert_eq!(good.recv().unwrap(), b"before");
@@ -481,5 +534,135 @@ mod win {
         drop((copy, file));
         std::fs::remove_file(&path).unwrap();
         tell("done");
+    }
+
+    /// The async API (`pipette::tokio`) against the blocking one.
+    #[cfg(feature = "tokio")]
+    pub mod asynchronous {
+        use std::fs::File;
+        use std::io::Write;
+        use std::os::windows::io::{AsHandle, BorrowedHandle, OwnedHandle};
+
+        use pipette::tokio::{Client, Connection, Server};
+        use pipette::{ClientOptions, Error, ServerOptions};
+
+        use super::super::support::{self, pattern, tell};
+        use super::{handle_count, pipe, read_to_end_of, relay, set, HANG};
+
+        /// An async client (this process) sends 1, 2 and 253 pipe write ends with empty and
+        /// 1 MiB messages to a blocking server (another process), gets the server's copies
+        /// back and writes through them; each pipe then ends. A plain async receive of a
+        /// message with handles takes and closes them.
+        pub fn an_async_client_passes_handles_to_a_blocking_server() {
+            let (_server, name) = relay("async-client", "yes");
+            support::runtime().block_on(async move {
+                let opts = ClientOptions::new().wait(HANG).descriptors(true);
+                let mut c = Client::connect_with(&name, &opts).await.unwrap();
+                assert!(c.passes_descriptors());
+                for n in [1usize, 2, 253] {
+                    for len in [0usize, 1 << 20] {
+                        let msg = pattern((n * 3 + len) as u64, len);
+                        let pipes: Vec<(File, OwnedHandle)> = (0..n).map(|_| pipe()).collect();
+                        let ends: Vec<BorrowedHandle<'_>> =
+                            pipes.iter().map(|(_, w)| w.as_handle()).collect();
+                        c.send_with_handles(&msg, &ends).await.unwrap();
+                        let (back, handles) = c.recv_with_handles().await.unwrap();
+                        assert!(back[..] == msg[..], "{n} handles, {len} bytes");
+                        assert_eq!(handles.len(), n);
+                        for (i, ((reader, writer), copy)) in
+                            pipes.into_iter().zip(handles).enumerate()
+                        {
+                            drop(writer);
+                            let text = format!("async pipe {i} of {n}");
+                            File::from(copy).write_all(text.as_bytes()).unwrap();
+                            assert_eq!(read_to_end_of(reader), text);
+                        }
+                    }
+                }
+                // The server's copies come back with the echo; a plain `recv` closes them.
+                let (reader, writer) = pipe();
+                c.send_with_handles(b"plain", &[writer.as_handle()])
+                    .await
+                    .unwrap();
+                drop(writer);
+                assert_eq!(&c.recv().await.unwrap()[..], b"plain");
+                assert_eq!(read_to_end_of(reader), "");
+                // Not more than 253.
+                let many: Vec<BorrowedHandle<'_>> = (0..254).map(|_| c_handle()).collect();
+                match c.send_with_handles(b"too many", &many).await {
+                    Err(Error::InvalidConfig(m)) => assert!(m.contains("254 handles"), "{m}"),
+                    other => panic!("expected InvalidConfig, got {other:?}"),
+                }
+                c.send(b"still").await.unwrap();
+                assert_eq!(&c.recv().await.unwrap()[..], b"still");
+            });
+        }
+
+        /// A handle that lives as long as the test (the current process's pseudo-handle
+        /// is not one that can be duplicated into a message, so a real one is used).
+        fn c_handle() -> BorrowedHandle<'static> {
+            static EVENT: std::sync::OnceLock<OwnedHandle> = std::sync::OnceLock::new();
+            EVENT.get_or_init(super::event).as_handle()
+        }
+
+        /// The blocking traveller (another process) against an async server.
+        pub fn an_async_server_passes_handles_to_a_blocking_client() {
+            super::travel("async-relay");
+        }
+
+        pub fn peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server() {
+            super::peers_breaking_the_protocol("async-relay");
+        }
+
+        /// `async-relay NAME yes`: `relay` written with `pipette::tokio` (no `plain` mode).
+        pub fn role_async_relay(args: Vec<String>) {
+            let name = args[0].clone();
+            support::runtime().block_on(async move {
+                let opts = ServerOptions::new().descriptors(true);
+                let server = Server::bind_with(&name, &opts).unwrap();
+                support::stop_on_stdin_close(server.shutdown_handle());
+                tell("ready");
+                loop {
+                    let conn = match server.accept().await {
+                        Ok(c) => c,
+                        Err(Error::Shutdown) => return,
+                        Err(e) => {
+                            tell(&format!("accept: {e}"));
+                            continue;
+                        }
+                    };
+                    tokio::spawn(async move {
+                        match serve(conn).await {
+                            Err(Error::Closed) | Err(Error::Shutdown) | Ok(()) => {}
+                            Err(e) => tell(&format!("error: {e}")),
+                        }
+                    });
+                }
+            });
+        }
+
+        async fn serve(mut conn: Connection) -> pipette::Result<()> {
+            loop {
+                let (msg, handles) = conn.recv_with_handles().await?;
+                if &msg[..] == b"count" {
+                    let n = handle_count().map(|n| n.to_string()).unwrap_or_default();
+                    conn.send(n.as_bytes()).await?;
+                } else if let Some(text) = msg.strip_prefix(b"write:") {
+                    for h in handles {
+                        File::from(h).write_all(text).unwrap();
+                    }
+                    conn.send(b"written").await?;
+                } else if &msg[..] == b"set" {
+                    for h in &handles {
+                        set(h.as_handle());
+                    }
+                    conn.send(b"set").await?;
+                } else {
+                    let mine: Vec<BorrowedHandle<'_>> =
+                        handles.iter().map(|h| h.as_handle()).collect();
+                    conn.send_with_handles(&msg, &mine).await?;
+                }
+            }
+        }
     }
 }
