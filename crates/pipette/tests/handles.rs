@@ -32,7 +32,7 @@ const ASYNC_TESTS: [&str; 3] = [
     "an_async_server_passes_handles_to_a_blocking_client",
     "peers_breaking_the_protocol_end_only_their_own_connection_on_an_async_server",
 ];
-#[cfg(not(feature = "tokio"))]
+#[cfg(all(not(feature = "tokio"), not(windows)))]
 const ASYNC_TESTS: [&str; 0] = [];
 
 #[cfg(windows)]
@@ -217,7 +217,8 @@ mod win {
 
     /// Unless both sides ask (and on a side that does not), `send_with_handles` fails with
     /// `InvalidConfig`, nothing is sent and the connection goes on; more than 253 handles
-    /// fail the same way on a connection that passes them.
+    /// fail the same way on a connection that passes them, and a message too large with its
+    /// handle values fails with `MessageTooLarge`, leaving no duplicate open.
     pub fn either_side_not_asking_means_no_handles() {
         let e = event();
         for (mode, asks) in [("no", true), ("yes", false)] {
@@ -246,6 +247,18 @@ mod win {
             Err(Error::InvalidConfig(m)) => assert!(m.contains("254 handles"), "{m}"),
             other => panic!("expected InvalidConfig, got {other:?}"),
         }
+        c.send(b"still usable").unwrap();
+        assert_eq!(c.recv().unwrap(), b"still usable");
+        // The handle values count against the peer's limit: a message that fits alone does
+        // not with a handle, and the duplicate made for it is closed again (the pipe ends).
+        let fits = vec![7u8; pipette::DEFAULT_MAX_MESSAGE_SIZE - 7];
+        let (reader, writer) = pipe();
+        match c.send_with_handles(&fits, &[writer.as_handle()]) {
+            Err(Error::MessageTooLarge { .. }) => {}
+            other => panic!("expected MessageTooLarge, got {other:?}"),
+        }
+        drop(writer);
+        assert_eq!(read_to_end_of(reader), "");
         c.send(b"still usable").unwrap();
         assert_eq!(c.recv().unwrap(), b"still usable");
         // No handles in one message is a plain message.
