@@ -746,13 +746,13 @@ impl RecvHalf {
 
     #[inline]
     fn recv_with(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
-        let len = self.recv_frame(out, wait)?;
+        let got = self.recv_frame(out, wait);
         // Windows: a message with handles is whole now; its payload begins with their values.
         #[cfg(windows)]
-        if self.claimed.pending() {
+        if self.claimed.pending() && got.is_ok() {
             return self.take_handles(out);
         }
-        Ok(len)
+        got
     }
 
     #[inline(always)]
