@@ -27,6 +27,8 @@ const RECV_BUF: usize = HEADER_LEN + LARGE_MESSAGE;
 
 #[cfg(unix)]
 mod descriptors;
+#[cfg(windows)]
+mod handles;
 mod in_place;
 
 /// Most bytes one raw-mode `recv` returns.
@@ -93,6 +95,8 @@ impl Connection {
                 shm: rx,
                 #[cfg(unix)]
                 claimed: descriptors::Claimed::default(),
+                #[cfg(windows)]
+                claimed: handles::Claimed::default(),
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
@@ -335,11 +339,13 @@ impl Connection {
         self.send.shared.raw
     }
 
-    /// Whether messages on this connection may carry descriptors: both sides asked
+    /// Whether messages on this connection may carry descriptors (Unix) or handles
+    /// (Windows): both sides asked
     /// ([`ServerOptions::descriptors`](crate::ServerOptions::descriptors),
     /// [`ClientOptions::descriptors`](crate::ClientOptions::descriptors)) and the platform
-    /// can (Unix sockets). Known from `connect` and `accept` on. See
-    /// `send_with_descriptors` (Unix).
+    /// can (Unix sockets; on Windows, each side can open the other's process with
+    /// `PROCESS_DUP_HANDLE`, usually: both run as the same user). Known from `connect` and
+    /// `accept` on. See `send_with_descriptors` (Unix), `send_with_handles` (Windows).
     pub fn passes_descriptors(&self) -> bool {
         self.send.passes_descriptors()
     }
@@ -437,6 +443,9 @@ pub struct RecvHalf {
     /// The descriptors of the last message received, for `recv_with_descriptors`.
     #[cfg(unix)]
     claimed: descriptors::Claimed,
+    /// The handles of the message being received, for `recv_with_handles`.
+    #[cfg(windows)]
+    claimed: handles::Claimed,
 }
 
 /// How a receive may wait.
@@ -737,6 +746,17 @@ impl RecvHalf {
 
     #[inline]
     fn recv_with(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
+        let got = self.recv_frame(out, wait);
+        // Windows: a message with handles is whole now; its payload begins with their values.
+        #[cfg(windows)]
+        if self.claimed.pending() && got.is_ok() {
+            return self.take_handles(out);
+        }
+        got
+    }
+
+    #[inline(always)]
+    fn recv_frame(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.shared.check_shutdown()?;
         self.rx.sticky.check()?;
         if let Wait::Block(t) = wait {
@@ -841,12 +861,6 @@ impl RecvHalf {
             }
         }
         Ok(len)
-    }
-
-    /// Where the platform carries no descriptors, no decoder accepts a message with any.
-    #[cfg(not(unix))]
-    fn claim(&mut self) -> Result<()> {
-        unreachable!("descriptors are never agreed to here")
     }
 
     fn recv_raw(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {

@@ -173,8 +173,11 @@ impl ServerOptions {
     /// them ([`ClientOptions::descriptors`]): then both sides may send open files, sockets,
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
     /// descriptors. See `Connection::send_with_descriptors` (Unix), blocking and async
-    /// (`pipette::tokio`) alike. Unix sockets only: on Windows connections carry none (the
-    /// feature is simply not agreed to). Cannot be combined with
+    /// (`pipette::tokio`) alike. On Windows the same option passes handles (files, pipes,
+    /// events, ...: `Connection::send_with_handles` and `recv_with_handles`, blocking and
+    /// async), agreed only with a client whose process this server can open with
+    /// `PROCESS_DUP_HANDLE` (usually: one of the same user); otherwise the feature is simply
+    /// not agreed to. Cannot be combined with
     /// [`shared_memory`](ServerOptions::shared_memory) (descriptors travel over the socket,
     /// which shared memory leaves): asking for both is [`Error::InvalidConfig`].
     pub fn descriptors(mut self, on: bool) -> Self {
@@ -389,8 +392,11 @@ impl ClientOptions {
     /// ([`ServerOptions::descriptors`]): then both sides may send open files, sockets,
     /// pipes or memory (`SCM_RIGHTS`) with a message, and receive them as owned
     /// descriptors. See `Connection::send_with_descriptors` (Unix), blocking and async
-    /// (`pipette::tokio`) alike. Unix sockets only: on Windows connections carry none (the
-    /// feature is simply not offered). `connect` (blocking or async) then waits for the
+    /// (`pipette::tokio`) alike. On Windows the same option passes handles (files, pipes,
+    /// events, ...: `Connection::send_with_handles` and `recv_with_handles`, blocking and
+    /// async), offered only to a server whose process this client can open with
+    /// `PROCESS_DUP_HANDLE` (usually: one of the same user); otherwise the feature is simply
+    /// not offered. `connect` (blocking or async) then waits for the
     /// server's reply, so that [`Connection::passes_descriptors`](crate::Connection::passes_descriptors)
     /// says at once whether the server agreed. Cannot be combined with
     /// [`shared_memory`](ClientOptions::shared_memory) (descriptors travel over the socket,

@@ -78,17 +78,22 @@ impl<S> Shared<S> {
     /// The header's count for a message that carries `fds` descriptors (1 or more), or why
     /// this connection cannot send it (nothing is sent then, and the connection stays
     /// usable).
-    #[cfg(unix)]
     pub(crate) fn descriptor_count(&self, fds: usize) -> Result<u8, Error> {
+        #[cfg(unix)]
+        const NOT_AGREED: &str = "this connection does not pass descriptors: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), on a Unix socket";
+        #[cfg(windows)]
+        const NOT_AGREED: &str = "this connection does not pass handles: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), and each side must be able to open the other's process with PROCESS_DUP_HANDLE (usually: both run as the same user)";
+        #[cfg(unix)]
+        const WHAT: &str = "descriptors";
+        #[cfg(windows)]
+        const WHAT: &str = "handles";
         if !self.passes_descriptors() {
-            return Err(Error::InvalidConfig(
-                "this connection does not pass descriptors: both sides must ask for them (ServerOptions::descriptors and ClientOptions::descriptors), on a Unix socket".into(),
-            ));
+            return Err(Error::InvalidConfig(NOT_AGREED.into()));
         }
         match u8::try_from(fds) {
             Ok(n) if n <= frame::MAX_DESCRIPTORS => Ok(n),
             _ => Err(Error::InvalidConfig(format!(
-                "{fds} descriptors in one message; at most {}: send them in several messages",
+                "{fds} {WHAT} in one message; at most {}: send them in several messages",
                 frame::MAX_DESCRIPTORS
             ))),
         }
@@ -293,7 +298,6 @@ impl Sender {
 
     /// Frames a message of `len` bytes that carries `n` descriptors, for a peer that agreed
     /// to them and accepts `limit` (known: the reply that agreed is in).
-    #[cfg(unix)]
     pub(crate) fn frame_with_descriptors(
         &self,
         len: usize,

@@ -130,8 +130,9 @@ impl std::error::Error for DecodeError {}
 /// (docs/PROTOCOL.md §10).
 pub const FEATURE_SHARED_MEMORY: u16 = 1 << 0;
 
-/// Feature bit: messages may carry descriptors ([`FLAG_DESCRIPTORS`]; Unix sockets,
-/// docs/PROTOCOL.md §11). A side that offers or agrees to it accepts such messages.
+/// Feature bit: messages may carry descriptors ([`FLAG_DESCRIPTORS`]; Unix sockets), or
+/// handles on Windows (docs/PROTOCOL.md §11). A side that offers or agrees to it accepts such
+/// messages.
 pub const FEATURE_DESCRIPTORS: u16 = 1 << 1;
 
 /// Every feature bit this version defines. A server agrees only to bits the client offered;
@@ -338,8 +339,10 @@ pub fn negotiate(offered: u16) -> Option<u16> {
 pub const FLAG_END: u32 = 1;
 
 /// Header flag: the message carries descriptors, as many as the flags' second byte says
-/// (1 to [`MAX_DESCRIPTORS`]): `flags = FLAG_DESCRIPTORS | n << 8`. They travel with the
-/// header's first byte (`SCM_RIGHTS`); only where [`FEATURE_DESCRIPTORS`] was agreed.
+/// (1 to [`MAX_DESCRIPTORS`]): `flags = FLAG_DESCRIPTORS | n << 8`. On Unix they travel with
+/// the header's first byte (`SCM_RIGHTS`); on Windows the payload begins with n u64 handle
+/// values of the sender's process, which the receiver takes from it (docs/PROTOCOL.md §11).
+/// Only where [`FEATURE_DESCRIPTORS`] was agreed.
 pub const FLAG_DESCRIPTORS: u32 = 2;
 
 /// The most descriptors one message may carry (Linux's `SCM_MAX_FD`, the smallest limit of

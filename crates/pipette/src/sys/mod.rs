@@ -119,6 +119,10 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
+/// Handles with messages (Windows): the receiver pulls them from the sender's process.
+#[cfg(windows)]
+pub(crate) use windows::handles;
+
 /// Messages with descriptors (Unix): why a message's descriptors could not be claimed.
 #[cfg(unix)]
 pub(crate) use unix::{fds::LOST as DESCRIPTORS_LOST, Unclaimed};

@@ -32,6 +32,8 @@ pub(crate) type AsyncShared = Shared<aio::Stream>;
 
 #[cfg(unix)]
 mod descriptors;
+#[cfg(windows)]
+mod handles;
 mod shm;
 
 /// An async connection carrying whole messages; the async twin of
@@ -93,6 +95,8 @@ impl Connection {
                 shm: shm_recv,
                 #[cfg(unix)]
                 claimed: descriptors::Claimed::default(),
+                #[cfg(windows)]
+                claimed: handles::Claimed::default(),
             },
             send: SendHalf {
                 tx: Sender::new(shared.raw),
@@ -362,11 +366,13 @@ impl Connection {
         self.send.shared.raw
     }
 
-    /// Whether messages on this connection may carry descriptors: both sides asked
+    /// Whether messages on this connection may carry descriptors (Unix) or handles
+    /// (Windows): both sides asked
     /// ([`ServerOptions::descriptors`](crate::ServerOptions::descriptors),
     /// [`ClientOptions::descriptors`](crate::ClientOptions::descriptors)) and the platform
-    /// can (Unix sockets). Known from `connect` and `accept` on. See
-    /// `send_with_descriptors` (Unix).
+    /// can (Unix sockets; on Windows, each side can open the other's process with
+    /// `PROCESS_DUP_HANDLE`). Known from `connect` and `accept` on. See
+    /// `send_with_descriptors` (Unix), `send_with_handles` (Windows).
     pub fn passes_descriptors(&self) -> bool {
         self.send.passes_descriptors()
     }
@@ -472,6 +478,9 @@ pub struct RecvHalf {
     /// The descriptors of the message being received, for `recv_with_descriptors`.
     #[cfg(unix)]
     claimed: descriptors::Claimed,
+    /// The handles of the message being received, for `recv_with_handles`.
+    #[cfg(windows)]
+    claimed: handles::Claimed,
 }
 
 /// An empty buffer for a payload of `len` bytes whose start is not 1 to 31 bytes past a
@@ -752,7 +761,7 @@ impl RecvHalf {
                 }
                 let msg = self.large.take().unwrap_or_default().freeze();
                 self.complete();
-                return Poll::Ready(Ok(msg));
+                return Poll::Ready(self.finished(msg));
             }
             match self.rx.decoder.decode(&self.buf) {
                 Decoded::Message { len } => {
@@ -761,7 +770,8 @@ impl RecvHalf {
                         self.complete();
                     }
                     self.buf.advance(HEADER_LEN);
-                    return Poll::Ready(Ok(self.buf.split_to(len).freeze()));
+                    let msg = self.buf.split_to(len).freeze();
+                    return Poll::Ready(self.finished(msg));
                 }
                 Decoded::NeedMore { at_most, capacity } => {
                     if self.buf.capacity() < capacity
@@ -828,10 +838,12 @@ impl RecvHalf {
         self.claimed.complete();
     }
 
-    /// Where the platform carries no descriptors, no decoder accepts a message with any.
-    #[cfg(not(unix))]
-    fn claim(&mut self) -> Result<()> {
-        unreachable!("descriptors are never agreed to here")
+    /// A whole message, as received (Windows: without the values of the handles it
+    /// carries, which are taken now; see `handles.rs`).
+    #[cfg(unix)]
+    #[inline(always)]
+    fn finished(&mut self, msg: Bytes) -> Result<Bytes> {
+        Ok(msg)
     }
 
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes>> {

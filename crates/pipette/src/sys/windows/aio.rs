@@ -25,7 +25,7 @@
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::os::windows::io::{AsRawHandle, IntoRawHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, IntoRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -94,6 +94,9 @@ pub(crate) struct Stream {
     watch: Mutex<Watch>,
     /// What the watch saw, for `read_now`: `SEEN_NOTHING`, `SEEN_END` or `SEEN_BYTE`.
     seen: AtomicU8,
+    /// The peer's process, opened with `PROCESS_DUP_HANDLE` once this connection takes
+    /// handles with its messages (`accept_descriptors`; see `handles.rs`).
+    peer_process: Option<OwnedHandle>,
 }
 
 const SEEN_NOTHING: u8 = 0;
@@ -151,6 +154,7 @@ impl Stream {
             wakers: Mutex::new([None, None]),
             watch: Mutex::new(Watch::default()),
             seen: AtomicU8::new(SEEN_NOTHING),
+            peer_process: None,
         }
     }
 
@@ -274,6 +278,12 @@ impl Stream {
         };
         self.seen
             .store(if byte { SEEN_BYTE } else { SEEN_END }, Ordering::SeqCst);
+    }
+
+    /// The peer's process, to take the handles of its messages from (see `handles.rs`);
+    /// `None` unless this connection takes handles.
+    pub(crate) fn peer_process(&self) -> Option<BorrowedHandle<'_>> {
+        self.peer_process.as_ref().map(|p| p.as_handle())
     }
 
     fn pipe(&self) -> RwLockReadGuard<'_, Option<Arc<Pipe>>> {
@@ -469,6 +479,25 @@ impl crate::sys::Handshake for Stream {
         match self.pipe().as_ref() {
             None => Err(closed_error()),
             Some(pipe) => peer_of(pipe.raw(), self.server),
+        }
+    }
+
+    /// Handles with messages (`FEATURE_DESCRIPTORS`): only when the peer's process (pid from
+    /// the pipe) can be opened with `PROCESS_DUP_HANDLE`, which is kept to take them from.
+    fn accept_descriptors(&mut self) -> bool {
+        let opened = match self.pipe().as_ref() {
+            Some(pipe) => super::handles::open_peer(pipe.raw(), self.server),
+            None => return false,
+        };
+        match opened {
+            Ok(process) => {
+                self.peer_process = Some(process);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open the peer's process to take handles from it: handles are not passed on this connection");
+                false
+            }
         }
     }
 

@@ -15,6 +15,7 @@ mod access;
 #[cfg(feature = "tokio")]
 pub(crate) mod aio;
 mod endpoint;
+pub(crate) mod handles;
 mod listener;
 mod overlapped;
 pub(crate) mod shm;

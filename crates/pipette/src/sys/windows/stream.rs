@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -85,6 +85,9 @@ pub(crate) struct Stream {
     /// The one-byte read a shared-memory connection keeps pending to see the pipe end
     /// (`end_watch`).
     watch: Mutex<Watch>,
+    /// The peer's process, opened with `PROCESS_DUP_HANDLE` once this connection takes
+    /// handles with its messages (`accept_descriptors`; see `handles.rs`).
+    peer_process: Option<OwnedHandle>,
 }
 
 /// What the end watch of a shared-memory connection saw (`Stream::end_watch`).
@@ -199,6 +202,7 @@ impl Stream {
                 io: None,
                 state: WatchState::Idle,
             }),
+            peer_process: None,
         })
     }
 
@@ -658,6 +662,12 @@ impl Stream {
         peer_of(h.raw, self.server)
     }
 
+    /// The peer's process, to take the handles of its messages from (see `handles.rs`);
+    /// `None` unless this connection takes handles.
+    pub(crate) fn peer_process(&self) -> Option<BorrowedHandle<'_>> {
+        self.peer_process.as_ref().map(|p| p.as_handle())
+    }
+
     /// How many bytes can be read without waiting (`PeekNamedPipe`); `None` once the pipe
     /// has ended.
     fn available(&self) -> io::Result<Option<usize>> {
@@ -783,6 +793,25 @@ impl crate::sys::Handshake for Stream {
         }
         region.delivered();
         Ok(reply.len())
+    }
+
+    /// Handles with messages (`FEATURE_DESCRIPTORS`): only when the peer's process (pid from
+    /// the pipe) can be opened with `PROCESS_DUP_HANDLE`, which is kept to take them from.
+    fn accept_descriptors(&mut self) -> bool {
+        let opened = match self.in_use() {
+            Some(h) => super::handles::open_peer(h.raw, self.server),
+            None => return false,
+        };
+        match opened {
+            Ok(process) => {
+                self.peer_process = Some(process);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open the peer's process to take handles from it: handles are not passed on this connection");
+                false
+            }
+        }
     }
 }
 
