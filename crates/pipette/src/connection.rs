@@ -277,7 +277,7 @@ impl Connection {
     /// that [`recv`](Connection::recv) returns without waiting.
     ///
     /// For event loops (`poll`, mio, GUI loops) that watch the connection's descriptor
-    /// ([`AsFd`](std::os::fd::AsFd) on Unix): the descriptor is readable when **new bytes**
+    /// (`AsFd` on Unix): the descriptor is readable when **new bytes**
     /// have arrived. A receive reads as many bytes as are there, which may be several
     /// messages; the later ones are then buffered here while the descriptor is no longer
     /// readable. So after readiness, call [`try_recv`](Connection::try_recv) until it
