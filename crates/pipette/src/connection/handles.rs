@@ -146,22 +146,19 @@ impl SendHalf {
             payload.extend_from_slice(&handles::value(c).to_le_bytes());
         }
         payload.extend_from_slice(msg);
-        match self.shared.stream.write2(out.header(), &payload) {
-            Ok(k) if k > 0 => {
-                // Bytes went out: the receiver may take the copies from now on (and closes
-                // them when it does), so they are no longer ours to close.
-                handles::leave(copies);
-                if out.advance(k) {
-                    return Ok(());
-                }
-                self.write_rest(out, &payload, t, None)
-            }
-            first => {
-                // Nothing went out: the copies are still ours alone.
-                drop(copies);
-                self.write_rest(out, &payload, t, Some(first))
-            }
+        let sent = match self.shared.stream.write2(out.header(), &payload) {
+            Ok(k) if k > 0 && out.advance(k) => Ok(()),
+            Ok(k) if k > 0 => self.write_rest(out, &payload, t, None),
+            first => self.write_rest(out, &payload, t, Some(first)),
+        };
+        // The receiver takes the copies once the whole message has arrived (and closes them
+        // in this process when it does): they are left to it when the message went out
+        // whole; otherwise (nothing sent, or the message cut part-way, which never arrives
+        // whole) they are still ours alone, and closed here.
+        if sent.is_ok() {
+            handles::leave(copies);
         }
+        sent
     }
 }
 

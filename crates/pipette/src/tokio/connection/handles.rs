@@ -29,9 +29,10 @@ pub(super) struct Claimed {
     handles: Vec<OwnedHandle>,
 }
 
-/// This side's copies of a message's handles (whose values it sends), until the message's
-/// first byte goes out: closed when the send ends before that (failed, or its future
-/// dropped); left open after, for the receiver to take (which closes them).
+/// This side's copies of a message's handles (whose values it sends), until the whole
+/// message has gone out: closed when the send ends before that (failed, or its future
+/// dropped: the message was not sent, or was cut, and the receiver takes handles only from a
+/// whole message); left open after, for the receiver to take (which closes them).
 struct Copies(Vec<OwnedHandle>);
 
 impl Copies {
@@ -191,14 +192,15 @@ impl SendHalf {
                     ))
                 }
                 Ok(k) => {
-                    // Bytes went out: the receiver may take the copies from now on.
-                    copies.sent();
-                    if out.advance(k) {
-                        return Ok(());
+                    // The receiver takes the copies once the whole message has arrived: they
+                    // are left to it then, and closed here if the message is cut instead (a
+                    // failure, or this future dropped: `write_all`'s guard cuts it), since a
+                    // cut message never arrives whole.
+                    if !out.advance(k) {
+                        self.write_all(out, payload).await?;
                     }
-                    // The rest under `write_all`'s guard, which cuts the message if this
-                    // future is dropped.
-                    return self.write_all(out, payload).await;
+                    copies.sent();
+                    return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     shared.check_shutdown()?;
