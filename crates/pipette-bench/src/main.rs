@@ -17,7 +17,12 @@ fn main() {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("--rpc") => return rpc::run(args.get(1).and_then(|s| s.parse().ok())),
+        Some("--rpc") => {
+            return rpc::run(
+                args.get(1).and_then(|s| s.parse().ok()),
+                args.get(2).map(String::as_str),
+            )
+        }
         Some("--rpc-serve") => return rpc::serve(&args[1], &args[2]),
         _ => {}
     }

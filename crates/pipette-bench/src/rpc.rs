@@ -5,7 +5,7 @@
 //! runs 16 concurrent callers, each on its own connection, each making one small unary call
 //! after another, for SECONDS (default 2) per transport, two rounds in rotation; the best
 //! round of each counts. Reported: calls per second and pipette's time per call as a ratio
-//! to the raw socket's.
+//! to the raw socket's. `--rpc SECONDS KIND` measures one transport once.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -251,9 +251,16 @@ fn measure(kind: &str, secs: f64) -> f64 {
     calls.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
 }
 
-/// `--rpc [SECONDS]`.
-pub fn run(secs: Option<f64>) {
+/// `--rpc [SECONDS [KIND]]`: every kind, or only KIND (one round; for `perf stat`, which then
+/// counts that transport alone: context switches per call).
+pub fn run(secs: Option<f64>, only: Option<&str>) {
     let secs = secs.unwrap_or(2.0);
+    if let Some(kind) = only {
+        assert!(KINDS.contains(&kind), "KIND is one of {KINDS:?}");
+        let rate = measure(kind, secs);
+        println!("{kind} {rate:.0} calls/s, {:.0} calls", rate * secs);
+        return;
+    }
     let mut best = [0f64; KINDS.len()];
     for round in 0..2 {
         for (i, kind) in KINDS.iter().enumerate() {

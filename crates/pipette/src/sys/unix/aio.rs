@@ -23,6 +23,31 @@ use crate::sys::aio::read_into;
 use crate::sys::{Cancel, ListenOptions};
 use crate::{Name, PeerIdentity};
 
+/// A plain read (`read`: at most `room` bytes, without waiting) through tokio's readiness
+/// that, as tokio's own `AsyncRead` does, takes a short read to mean that the socket is
+/// drained: it clears the readiness then, with the readiness tick taken before the read (so
+/// an event that arrived since is kept), and the next read waits for the reactor instead of
+/// making a `recv` that only fails with `EAGAIN`: one system call fewer per message received.
+#[inline]
+fn read_draining(
+    inner: &::tokio::net::UnixStream,
+    room: usize,
+    read: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut short = None;
+    let r = inner.try_io(Interest::READABLE, || match read() {
+        Ok(n) if n > 0 && n < room => {
+            short = Some(n);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        other => other,
+    });
+    match (r, short) {
+        (Err(_), Some(n)) => Ok(n),
+        (r, _) => r,
+    }
+}
+
 /// A connected socket registered with tokio's reactor.
 #[derive(Debug)]
 pub(crate) struct Stream {
@@ -92,12 +117,17 @@ impl crate::sys::AsyncStream for Stream {
         self.inner.poll_read_ready(cx)
     }
 
-    // Each read decides once whether it keeps descriptors (`inbox`), so that the plain
-    // read is tokio's own, exactly as before descriptors existed. A read that keeps them
-    // goes through `try_io`, which clears tokio's readiness when `recvmsg` finds nothing.
+    // Each read decides once whether it keeps descriptors (`inbox`). Both go through
+    // `try_io`, which clears tokio's readiness when the receive finds nothing; the plain one
+    // also after a short read (`read_draining`). A read that keeps descriptors may stop
+    // early at a batch of them, so it is not taken to have drained the socket.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match &self.inbox {
-            None => self.inner.try_read(buf),
+            None => {
+                let fd = self.inner.as_fd();
+                let room = buf.len();
+                read_draining(&self.inner, room, || recv_now(fd, buf))
+            }
             Some(inbox) => {
                 let fd = self.inner.as_fd();
                 self.inner
@@ -108,7 +138,13 @@ impl crate::sys::AsyncStream for Stream {
 
     fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match &self.inbox {
-            None => self.inner.try_read_buf(buf),
+            None => {
+                let fd = self.inner.as_fd();
+                let room = buf.chunk_mut().len();
+                read_draining(&self.inner, room, || {
+                    read_into(buf, |spare| recv_uninit_now(fd, spare))
+                })
+            }
             Some(inbox) => {
                 let fd = self.inner.as_fd();
                 self.inner.try_io(Interest::READABLE, || {
