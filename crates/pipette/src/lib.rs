@@ -109,6 +109,8 @@ mod client;
 mod connection;
 mod dotnet;
 mod error;
+#[cfg(windows)]
+mod handles;
 mod handshake;
 mod name;
 mod options;

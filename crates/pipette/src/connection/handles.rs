@@ -14,9 +14,6 @@ use super::{Connection, RecvHalf, SendHalf, Wait};
 use crate::error::{Error, Result};
 use crate::sys::{handles, Cancel, SysStream};
 
-/// Bytes of one handle value at the start of the payload (u64, little-endian).
-const VALUE_LEN: usize = 8;
-
 /// The handles of the message being received.
 #[derive(Debug, Default)]
 pub(super) struct Claimed {
@@ -138,14 +135,9 @@ impl SendHalf {
         // failure before a byte of the message goes out.
         let copies = handles::sender_copies(handles)
             .map_err(|e| Error::io("cannot send a message's handles", e))?;
-        let len = msg.len().saturating_add(VALUE_LEN * copies.len());
+        let payload = crate::handles::payload(&copies, msg);
         let limit = self.shared.reply.limit_or_minimum();
-        let mut out = self.tx.frame_with_descriptors(len, limit, n)?;
-        let mut payload = Vec::with_capacity(len);
-        for c in &copies {
-            payload.extend_from_slice(&handles::value(c).to_le_bytes());
-        }
-        payload.extend_from_slice(msg);
+        let mut out = self.tx.frame_with_descriptors(payload.len(), limit, n)?;
         let sent = match self.shared.stream.write2(out.header(), &payload) {
             Ok(k) if k > 0 && out.advance(k) => Ok(()),
             Ok(k) if k > 0 => self.write_rest(out, &payload, t, None),
@@ -191,42 +183,16 @@ impl RecvHalf {
     #[cold]
     pub(super) fn take_handles(&mut self, out: &mut Vec<u8>) -> Result<usize> {
         let n = std::mem::take(&mut self.claimed.pending);
-        let need = VALUE_LEN * n;
-        if out.len() < need {
-            let e = Error::protocol(format!(
-                "a message says it carries {n} handles, but its payload of {} bytes is shorter than their {need} bytes of handle values: the peer does not follow the protocol",
-                out.len()
-            ));
-            return Err(self.broken(e));
-        }
-        let values: Vec<u64> = out[..need]
-            .chunks_exact(VALUE_LEN)
-            .map(|v| u64::from_le_bytes(v.try_into().expect("8 bytes")))
-            .collect();
-        out.drain(..need);
-        let Some(process) = self.shared.stream.peer_process() else {
-            // `accept_descriptors` opened it before the feature was offered or agreed to.
-            let e = Error::protocol(
-                "a message carries handles, but the sender's process was never opened to take them",
-            );
-            return Err(self.broken(e));
-        };
-        match handles::take(process, &values) {
-            Ok(taken) if self.claimed.keep => {
-                self.claimed.handles = taken;
+        match crate::handles::take(self.shared.stream.peer_process(), out, n) {
+            Ok(taken) => {
+                out.drain(..crate::handles::VALUE_LEN * n);
+                // Not wanted: closed here (and the sender's copies are gone).
+                if self.claimed.keep {
+                    self.claimed.handles = taken;
+                }
                 Ok(out.len())
             }
-            // Not wanted: closed here (and the sender's copies are gone).
-            Ok(_) => Ok(out.len()),
-            Err(f) => {
-                let e = Error::protocol(format!(
-                    "handle {} of {n} of a message (value {:#x}) could not be taken from the sender's process ({}): the peer does not follow the protocol",
-                    f.index + 1,
-                    values[f.index],
-                    f.error
-                ));
-                Err(self.broken(e))
-            }
+            Err(e) => Err(self.broken(e)),
         }
     }
 

@@ -13,9 +13,6 @@ use super::{bounded, poll_writable, write_some, Connection, RecvHalf, SendHalf};
 use crate::error::{Error, Operation, Result};
 use crate::sys::{handles, Cancel};
 
-/// Bytes of one handle value at the start of the payload (u64, little-endian).
-const VALUE_LEN: usize = 8;
-
 /// The handles of the message being received.
 #[derive(Debug, Default)]
 pub(super) struct Claimed {
@@ -160,11 +157,7 @@ impl SendHalf {
         self.tx.sticky.check()?;
         let copies = handles::sender_copies(handles)
             .map_err(|e| Error::io("cannot send a message's handles", e))?;
-        let mut payload = Vec::with_capacity(msg.len().saturating_add(VALUE_LEN * copies.len()));
-        for c in &copies {
-            payload.extend_from_slice(&handles::value(c).to_le_bytes());
-        }
-        payload.extend_from_slice(msg);
+        let payload = crate::handles::payload(&copies, msg);
         let t = self.timeout;
         bounded(
             t,
@@ -263,41 +256,16 @@ impl RecvHalf {
     #[cold]
     fn take_handles(&mut self, mut msg: Bytes) -> Result<Bytes> {
         let n = std::mem::take(&mut self.claimed.pending);
-        let need = VALUE_LEN * n;
-        if msg.len() < need {
-            let e = Error::protocol(format!(
-                "a message says it carries {n} handles, but its payload of {} bytes is shorter than their {need} bytes of handle values: the peer does not follow the protocol",
-                msg.len()
-            ));
-            return Err(self.broken(e));
-        }
-        let values: Vec<u64> = msg
-            .split_to(need)
-            .chunks_exact(VALUE_LEN)
-            .map(|v| u64::from_le_bytes(v.try_into().expect("8 bytes")))
-            .collect();
-        let Some(process) = self.shared.stream.peer_process() else {
-            let e = Error::protocol(
-                "a message carries handles, but the sender's process was never opened to take them",
-            );
-            return Err(self.broken(e));
-        };
-        match handles::take(process, &values) {
-            Ok(taken) if self.claimed.keep => {
-                self.claimed.handles = taken;
+        match crate::handles::take(self.shared.stream.peer_process(), &msg, n) {
+            Ok(taken) => {
+                let _ = msg.split_to(crate::handles::VALUE_LEN * n);
+                // Not wanted: closed here (and the sender's copies are gone).
+                if self.claimed.keep {
+                    self.claimed.handles = taken;
+                }
                 Ok(msg)
             }
-            // Not wanted: closed here (and the sender's copies are gone).
-            Ok(_) => Ok(msg),
-            Err(f) => {
-                let e = Error::protocol(format!(
-                    "handle {} of {n} of a message (value {:#x}) could not be taken from the sender's process ({}): the peer does not follow the protocol",
-                    f.index + 1,
-                    values[f.index],
-                    f.error
-                ));
-                Err(self.broken(e))
-            }
+            Err(e) => Err(self.broken(e)),
         }
     }
 
