@@ -39,6 +39,7 @@ use windows_sys::Win32::System::Threading::{WaitForSingleObject, INFINITE};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::stream::{is_end_of_pipe, peer_of};
+use super::watch::{WatchIo, WatchState};
 use super::{os_error, Event};
 use crate::error::Result;
 use crate::proto::HelloReader;
@@ -116,31 +117,6 @@ struct Watch {
     io: Option<Box<WatchIo>>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum WatchState {
-    #[default]
-    Idle,
-    Pending,
-    Ended,
-    Byte,
-}
-
-struct WatchIo {
-    ov: OVERLAPPED,
-    buf: [u8; 1],
-    event: Event,
-}
-
-impl std::fmt::Debug for WatchIo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchIo").finish_non_exhaustive()
-    }
-}
-
-// SAFETY: the `OVERLAPPED`'s raw pointers are an event handle and kernel bookkeeping; the
-// value is only touched under the `watch` mutex, from whichever thread holds it.
-unsafe impl Send for WatchIo {}
-
 fn closed_error() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
 }
@@ -171,8 +147,8 @@ impl Stream {
         &self,
         cx: &mut Context<'_>,
         slot: usize,
-    ) -> Poll<io::Result<super::stream::Watched>> {
-        use super::stream::Watched;
+    ) -> Poll<io::Result<super::watch::Watched>> {
+        use super::watch::Watched;
         let mut watch = self.lock_watch();
         loop {
             match watch.state {
@@ -186,33 +162,18 @@ impl Stream {
                     }
                     // Finished (its event was set): its status and byte count are in the
                     // OVERLAPPED, which the kernel no longer touches.
-                    let ov = &watch
-                        .io
-                        .as_ref()
-                        .expect("a pending watch has its buffers")
-                        .ov;
-                    let byte = ov.Internal == 0 && ov.InternalHigh > 0;
-                    watch.state = if byte {
-                        WatchState::Byte
-                    } else {
-                        WatchState::Ended
-                    };
-                    self.seen
-                        .store(if byte { SEEN_BYTE } else { SEEN_END }, Ordering::SeqCst);
+                    let io = watch.io.as_ref().expect("a pending watch has its buffers");
+                    let outcome = io.outcome();
+                    self.watch_finished(&mut watch, outcome);
                 }
                 WatchState::Idle => {
                     let guard = self.pipe();
                     let Some(pipe) = guard.as_ref() else {
-                        watch.state = WatchState::Ended;
-                        self.seen.store(SEEN_END, Ordering::SeqCst);
+                        self.watch_finished(&mut watch, WatchState::Ended);
                         continue;
                     };
                     if watch.io.is_none() {
-                        watch.io = Some(Box::new(WatchIo {
-                            ov: OVERLAPPED::default(),
-                            buf: [0],
-                            event: Event::new()?,
-                        }));
+                        watch.io = Some(WatchIo::new()?);
                     }
                     if watch.pool.is_none() {
                         let event = watch.io.as_ref().expect("made above").event.raw();
@@ -241,8 +202,7 @@ impl Stream {
                     // SAFETY: no preconditions.
                     if ok == 0 && unsafe { GetLastError() } != ERROR_IO_PENDING {
                         // Nothing was queued: the pipe has ended (or cannot be read).
-                        watch.state = WatchState::Ended;
-                        self.seen.store(SEEN_END, Ordering::SeqCst);
+                        self.watch_finished(&mut watch, WatchState::Ended);
                         continue;
                     }
                     // Queued, or finished at once: either way its event is (or will be) set
@@ -270,14 +230,19 @@ impl Stream {
         // SAFETY: the event is open; it is set when the read has finished, and the read
         // finishes: it was cancelled just above (or the pipe was closed, which ends it).
         unsafe { WaitForSingleObject(io.event.raw(), INFINITE) };
-        let byte = io.ov.Internal == 0 && io.ov.InternalHigh > 0;
-        watch.state = if byte {
-            WatchState::Byte
+        let outcome = io.outcome();
+        self.watch_finished(&mut watch, outcome);
+    }
+
+    /// The watch finished with `outcome` (`Ended` or `Byte`), which `read_now` sees too.
+    fn watch_finished(&self, watch: &mut Watch, outcome: WatchState) {
+        watch.state = outcome;
+        let seen = if outcome == WatchState::Byte {
+            SEEN_BYTE
         } else {
-            WatchState::Ended
+            SEEN_END
         };
-        self.seen
-            .store(if byte { SEEN_BYTE } else { SEEN_END }, Ordering::SeqCst);
+        self.seen.store(seen, Ordering::SeqCst);
     }
 
     /// The peer's process, to take the handles of its messages from (see `handles.rs`);

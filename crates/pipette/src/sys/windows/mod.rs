@@ -20,6 +20,7 @@ mod listener;
 mod overlapped;
 pub(crate) mod shm;
 mod stream;
+mod watch;
 
 pub(crate) use listener::Listener;
 pub(crate) use stream::Stream;

@@ -43,8 +43,8 @@ use windows_sys::Win32::System::Threading::{
     EVENT_MODIFY_STATE, PROCESS_DUP_HANDLE, SYNCHRONIZATION_SYNCHRONIZE,
 };
 
-use super::stream::Watched;
 use super::timeout_ms;
+use super::watch::Watched;
 use crate::proto::ring::{Direction, Layout, Word, HEADER_LEN, HEADER_PAGE};
 
 /// Whether this platform has the shared-memory transport (blocking and async API).

@@ -24,6 +24,7 @@ use windows_sys::Win32::System::Pipes::{
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::overlapped::{run_overlapped, Outcome};
+use super::watch::{WatchIo, WatchState, Watched};
 use super::{os_error, timeout_ms, wide, Event};
 use crate::sys::{Cancel, ConnectOptions, SysStream};
 use crate::PeerIdentity;
@@ -90,17 +91,6 @@ pub(crate) struct Stream {
     peer_process: Option<OwnedHandle>,
 }
 
-/// What the end watch of a shared-memory connection saw (`Stream::end_watch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Watched {
-    /// Still pending: this event is set when the pipe ends (or a byte arrives).
-    Pending(HANDLE),
-    /// The pipe ended, or the connection was shut down.
-    Ended,
-    /// A byte arrived (which a shared-memory connection's pipe never carries).
-    Byte,
-}
-
 /// The state of the end watch: its `OVERLAPPED` and one-byte buffer live in a box, which
 /// the kernel may write until the read has finished, so the box is freed only after
 /// `stop_watch` (called by `cancel` and `Drop`) has waited for that.
@@ -109,31 +99,6 @@ struct Watch {
     io: Option<Box<WatchIo>>,
     state: WatchState,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WatchState {
-    Idle,
-    /// The read is pending; it holds one use of the handle (`acquire_use`).
-    Pending,
-    Ended,
-    Byte,
-}
-
-struct WatchIo {
-    ov: OVERLAPPED,
-    buf: [u8; 1],
-    event: Event,
-}
-
-impl std::fmt::Debug for WatchIo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchIo").finish_non_exhaustive()
-    }
-}
-
-// SAFETY: the `OVERLAPPED`'s raw pointers are an event handle and kernel bookkeeping; the
-// value is only touched under the `watch` mutex, from whichever thread holds it.
-unsafe impl Send for WatchIo {}
 
 #[derive(Debug)]
 struct Slot {
@@ -346,11 +311,8 @@ impl Stream {
                 if ok == 0 && unsafe { GetLastError() } == ERROR_IO_INCOMPLETE {
                     return Ok(Watched::Pending(io.event.raw()));
                 }
-                *state = if ok != 0 && n > 0 {
-                    WatchState::Byte
-                } else {
-                    WatchState::Ended
-                };
+                // Finished: the kernel no longer touches the OVERLAPPED.
+                *state = io.outcome();
                 self.release_use();
                 return Ok(if *state == WatchState::Byte {
                     Watched::Byte
@@ -365,18 +327,13 @@ impl Stream {
             return Ok(Watched::Ended);
         };
         if io.is_none() {
-            let event = match Event::new() {
-                Ok(e) => e,
+            match WatchIo::new() {
+                Ok(new) => *io = Some(new),
                 Err(e) => {
                     self.release_use();
                     return Err(e);
                 }
-            };
-            *io = Some(Box::new(WatchIo {
-                ov: OVERLAPPED::default(),
-                buf: [0],
-                event,
-            }));
+            }
         }
         let io = io.as_mut().expect("made above");
         io.ov = OVERLAPPED {
@@ -403,18 +360,17 @@ impl Stream {
             return Ok(Watched::Pending(io.event.raw()));
         }
         // Finished at once (a byte was there, or the pipe had ended).
-        let mut n = 0u32;
-        let done = ok != 0
-            // SAFETY: the read has finished; bWait = FALSE only reads its result.
-            && unsafe { GetOverlappedResult(raw, &io.ov, &mut n, 0) } != 0
-            && n > 0;
-        self.release_use();
-        *state = if done {
-            WatchState::Byte
+        *state = if ok != 0 {
+            io.outcome()
         } else {
             WatchState::Ended
         };
-        Ok(if done { Watched::Byte } else { Watched::Ended })
+        self.release_use();
+        Ok(if *state == WatchState::Byte {
+            Watched::Byte
+        } else {
+            Watched::Ended
+        })
     }
 
     /// Ends a pending end-watch read and waits until the kernel is done with its buffers
