@@ -68,7 +68,7 @@ if [ -z "${SKIP_BLOCKING:-}" ]; then
 fi
 if [ -z "${SKIP_ASYNC:-}" ]; then
     echo "== async tests and doctests, feature tokio ($target)" >&2
-    cargo test --target "$target" -p pipette-ipc --features tokio --test async --test shutdown_races --test shm
+    cargo test --target "$target" -p pipette-ipc --features tokio --test async --test shutdown_races --test shm --test handles
     cargo test --target "$target" -p pipette-ipc --features tokio --doc
 fi
 echo "== ok" >&2
