@@ -601,7 +601,7 @@ fn handover_settle<S>(
     own: Memory,
     fds: Vec<sys::shm::Descriptor>,
 ) -> crate::Result<Option<Link>> {
-    let agreed = reader.features() & crate::frame::FEATURE_SHARED_MEMORY != 0;
+    let agreed = agreed(reader);
     match shared.reply.settle(reader) {
         Some(Ok(_)) => {}
         Some(Err(e)) => return Err(shared.reply_failure(&e)),

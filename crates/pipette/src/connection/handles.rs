@@ -12,7 +12,7 @@ use std::os::windows::io::{BorrowedHandle, OwnedHandle};
 
 use super::{Connection, RecvHalf, SendHalf, Wait};
 use crate::error::{Error, Result};
-use crate::sys::{handles, Cancel, SysStream};
+use crate::sys::{handles, Cancel};
 
 /// The handles of the message being received.
 #[derive(Debug, Default)]
@@ -131,18 +131,14 @@ impl SendHalf {
         let n = self.shared.descriptor_count(handles.len())?;
         let t = self.timeouts.default;
         self.apply_write_timeout(t)?;
-        // Our own duplicates, whose values the message carries: dropped (closed) on any
-        // failure before a byte of the message goes out.
+        // Our own duplicates, whose values the message carries (closed below unless the
+        // whole message goes out).
         let copies = handles::sender_copies(handles)
             .map_err(|e| Error::io("cannot send a message's handles", e))?;
         let payload = crate::handles::payload(&copies, msg);
         let limit = self.shared.reply.limit_or_minimum();
-        let mut out = self.tx.frame_with_descriptors(payload.len(), limit, n)?;
-        let sent = match self.shared.stream.write2(out.header(), &payload) {
-            Ok(k) if k > 0 && out.advance(k) => Ok(()),
-            Ok(k) if k > 0 => self.write_rest(out, &payload, t, None),
-            first => self.write_rest(out, &payload, t, Some(first)),
-        };
+        let out = self.tx.frame_with_descriptors(payload.len(), limit, n)?;
+        let sent = self.write_rest(out, &payload, t, None);
         // The receiver takes the copies once the whole message has arrived (and closes them
         // in this process when it does): they are left to it when the message went out
         // whole; otherwise (nothing sent, or the message cut part-way, which never arrives

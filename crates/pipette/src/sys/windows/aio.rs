@@ -450,20 +450,12 @@ impl crate::sys::Handshake for Stream {
     /// Handles with messages (`FEATURE_DESCRIPTORS`): only when the peer's process (pid from
     /// the pipe) can be opened with `PROCESS_DUP_HANDLE`, which is kept to take them from.
     fn accept_descriptors(&mut self) -> bool {
-        let opened = match self.pipe().as_ref() {
+        let process = match self.pipe().as_ref() {
             Some(pipe) => super::handles::open_peer(pipe.raw(), self.server),
             None => return false,
         };
-        match opened {
-            Ok(process) => {
-                self.peer_process = Some(process);
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot open the peer's process to take handles from it: handles are not passed on this connection");
-                false
-            }
-        }
+        self.peer_process = process;
+        self.peer_process.is_some()
     }
 
     fn peer_groups(&self) -> Option<Vec<u32>> {
@@ -540,15 +532,7 @@ impl crate::sys::Handshake for Stream {
     /// The reply with the handle values of the shared memory behind it (duplicated into
     /// this admitted client's process already), in one write of a fresh pipe's empty buffer.
     fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        let mut bytes = reply.to_vec();
-        bytes.extend_from_slice(&region.handover_bytes());
-        if self.write_now(&bytes)? < bytes.len() {
-            // Short: the client cannot use it; the connection is dropped (and the handles
-            // recalled from the client's process).
-            return Ok(0);
-        }
-        region.delivered();
-        Ok(reply.len())
+        region.write_handover(reply, |bytes| self.write_now(bytes))
     }
 
     /// The hello of a client offering shared memory: nothing goes with it here (the server

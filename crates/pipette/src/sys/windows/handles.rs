@@ -17,31 +17,30 @@ use std::os::windows::io::{
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, HANDLE,
 };
-use windows_sys::Win32::System::Pipes::{GetNamedPipeClientProcessId, GetNamedPipeServerProcessId};
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE};
 
 /// Opens the process at the other end of the pipe end `pipe` (`server`: it is a server end)
-/// with `PROCESS_DUP_HANDLE`, to take handles out of it. Fails (and then handles are neither
-/// offered nor agreed to) when the peer's pid is unknown or its process refuses this one
-/// (usually: it runs as another user).
-pub(super) fn open_peer(pipe: HANDLE, server: bool) -> io::Result<OwnedHandle> {
-    let mut pid = 0u32;
-    // SAFETY: the caller keeps `pipe` open for the call; `pid` is valid for writes.
-    let ok = unsafe {
-        if server {
-            GetNamedPipeClientProcessId(pipe, &mut pid)
-        } else {
-            GetNamedPipeServerProcessId(pipe, &mut pid)
+/// with `PROCESS_DUP_HANDLE`, to take handles out of it (`accept_descriptors` of either
+/// stream). `None` (logged; then handles are neither offered nor agreed to) when the peer's
+/// pid is unknown or its process refuses this one (usually: it runs as another user).
+pub(super) fn open_peer(pipe: HANDLE, server: bool) -> Option<OwnedHandle> {
+    let opened = super::stream::peer_pid(pipe, server).and_then(|pid| {
+        open_process(
+            pid.ok_or_else(|| io::Error::other("the pipe does not tell the peer's process id"))?,
+        )
+    });
+    match opened {
+        Ok(process) => Some(process),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot open the peer's process to take handles from it: handles are not passed on this connection");
+            None
         }
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
     }
-    if pid == 0 {
-        return Err(io::Error::other(
-            "the pipe does not tell the peer's process id",
-        ));
-    }
+}
+
+/// Process `pid`, opened with `PROCESS_DUP_HANDLE` (to duplicate handles out of it or into
+/// it).
+pub(super) fn open_process(pid: u32) -> io::Result<OwnedHandle> {
     // SAFETY: no pointers; on success we own the returned handle.
     let h = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
     if h.is_null() {

@@ -39,8 +39,8 @@ use windows_sys::Win32::System::Memory::{
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetCurrentProcess, OpenProcess, SetEvent, WaitForMultipleObjects,
-    EVENT_MODIFY_STATE, PROCESS_DUP_HANDLE, SYNCHRONIZATION_SYNCHRONIZE,
+    CreateEventW, GetCurrentProcess, SetEvent, WaitForMultipleObjects, EVENT_MODIFY_STATE,
+    SYNCHRONIZATION_SYNCHRONIZE,
 };
 
 use super::timeout_ms;
@@ -99,17 +99,12 @@ pub(crate) fn take_handles(bytes: &[u8], handles: &mut Vec<Descriptor>) -> io::R
 /// feature is then not agreed to.
 fn client_process(pid: Option<u32>) -> io::Result<OwnedHandle> {
     let pid = pid.ok_or_else(|| io::Error::other("the client's process id is unknown"))?;
-    // SAFETY: no pointers; on success we own the returned handle.
-    let h = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
-    if h.is_null() {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+    super::handles::open_process(pid).map_err(|e| {
+        io::Error::new(
             e.kind(),
             format!("cannot open the client's process (pid {pid}) to hand it shared memory: {e} (a process of another user?)"),
-        ));
-    }
-    // SAFETY: a fresh handle that nothing else owns.
-    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+        )
+    })
 }
 
 /// Which event: who waits on it for what.
@@ -506,20 +501,26 @@ impl Region {
         }
     }
 
-    /// What follows the server's reply: the handle values in the client's process, u64 LE;
-    /// marks them delivered (the caller sends them, or the connection is dropped anyway).
-    pub(crate) fn handover_bytes(&self) -> Vec<u8> {
+    /// `Handshake::write_handover` of either stream (`write`: its write on a fresh pipe):
+    /// the reply with the handle values of this region in the client's process behind it
+    /// (u64 LE), in one write. Once that went out whole the client owns those handles;
+    /// otherwise (0 is returned, and the connection is dropped) they are recalled from the
+    /// client's process when the region goes.
+    pub(crate) fn write_handover(
+        &self,
+        reply: &[u8],
+        write: impl FnOnce(&[u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let Some(d) = &self.delivery else {
-            return Vec::new();
+            return Err(io::ErrorKind::InvalidInput.into());
         };
-        d.values.iter().flat_map(|v| v.to_le_bytes()).collect()
-    }
-
-    /// The handover went out: the client owns those handles now.
-    pub(crate) fn delivered(&self) {
-        if let Some(d) = &self.delivery {
-            d.delivered.store(true, Ordering::SeqCst);
+        let mut bytes = reply.to_vec();
+        bytes.extend(d.values.iter().flat_map(|v| v.to_le_bytes()));
+        if write(&bytes)? < bytes.len() {
+            return Ok(0);
         }
+        d.delivered.store(true, Ordering::SeqCst);
+        Ok(reply.len())
     }
 
     /// The view that word `w` of ring `d` lives in: that of the side that writes it.

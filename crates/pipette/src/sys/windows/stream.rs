@@ -672,9 +672,9 @@ impl Stream {
     }
 }
 
-/// The peer of the open pipe end `handle` (`server`: it is a server end); see
-/// [`Stream::peer`]. Shared with the async stream.
-pub(super) fn peer_of(handle: HANDLE, server: bool) -> io::Result<PeerIdentity> {
+/// The process id of the peer of the open pipe end `handle` (`server`: it is a server end),
+/// as the pipe reports it (`None`: it reports none).
+pub(super) fn peer_pid(handle: HANDLE, server: bool) -> io::Result<Option<u32>> {
     let mut pid = 0u32;
     // SAFETY: the caller keeps `handle` open for the call; `pid` is valid for writes.
     let ok = unsafe {
@@ -687,7 +687,13 @@ pub(super) fn peer_of(handle: HANDLE, server: bool) -> io::Result<PeerIdentity> 
     if ok == 0 {
         return Err(io::Error::last_os_error());
     }
-    let pid = (pid != 0).then_some(pid);
+    Ok((pid != 0).then_some(pid))
+}
+
+/// The peer of the open pipe end `handle` (`server`: it is a server end); see
+/// [`Stream::peer`]. Shared with the async stream.
+pub(super) fn peer_of(handle: HANDLE, server: bool) -> io::Result<PeerIdentity> {
+    let pid = peer_pid(handle, server)?;
     let (sid, group_sid) = if server {
         (super::access::pipe_client_sid(handle), None)
     } else {
@@ -739,35 +745,19 @@ impl crate::sys::Handshake for Stream {
     /// The reply with the handle values of the shared memory behind it (duplicated into
     /// this admitted client's process already), in one write of a fresh pipe's empty buffer.
     fn write_handover(&self, reply: &[u8], region: &crate::sys::shm::Region) -> io::Result<usize> {
-        let mut bytes = reply.to_vec();
-        bytes.extend_from_slice(&region.handover_bytes());
-        let n = self.write(&bytes)?;
-        if n < bytes.len() {
-            // Short: the client cannot use it; the connection is dropped (and the handles
-            // recalled from the client's process).
-            return Ok(0);
-        }
-        region.delivered();
-        Ok(reply.len())
+        region.write_handover(reply, |bytes| self.write(bytes))
     }
 
     /// Handles with messages (`FEATURE_DESCRIPTORS`): only when the peer's process (pid from
     /// the pipe) can be opened with `PROCESS_DUP_HANDLE`, which is kept to take them from.
     fn accept_descriptors(&mut self) -> bool {
-        let opened = match self.in_use() {
-            Some(h) => super::handles::open_peer(h.raw, self.server),
-            None => return false,
+        let Some(h) = self.in_use() else {
+            return false;
         };
-        match opened {
-            Ok(process) => {
-                self.peer_process = Some(process);
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot open the peer's process to take handles from it: handles are not passed on this connection");
-                false
-            }
-        }
+        let process = super::handles::open_peer(h.raw, self.server);
+        drop(h);
+        self.peer_process = process;
+        self.peer_process.is_some()
     }
 }
 

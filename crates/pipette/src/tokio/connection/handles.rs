@@ -3,13 +3,12 @@
 //! §11, "Windows": the receiver pulls the handles from the sender's process).
 
 use std::future::poll_fn;
-use std::io;
 use std::os::windows::io::{BorrowedHandle, OwnedHandle};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use super::{bounded, poll_writable, write_some, Connection, RecvHalf, SendHalf};
+use super::{bounded, Connection, RecvHalf, SendHalf};
 use crate::error::{Error, Operation, Result};
 use crate::sys::{handles, Cancel};
 
@@ -173,37 +172,14 @@ impl SendHalf {
             poll_fn(|cx| self.poll_flush(cx)).await?;
         }
         let limit = self.shared.reply.limit_or_minimum();
-        let mut out = self.tx.frame_with_descriptors(payload.len(), limit, n)?;
-        loop {
-            let (shared, ring) = (&self.shared, &mut self.shm);
-            match write_some(shared, ring, &out, payload) {
-                Ok(0) => {
-                    return Err(shared.error(
-                        io::Error::new(io::ErrorKind::WriteZero, "the stream accepted no bytes"),
-                        Operation::Send,
-                        None,
-                    ))
-                }
-                Ok(k) => {
-                    // The receiver takes the copies once the whole message has arrived: they
-                    // are left to it then, and closed here if the message is cut instead (a
-                    // failure, or this future dropped: `write_all`'s guard cuts it), since a
-                    // cut message never arrives whole.
-                    if !out.advance(k) {
-                        self.write_all(out, payload).await?;
-                    }
-                    copies.sent();
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    shared.check_shutdown()?;
-                    poll_fn(|cx| poll_writable(shared, ring, cx))
-                        .await
-                        .map_err(|e| shared.error(e, Operation::Send, None))?;
-                }
-                Err(e) => return Err(shared.error(e, Operation::Send, None)),
-            }
-        }
+        let out = self.tx.frame_with_descriptors(payload.len(), limit, n)?;
+        // The receiver takes the copies once the whole message has arrived: they are left
+        // to it then, and closed here if the message is not sent or cut instead (a failure,
+        // or this future dropped: `write_all`'s guard cuts it), since a cut message never
+        // arrives whole.
+        self.write_all(out, payload).await?;
+        copies.sent();
+        Ok(())
     }
 }
 
