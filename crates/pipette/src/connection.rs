@@ -687,16 +687,9 @@ impl RecvHalf {
         Ok(n)
     }
 
-    /// The error for a failed read: a timeout (or nothing there yet, for `try_recv`) keeps
-    /// everything for the next call.
+    /// The error for a failed read ([`Receiver::read_failure`]).
     fn read_error(&mut self, e: io::Error, wait: Wait) -> Error {
-        let broken = e.kind() == io::ErrorKind::InvalidData && self.shm.is_some();
-        let err = self.shared.error(e, Operation::Recv, wait.timeout());
-        if broken {
-            // The peer broke the shared-memory protocol: the connection ended here.
-            return self.rx.sticky.set(err);
-        }
-        err
+        self.rx.read_failure(&self.shared, e, wait.timeout())
     }
 
     /// A client reads the server's handshake reply before its first message (unless the

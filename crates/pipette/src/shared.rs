@@ -210,10 +210,34 @@ impl Receiver {
     /// The peer sent something invalid: close the connection (both directions, at once) and
     /// say what it was.
     pub(crate) fn fail<S: Cancel>(&mut self, shared: &Shared<S>, f: &Failure) -> Error {
+        let e = shared.recv_failure(f);
+        self.broken(shared, e)
+    }
+
+    /// The peer broke the protocol (`e` says how): the connection ends here, both directions
+    /// at once, and every later receive reports `e`.
+    pub(crate) fn broken<S: Cancel>(&mut self, shared: &Shared<S>, e: Error) -> Error {
         shared.stream.cancel();
         shared.stream.finish();
-        let e = shared.recv_failure(f);
         self.sticky.set(e)
+    }
+
+    /// The error for a failed read of either driver (`timeout`: the receive's). A timeout,
+    /// or nothing there yet, keeps everything for the next call; on a shared-memory
+    /// connection, `InvalidData` is the peer breaking the ring's protocol, which
+    /// `Shared::error` has ended the connection for: that error stays (sticky).
+    pub(crate) fn read_failure<S: Cancel>(
+        &mut self,
+        shared: &Shared<S>,
+        e: io::Error,
+        timeout: Option<Duration>,
+    ) -> Error {
+        let broken = e.kind() == io::ErrorKind::InvalidData && shared.shm.is_some();
+        let err = shared.error(e, Operation::Recv, timeout);
+        if broken {
+            return self.sticky.set(err);
+        }
+        err
     }
 
     /// The message just decoded carries descriptors that could not be claimed (`why`): it
@@ -239,9 +263,7 @@ impl Receiver {
                 "a message says it carries {said} descriptors, but {arrived} arrived with it: the peer does not follow the protocol"
             )),
         };
-        shared.stream.cancel();
-        shared.stream.finish();
-        self.sticky.set(e)
+        self.broken(shared, e)
     }
 
     /// What the server's reply meant, for this direction.

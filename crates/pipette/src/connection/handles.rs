@@ -12,7 +12,7 @@ use std::os::windows::io::{BorrowedHandle, OwnedHandle};
 
 use super::{Connection, RecvHalf, SendHalf, Wait};
 use crate::error::{Error, Result};
-use crate::sys::{handles, Cancel};
+use crate::sys::handles;
 
 /// The handles of the message being received.
 #[derive(Debug, Default)]
@@ -188,14 +188,7 @@ impl RecvHalf {
                 }
                 Ok(out.len())
             }
-            Err(e) => Err(self.broken(e)),
+            Err(e) => Err(self.rx.broken(&self.shared, e)),
         }
-    }
-
-    /// A peer broke the handles' protocol: the connection ends here, with `e` for good.
-    fn broken(&mut self, e: Error) -> Error {
-        self.shared.stream.cancel();
-        self.shared.stream.finish();
-        self.rx.sticky.set(e)
     }
 }

@@ -818,16 +818,10 @@ impl RecvHalf {
         }
     }
 
-    /// The error for a failed read; a peer that broke the shared-memory protocol ends the
-    /// connection for good.
+    /// The error for a failed read (`Receiver::read_failure`).
     #[cold]
     fn read_error(&mut self, e: io::Error) -> Error {
-        let broken = e.kind() == io::ErrorKind::InvalidData && self.shm.is_some();
-        let err = self.shared.error(e, Operation::Recv, None);
-        if broken {
-            return self.rx.sticky.set(err);
-        }
-        err
+        self.rx.read_failure(&self.shared, e, None)
     }
 
     /// A message is complete: the descriptors it carried, if any, stay for

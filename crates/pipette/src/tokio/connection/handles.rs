@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::{bounded, Connection, RecvHalf, SendHalf};
 use crate::error::{Error, Operation, Result};
-use crate::sys::{handles, Cancel};
+use crate::sys::handles;
 
 /// The handles of the message being received.
 #[derive(Debug, Default)]
@@ -241,14 +241,7 @@ impl RecvHalf {
                 }
                 Ok(msg)
             }
-            Err(e) => Err(self.broken(e)),
+            Err(e) => Err(self.rx.broken(&self.shared, e)),
         }
-    }
-
-    /// A peer broke the handles' protocol: the connection ends here, with `e` for good.
-    fn broken(&mut self, e: Error) -> Error {
-        self.shared.stream.cancel();
-        self.shared.stream.finish();
-        self.rx.sticky.set(e)
     }
 }
