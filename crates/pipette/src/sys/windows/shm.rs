@@ -200,11 +200,12 @@ impl Mapping {
         Ok(map)
     }
 
-    /// The layout its header describes, checked against its size.
-    fn layout(&self) -> io::Result<Layout> {
+    /// Checks that its header describes it (magic, version, its ring's size).
+    fn check_header(&self) -> io::Result<()> {
         let mut header = [0u8; HEADER_LEN];
         self.read_at(0, &mut header);
         Layout::parse(&header, HEADER_PAGE + self.ring)
+            .map(drop)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
@@ -318,16 +319,14 @@ fn event() -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
 }
 
-/// A client's own memory before the handshake. On Windows the server makes both rings, so
-/// this only remembers that the client asked (the server's ring size applies to both).
+/// A client's own memory before the handshake: nothing on Windows, where the server makes
+/// both rings (its ring size applies to both); it only says that the client asked.
 #[derive(Debug)]
-pub(crate) struct Memory {
-    _layout: Layout,
-}
+pub(crate) struct Memory;
 
 impl Memory {
-    pub(crate) fn create(layout: Layout) -> io::Result<Memory> {
-        Ok(Memory { _layout: layout })
+    pub(crate) fn create(_layout: Layout) -> io::Result<Memory> {
+        Ok(Memory)
     }
 }
 
@@ -392,10 +391,10 @@ impl Drop for Delivery {
 /// One connection's shared memory as one side sees it: its own ring's view (read-write),
 /// the peer's (read-only), and the four events.
 pub(crate) struct Region {
+    /// This side's ring, and the peer's (each checked against its header: its `ring` is the
+    /// ring's size).
     own: Mapping,
-    own_layout: Layout,
     peer: Mapping,
-    peer_layout: Layout,
     events: [OwnedHandle; 4],
     /// The ring this side writes (the other it reads).
     send: Direction,
@@ -409,8 +408,8 @@ impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
             .field("send", &self.send)
-            .field("send_ring", &self.own_layout.ring_size())
-            .field("recv_ring", &self.peer_layout.ring_size())
+            .field("send_ring", &self.own.ring)
+            .field("recv_ring", &self.peer.ring)
             .finish()
     }
 }
@@ -456,9 +455,7 @@ impl Region {
         drop((own_section, client_section));
         Ok(Region {
             own,
-            own_layout: layout,
             peer,
-            peer_layout: layout,
             events,
             send: Direction::ServerToClient,
             writer_taken: AtomicBool::new(false),
@@ -477,14 +474,12 @@ impl Region {
         };
         let [server_section, own_section, e0, e1, e2, e3] = handles;
         let peer = Mapping::new(&server_section, false, "the server's")?;
-        let peer_layout = peer.layout()?;
+        peer.check_header()?;
         let own = Mapping::new(&own_section, true, "our own")?;
-        let own_layout = own.layout()?;
+        own.check_header()?;
         Ok(Region {
             own,
-            own_layout,
             peer,
-            peer_layout,
             events: [e0, e1, e2, e3],
             send: Direction::ClientToServer,
             writer_taken: AtomicBool::new(false),
@@ -495,9 +490,9 @@ impl Region {
     /// The size of ring `d` (checked).
     pub(crate) fn ring_size(&self, d: Direction) -> usize {
         if d == self.send {
-            self.own_layout.ring_size()
+            self.own.ring
         } else {
-            self.peer_layout.ring_size()
+            self.peer.ring
         }
     }
 
