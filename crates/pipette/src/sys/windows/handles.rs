@@ -88,8 +88,8 @@ pub(crate) fn value(copy: &OwnedHandle) -> u64 {
     copy.as_raw_handle() as usize as u64
 }
 
-/// Leaves the sender's copies open (bytes of their message went out: the receiver may
-/// already have taken them, and closing a value it has not would race with its pull). Each is
+/// Leaves the sender's copies open (their whole message went out: the receiver takes them
+/// from it, and closing a value it has not taken yet would race with its pull). Each is
 /// closed when the receiver takes it, or when this process exits.
 pub(crate) fn leave(copies: Vec<OwnedHandle>) {
     for c in copies {
