@@ -748,7 +748,7 @@ impl RecvHalf {
         got
     }
 
-    #[inline(always)]
+    #[inline]
     fn recv_frame(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.shared.check_shutdown()?;
         self.rx.sticky.check()?;
