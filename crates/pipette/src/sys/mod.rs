@@ -179,8 +179,9 @@ pub(crate) trait Backend {
     fn list_endpoints() -> io::Result<Vec<(String, PathBuf)>>;
     /// Removes a dead server's leftovers at `path` without binding; `AddrInUse` when live.
     fn remove_stale(name: &str, path: &Path) -> crate::Result<bool>;
-    /// This process's identity (with its supplementary groups, where `with_groups` and the
-    /// platform has them).
+    /// This process's identity: its user, and with `with_groups` (a group policy) its groups
+    /// too, where the platform has them (a Unix client of the default policy reads only
+    /// its uid).
     fn credentials(with_groups: bool) -> Credentials;
     /// A client's trust policy with `Trust::User` resolved; `InvalidInput` when it names
     /// nobody.

@@ -24,18 +24,21 @@ fn egid() -> u32 {
     rustix::process::getegid().as_raw()
 }
 
-/// This process's identity: effective user and group, and (when `with_groups`) its
-/// supplementary groups. Read afresh each time: a server captures it when it binds (and
-/// compares its peers with the user that owns its socket, whatever the process does later).
+/// This process's identity: its effective user, and (when `with_groups`, for a group
+/// policy: nothing else reads them) its effective and supplementary groups. Read afresh
+/// each time: a server captures it when it binds (and compares its peers with the user that
+/// owns its socket, whatever the process does later); a client before each connect (one
+/// system call for the default policy).
 pub(crate) fn credentials(with_groups: bool) -> Credentials {
+    let (gid, groups) = if with_groups {
+        (Some(egid()), own_groups())
+    } else {
+        (None, Vec::new())
+    };
     Credentials {
         uid: Some(euid()),
-        gid: Some(egid()),
-        groups: if with_groups {
-            own_groups()
-        } else {
-            Vec::new()
-        },
+        gid,
+        groups,
         ..Credentials::default()
     }
 }
