@@ -85,7 +85,7 @@ impl Connection {
         Connection {
             recv: RecvHalf {
                 shared: shared.clone(),
-                buf: vec![0u8; RECV_BUF].into_boxed_slice(),
+                buf: Vec::with_capacity(RECV_BUF),
                 start: 0,
                 end: 0,
                 rx: receiver,
@@ -428,7 +428,8 @@ impl fmt::Debug for Connection {
 /// The receiving half of a [`Connection`], from [`Connection::split`].
 pub struct RecvHalf {
     shared: Arc<Shared<sys::Stream>>,
-    buf: Box<[u8]>,
+    /// `RECV_BUF` bytes of capacity, of which the first `end` (its length) were read.
+    buf: Vec<u8>,
     /// Unconsumed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
@@ -646,6 +647,7 @@ impl RecvHalf {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.buf.clear();
         }
     }
 
@@ -653,23 +655,23 @@ impl RecvHalf {
     /// bytes from the start of the unconsumed ones. `Ok(0)` is end of stream.
     #[inline(always)]
     fn fill(&mut self, wait: Wait, at_most: Option<usize>, capacity: usize) -> io::Result<usize> {
-        if self.buf.len() - self.start < capacity {
+        if RECV_BUF - self.start < capacity {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+            self.buf.truncate(self.end);
         }
-        let stop = match at_most {
-            Some(n) => self.buf.len().min(self.end + n),
-            None => self.buf.len(),
-        };
-        let buf = &mut self.buf[self.end..stop];
+        let room = RECV_BUF - self.end;
+        let max = at_most.map_or(room, |n| n.min(room));
+        // Appended to the buffer's spare capacity: never zeroed, never grown.
+        let buf = &mut self.buf;
         let stream = &*self.shared.stream;
         let shutdown = &self.shared.shutdown;
         let n = match &mut self.shm {
             Some(rx) => wait.run(self.strategy, shutdown, |now| {
                 rx.read(
                     stream,
-                    &mut shm::Dst::Slice(buf),
+                    &mut shm::Dst::Append(buf, max),
                     now,
                     wait.is_now(),
                     wait.timeout(),
@@ -677,13 +679,14 @@ impl RecvHalf {
             }),
             None => wait.run(self.strategy, shutdown, |now| {
                 if now {
-                    stream.read_now(buf)
+                    stream.read_append_now(buf, max)
                 } else {
-                    stream.read(buf)
+                    stream.read_append(buf, max)
                 }
             }),
         }?;
         self.end += n;
+        debug_assert_eq!(self.end, self.buf.len());
         Ok(n)
     }
 

@@ -183,11 +183,6 @@ impl Rx {
             }
         }
         let n = match dst {
-            Dst::Slice(buf) => {
-                let n = n.min(buf.len());
-                self.region.copy_out_init(self.tail, &mut buf[..n]);
-                n
-            }
             Dst::Append(out, max) => {
                 let n = n.min(*max);
                 self.region.copy_out_append(self.tail, out, n);
@@ -240,9 +235,8 @@ impl Rx {
 
 /// Where a receive puts the bytes it takes out of the ring.
 pub(crate) enum Dst<'a> {
-    /// Into this slice (the receive buffer), as many as fit.
-    Slice(&'a mut [u8]),
-    /// Appended to this `Vec` (a large message's own buffer), at most this many.
+    /// Appended to this `Vec` (the receive buffer, or a large message's own buffer), at
+    /// most this many.
     Append(&'a mut Vec<u8>, usize),
     /// Into this uninitialised slice (a `BufMut`'s chunk), as many as fit: the first ones
     /// are initialised then, as many as `take` returns.

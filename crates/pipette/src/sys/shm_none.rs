@@ -99,9 +99,6 @@ impl Region {
     pub(crate) fn copy_out(&self, _pos: u64, _dst: &mut [MaybeUninit<u8>]) {
         match *self {}
     }
-    pub(crate) fn copy_out_init(&self, _pos: u64, _dst: &mut [u8]) {
-        match *self {}
-    }
     pub(crate) fn copy_out_append(&self, _pos: u64, _dst: &mut Vec<u8>, _n: usize) {
         match *self {}
     }

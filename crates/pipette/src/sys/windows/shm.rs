@@ -539,14 +539,6 @@ impl Region {
         self.holder(d, w).word(Layout::word_offset(w))
     }
 
-    /// `copy_out` into initialised memory.
-    pub(crate) fn copy_out_init(&self, pos: u64, dst: &mut [u8]) {
-        // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and `copy_out` only writes
-        // initialised bytes, so `dst` stays initialised.
-        let dst = unsafe { &mut *(dst as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        self.copy_out(pos, dst);
-    }
-
     /// `copy_out` of `n` bytes appended to `dst` (which grows as needed).
     pub(crate) fn copy_out_append(&self, pos: u64, dst: &mut Vec<u8>, n: usize) {
         dst.reserve(n);
