@@ -183,7 +183,12 @@ fn validate_plain(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty: use 1 to 100 characters from A-Z a-z 0-9 . _ -".into());
     }
-    let chars = name.chars().count();
+    // (Valid names are ASCII: counting characters is for the error message.)
+    let chars = if name.is_ascii() {
+        name.len()
+    } else {
+        name.chars().count()
+    };
     if chars > MAX_PLAIN_LEN {
         return Err(format!(
             "the name has {chars} characters, more than the {MAX_PLAIN_LEN} allowed"
@@ -205,14 +210,16 @@ fn validate_plain(name: &str) -> std::result::Result<(), String> {
     if name == "." || name.contains("..") {
         return Err("\".\" and \"..\" are not allowed in a name".into());
     }
-    let stem = name.split('.').next().unwrap_or(name).to_ascii_uppercase();
-    let is_device = DEVICE_NAMES.contains(&stem.as_str())
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
+    // ASCII from here on (checked above).
+    let stem = name.split('.').next().unwrap_or(name);
+    let is_device = DEVICE_NAMES.iter().any(|d| d.eq_ignore_ascii_case(stem))
+        || (stem.len() == 4
+            && (stem[..3].eq_ignore_ascii_case("COM") || stem[..3].eq_ignore_ascii_case("LPT"))
             && stem.as_bytes()[3].is_ascii_digit());
     if is_device {
         return Err(format!(
-            "{stem} is a reserved Windows device name; pick another so the name works everywhere"
+            "{} is a reserved Windows device name; pick another so the name works everywhere",
+            stem.to_ascii_uppercase()
         ));
     }
     Ok(())

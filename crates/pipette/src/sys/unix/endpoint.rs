@@ -52,7 +52,7 @@ const HASHED_LEN: usize = 1 + 16 + SUFFIX.len();
 /// FreeBSD `/tmp/pipette-<uid>`, macOS `~/Library/Caches/pipette`.
 pub(super) fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if Path::new(&dir).is_absolute() => Path::new(&dir).join("pipette"),
+        Some(dir) if Path::new(&dir).is_absolute() => in_dir(Path::new(&dir), &["pipette"]),
         _ => os::default_runtime_dir(),
     }
 }
@@ -81,13 +81,30 @@ pub(crate) fn plain_endpoint(name: &str) -> std::result::Result<PathBuf, String>
     plain_path(&runtime_dir(), name)
 }
 
+/// `dir` joined with the file name made of `parts` (as `Path::join` would), in one
+/// allocation: a client resolves its name on every connect, where `format!` and `join`
+/// cost more instructions than the connect's own system calls.
+fn in_dir(dir: &Path, parts: &[&str]) -> PathBuf {
+    let dir = dir.as_os_str();
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut path = std::ffi::OsString::with_capacity(dir.len() + 1 + len);
+    path.push(dir);
+    if !dir.as_bytes().ends_with(b"/") {
+        path.push("/");
+    }
+    for part in parts {
+        path.push(part);
+    }
+    PathBuf::from(path)
+}
+
 /// Where the plain name `name` lives in the directory `dir` (see the module's doc).
 pub(crate) fn plain_path(dir: &Path, name: &str) -> std::result::Result<PathBuf, String> {
-    let full = dir.join(format!("{name}{SUFFIX}"));
+    let full = in_dir(dir, &[name, SUFFIX]);
     if full.as_os_str().len() <= PLAIN_PATH_MAX {
         return Ok(full);
     }
-    let hashed = dir.join(hashed_file_name(name));
+    let hashed = in_dir(dir, &[&hashed_file_name(name)]);
     if hashed.as_os_str().len() <= PLAIN_PATH_MAX {
         return Ok(hashed);
     }
