@@ -1,6 +1,6 @@
 //! One handle that stops a server and everything it accepted, from any thread.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -56,7 +56,9 @@ struct Registry {
     next_id: u64,
     // Strong references: an entry keeps its OS object (and so its descriptor number) alive
     // while `shutdown()` may act on it, so a cancel can never hit a reused descriptor.
-    entries: HashMap<u64, Arc<dyn Cancel>>,
+    // Ordered by registration (ids only grow), which is the order `shutdown()` acts in; and
+    // a map with no hasher to seed, which a client connection makes one of each time.
+    entries: BTreeMap<u64, Arc<dyn Cancel>>,
 }
 
 impl Shutdown {
@@ -77,21 +79,20 @@ impl Shutdown {
     /// connection of the handle has been closed, so the names are free: within milliseconds
     /// (the woken threads let go of their handles in parallel).
     pub fn shutdown(&self) {
-        let mut entries: Vec<(u64, Arc<dyn Cancel>)> = {
+        // In registration order: a server registers its listener before the token that
+        // wakes its `accept`, so the endpoint is released before `accept` returns.
+        let entries: Vec<Arc<dyn Cancel>> = {
             let reg = self.lock();
             self.inner.down.store(true, Ordering::SeqCst);
-            reg.entries.iter().map(|(id, e)| (*id, e.clone())).collect()
+            reg.entries.values().cloned().collect()
         };
-        // In registration order, not the map's: a server registers its listener before the
-        // token that wakes its `accept`, so the endpoint is released before `accept` returns.
-        entries.sort_unstable_by_key(|(id, _)| *id);
         self.inner.wake.notify_all();
         // Wake everything first, then wait for each to let go of its OS objects: the woken
         // threads do that in parallel, so a shutdown takes the longest wait, not their sum.
-        for (_, entry) in &entries {
+        for entry in &entries {
             entry.cancel();
         }
-        for (_, entry) in &entries {
+        for entry in &entries {
             entry.finish();
         }
     }
