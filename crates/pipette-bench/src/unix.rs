@@ -649,7 +649,9 @@ fn socket_path() -> String {
 
 struct ChildGuard {
     child: Child,
-    _stdin: ChildStdin,
+    /// Closed first on drop: the child exits by itself then (which lets a child run under
+    /// `valgrind --trace-children=yes` write its profile).
+    stdin: Option<ChildStdin>,
     addr: String,
 }
 
@@ -671,13 +673,21 @@ impl ChildGuard {
         Ok(ChildGuard {
             addr: addr.to_owned(),
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
         })
     }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -1266,7 +1276,7 @@ impl ChildGuardEnv {
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         Ok(ChildGuardEnv(ChildGuard {
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
             addr,
         }))
     }
