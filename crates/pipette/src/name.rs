@@ -261,7 +261,10 @@ mod tests {
         assert!(reason("a..b").contains(".."));
         assert!(reason(".").contains("\".\""));
         assert!(reason("hello world").contains("' '"));
-        assert!(reason("con").contains("device"));
+        assert!(reason("con").contains("CON is a reserved Windows device name"));
+        // Characters, not bytes, for a name that is not ASCII.
+        assert!(reason(&"ü".repeat(101)).contains("101 characters"));
+        assert!(reason(&"ü".repeat(60)).contains("'ü'"));
         assert!(reason("COM1.pipe").contains("device"));
         assert!(reason("lpt9").contains("device"));
         assert!(reason("über").contains("'ü'"));

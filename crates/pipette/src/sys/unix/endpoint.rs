@@ -550,6 +550,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_dir_joins_as_path_join_does() {
+        for dir in ["/run/user/1000", "/run/user/1000/", "/", "/tmp/pipette-0"] {
+            assert_eq!(
+                in_dir(Path::new(dir), &["my-app", SUFFIX]),
+                Path::new(dir).join(format!("my-app{SUFFIX}")),
+                "{dir}"
+            );
+        }
+        assert_eq!(
+            in_dir(Path::new("/run/user/1000"), &["pipette"]),
+            Path::new("/run/user/1000/pipette")
+        );
+    }
+
+    #[test]
     fn fnv1a64_matches_the_published_vectors() {
         // From the FNV reference test suite (Fowler, Noll, Vo).
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
