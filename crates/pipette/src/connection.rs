@@ -87,7 +87,6 @@ impl Connection {
                 shared: shared.clone(),
                 buf: Vec::with_capacity(RECV_BUF),
                 start: 0,
-                end: 0,
                 rx: receiver,
                 timeouts: TimeoutCache::default(),
                 partial: None,
@@ -397,7 +396,7 @@ impl Connection {
         }
         self.recv.settle_reply(self.recv.timeouts.default)?;
         self.recv.rx.at_boundary()?;
-        let leftover = self.recv.buf[self.recv.start..self.recv.end].to_vec();
+        let leftover = self.recv.buffered().to_vec();
         Ok(Stream::new(self.send.shared.clone(), leftover))
     }
 
@@ -428,11 +427,10 @@ impl fmt::Debug for Connection {
 /// The receiving half of a [`Connection`], from [`Connection::split`].
 pub struct RecvHalf {
     shared: Arc<Shared<sys::Stream>>,
-    /// `RECV_BUF` bytes of capacity, of which the first `end` (its length) were read.
+    /// `RECV_BUF` bytes of capacity; its length is what was read into it.
     buf: Vec<u8>,
-    /// Unconsumed bytes are `buf[start..end]`.
+    /// Unconsumed bytes are `buf[start..]`.
     start: usize,
-    end: usize,
     rx: Receiver,
     timeouts: TimeoutCache,
     /// A large message whose payload was partly received when a timeout expired.
@@ -575,8 +573,7 @@ impl RecvHalf {
 
     /// See [`Connection::is_message_buffered`].
     pub fn is_message_buffered(&self) -> bool {
-        self.rx.decoder.ready(&self.buf[self.start..self.end])
-            || (self.shared.raw && self.start < self.end)
+        self.rx.decoder.ready(self.buffered()) || (self.shared.raw && !self.buffered().is_empty())
     }
 
     /// Sets the read timeout. See [`Connection::set_read_timeout`].
@@ -639,14 +636,13 @@ impl RecvHalf {
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf[self.start..]
     }
 
     fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.end {
+        if self.start == self.buf.len() {
             self.start = 0;
-            self.end = 0;
             self.buf.clear();
         }
     }
@@ -656,18 +652,16 @@ impl RecvHalf {
     #[inline(always)]
     fn fill(&mut self, wait: Wait, at_most: Option<usize>, capacity: usize) -> io::Result<usize> {
         if RECV_BUF - self.start < capacity {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.buf.drain(..self.start);
             self.start = 0;
-            self.buf.truncate(self.end);
         }
-        let room = RECV_BUF - self.end;
+        let room = RECV_BUF - self.buf.len();
         let max = at_most.map_or(room, |n| n.min(room));
         // Appended to the buffer's spare capacity: never zeroed, never grown.
         let buf = &mut self.buf;
         let stream = &*self.shared.stream;
         let shutdown = &self.shared.shutdown;
-        let n = match &mut self.shm {
+        match &mut self.shm {
             Some(rx) => wait.run(self.strategy, shutdown, |now| {
                 rx.read(
                     stream,
@@ -684,10 +678,7 @@ impl RecvHalf {
                     stream.read_append(buf, max)
                 }
             }),
-        }?;
-        self.end += n;
-        debug_assert_eq!(self.end, self.buf.len());
-        Ok(n)
+        }
     }
 
     /// The error for a failed read ([`Receiver::read_failure`]).
@@ -773,7 +764,7 @@ impl RecvHalf {
             return self.finish_large(out, len, wait);
         }
         loop {
-            match self.rx.decoder.decode(&self.buf[self.start..self.end]) {
+            match self.rx.decoder.decode(&self.buf[self.start..]) {
                 Decoded::Message { len } => {
                     if self.rx.decoder.descriptors() != 0 {
                         self.claim()?;
@@ -787,7 +778,7 @@ impl RecvHalf {
                 Decoded::NeedMore { at_most, capacity } => match self.fill(wait, at_most, capacity)
                 {
                     Ok(0) => {
-                        return Err(self.rx.end_of_stream(&self.shared, self.end - self.start))
+                        return Err(self.rx.end_of_stream(&self.shared, self.buffered().len()))
                     }
                     Ok(_) => {}
                     Err(e) => return Err(self.read_error(e, wait)),
@@ -812,7 +803,7 @@ impl RecvHalf {
         self.consume(HEADER_LEN);
         out.clear();
         out.reserve_exact(len);
-        let take = len.min(self.end - self.start);
+        let take = len.min(self.buffered().len());
         out.extend_from_slice(&self.buf[self.start..self.start + take]);
         self.consume(take);
         if self.rx.decoder.payload_received(take) == 0 {
@@ -842,7 +833,7 @@ impl RecvHalf {
                 }),
             };
             match res {
-                Ok(0) => return Err(self.rx.end_of_stream(&self.shared, self.end - self.start)),
+                Ok(0) => return Err(self.rx.end_of_stream(&self.shared, self.buffered().len())),
                 Ok(n) => {
                     self.rx.decoder.payload_received(n);
                 }
@@ -861,9 +852,9 @@ impl RecvHalf {
 
     fn recv_raw(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         out.clear();
-        if self.start < self.end {
-            out.extend_from_slice(&self.buf[self.start..self.end]);
-            self.consume(self.end - self.start);
+        if !self.buffered().is_empty() {
+            out.extend_from_slice(self.buffered());
+            self.consume(self.buffered().len());
             return Ok(out.len());
         }
         // One whole message on a message pipe, else whatever bytes have arrived.
@@ -887,7 +878,7 @@ impl fmt::Debug for RecvHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvHalf")
             .field("name", &self.shared.name.as_str())
-            .field("buffered", &(self.end - self.start))
+            .field("buffered", &self.buffered().len())
             .finish()
     }
 }
