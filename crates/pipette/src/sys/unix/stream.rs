@@ -108,7 +108,7 @@ impl Stream {
     #[inline]
     fn sent(&self) {
         let hint = self.hint.load(Ordering::Relaxed);
-        if hint != DRAINED | SENT {
+        if hint & SENT == 0 {
             self.hint.store(hint | SENT, Ordering::Relaxed);
         }
     }

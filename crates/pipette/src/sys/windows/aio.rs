@@ -148,12 +148,12 @@ impl Stream {
         cx: &mut Context<'_>,
         slot: usize,
     ) -> Poll<io::Result<super::watch::Watched>> {
-        use super::watch::Watched;
         let mut watch = self.lock_watch();
         loop {
             match watch.state {
-                WatchState::Ended => return Poll::Ready(Ok(Watched::Ended)),
-                WatchState::Byte => return Poll::Ready(Ok(Watched::Byte)),
+                state @ (WatchState::Ended | WatchState::Byte) => {
+                    return Poll::Ready(Ok(state.finished()))
+                }
                 WatchState::Pending => {
                     let pool = watch.pool.as_ref().expect("a pending watch is registered");
                     pool.signal().set_waker(slot, cx);

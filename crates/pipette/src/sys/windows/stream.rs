@@ -296,8 +296,7 @@ impl Stream {
         let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
         let Watch { io, state } = &mut *watch;
         match *state {
-            WatchState::Ended => return Ok(Watched::Ended),
-            WatchState::Byte => return Ok(Watched::Byte),
+            WatchState::Ended | WatchState::Byte => return Ok(state.finished()),
             WatchState::Pending => {
                 let io = io.as_mut().expect("a pending watch has its buffers");
                 let raw = self
@@ -314,11 +313,7 @@ impl Stream {
                 // Finished: the kernel no longer touches the OVERLAPPED.
                 *state = io.outcome();
                 self.release_use();
-                return Ok(if *state == WatchState::Byte {
-                    Watched::Byte
-                } else {
-                    Watched::Ended
-                });
+                return Ok(state.finished());
             }
             WatchState::Idle => {}
         }
@@ -366,11 +361,7 @@ impl Stream {
             WatchState::Ended
         };
         self.release_use();
-        Ok(if *state == WatchState::Byte {
-            Watched::Byte
-        } else {
-            Watched::Ended
-        })
+        Ok(state.finished())
     }
 
     /// Ends a pending end-watch read and waits until the kernel is done with its buffers

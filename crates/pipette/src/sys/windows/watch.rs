@@ -34,6 +34,18 @@ pub(super) enum WatchState {
     Byte,
 }
 
+impl WatchState {
+    /// What a finished watch (`Ended` or `Byte`) saw.
+    pub(super) fn finished(self) -> Watched {
+        debug_assert!(matches!(self, WatchState::Ended | WatchState::Byte));
+        if self == WatchState::Byte {
+            Watched::Byte
+        } else {
+            Watched::Ended
+        }
+    }
+}
+
 /// The read's `OVERLAPPED`, buffer and event: boxed, because the kernel may write the first
 /// two until the read has finished; the stream frees the box only after waiting for that.
 pub(super) struct WatchIo {
