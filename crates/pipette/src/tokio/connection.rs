@@ -78,6 +78,10 @@ impl Connection {
             }
             None => (None, None),
         };
+        // A client reads the server's reply through the reactor before its first message,
+        // so the reactor has seen the socket by then: only a connection that starts with its
+        // reply settled (accepted ones, raw clients) has a fresh first read.
+        let fresh = shared.reply.limit().is_some();
         let shared = Arc::new(shared);
         let mut rx = Receiver::new(our_limit);
         if shared.accepts_descriptors {
@@ -91,7 +95,7 @@ impl Connection {
                 large: None,
                 timeout: None,
                 terminated: false,
-                fresh: true,
+                fresh,
                 shm: shm_recv,
                 #[cfg(unix)]
                 claimed: descriptors::Claimed::default(),
@@ -471,7 +475,8 @@ pub struct RecvHalf {
     timeout: Option<Duration>,
     /// The `Stream` of messages has ended (the peer closed, or a fatal error was yielded).
     terminated: bool,
-    /// No read yet: the first one bypasses the reactor's readiness (see `poll_read_into`).
+    /// No read yet, and the reactor has not seen the socket: the first one bypasses its
+    /// readiness (see `poll_read_into`).
     fresh: bool,
     /// The ring messages arrive through, on a shared-memory connection.
     shm: Option<shm::ShmRecv>,
