@@ -119,8 +119,9 @@ async fn connect_waiting(
     wait: Option<Duration>,
 ) -> Result<aio::Stream> {
     let mut backoff = Backoff::new(wait);
-    let token = CancellationToken::new();
-    let mut _registration = None;
+    // Only a client that waits needs to be woken by the handle: the token and its
+    // registration are made at the first pause.
+    let mut waking = None;
     loop {
         if shutdown.is_shutdown() {
             return Err(Error::Shutdown);
@@ -130,14 +131,16 @@ async fn connect_waiting(
             Err(e) => e,
         };
         let pause = backoff.after_failure(name, e)?;
-        if _registration.is_none() {
-            // Only a client that waits needs to be woken by the handle.
-            _registration = Some(
-                shutdown
+        let (token, _registration) = match &mut waking {
+            Some(w) => w,
+            None => {
+                let token = CancellationToken::new();
+                let registration = shutdown
                     .register(Arc::new(TokenCancel(token.clone())))
-                    .map_err(|()| Error::Shutdown)?,
-            );
-        }
+                    .map_err(|()| Error::Shutdown)?;
+                waking.insert((token, registration))
+            }
+        };
         ::tokio::select! {
             _ = token.cancelled() => return Err(Error::Shutdown),
             _ = ::tokio::time::sleep(pause) => {}
