@@ -4,7 +4,10 @@
 //!
 //! Each round checks two promises: the wait returns `Shutdown` (a spinning or sleeping wait
 //! is turned into a failure by a hang limit, not by a speed check), and by the time `accept`
-//! returns `Shutdown` the endpoint has been released.
+//! returns `Shutdown` the endpoint has been released. The waits: `accept`, and a client's
+//! connect waiting for a server that never comes (`ClientOptions::wait`), which must end
+//! with `Shutdown` whether the client's shutdown lands before the first attempt, between
+//! attempts or during a pause.
 
 mod support;
 
@@ -26,6 +29,14 @@ fn main() {
             (
                 "blocking_accept_wakes_on_shutdown_every_time",
                 blocking_accept_wakes_on_shutdown_every_time,
+            ),
+            (
+                "async_connect_wait_wakes_on_shutdown_every_time",
+                async_connect_wait_wakes_on_shutdown_every_time,
+            ),
+            (
+                "blocking_connect_wait_wakes_on_shutdown_every_time",
+                blocking_connect_wait_wakes_on_shutdown_every_time,
             ),
         ],
         &[],
@@ -62,27 +73,20 @@ fn delay_for(round: u64) -> Delay {
     }
 }
 
-/// Whether the endpoint at `path` is released: on Unix the socket file is gone; on
-/// Windows nothing answers a probe of the name.
-fn released(name: &str, path: &Path) -> bool {
-    if cfg!(unix) {
-        !path.exists()
-    } else {
-        pipette::probe(name).unwrap() == pipette::Liveness::Absent
+/// For a waiting connect also a delay past its first pauses (1, 2, 4 ms): the shutdown then
+/// lands in a later pause, or between two attempts.
+fn connect_delay_for(round: u64) -> Delay {
+    match round % 5 {
+        4 => Delay::Micros(5_000),
+        _ => delay_for(round),
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Trigger {
-    /// `shutdown()` from a plain OS thread.
-    Thread,
-    /// `shutdown()` from a task of the same runtime.
-    Task,
-}
+type MakeRuntime = fn() -> tokio::runtime::Runtime;
 
-fn async_accept_wakes_on_shutdown_every_time() {
-    type Make = fn() -> tokio::runtime::Runtime;
-    let flavours: [(&str, Make); 3] = [
+/// Every runtime flavour a race runs in.
+fn flavours() -> [(&'static str, MakeRuntime); 3] {
+    [
         ("current_thread", || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -103,9 +107,30 @@ fn async_accept_wakes_on_shutdown_every_time() {
                 .build()
                 .unwrap()
         }),
-    ];
+    ]
+}
+
+/// Whether the endpoint at `path` is released: on Unix the socket file is gone; on
+/// Windows nothing answers a probe of the name.
+fn released(name: &str, path: &Path) -> bool {
+    if cfg!(unix) {
+        !path.exists()
+    } else {
+        pipette::probe(name).unwrap() == pipette::Liveness::Absent
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    /// `shutdown()` from a plain OS thread.
+    Thread,
+    /// `shutdown()` from a task of the same runtime.
+    Task,
+}
+
+fn async_accept_wakes_on_shutdown_every_time() {
     let done = Arc::new(AtomicU64::new(0));
-    for (flavour, make) in flavours {
+    for (flavour, make) in flavours() {
         for trigger in [Trigger::Thread, Trigger::Task] {
             let counter = done.clone();
             // One runtime for all rounds of a combination; a worker stuck in a poll would
@@ -145,20 +170,7 @@ async fn async_round(trigger: Trigger, delay: Delay) {
         let free = released(&n, &p);
         (r.map(|_| ()), free)
     });
-    match delay {
-        Delay::None => {}
-        Delay::Yield => tokio::task::yield_now().await,
-        Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
-    }
-    match trigger {
-        Trigger::Thread => {
-            let t = std::thread::spawn(move || stop.shutdown());
-            tokio::task::spawn_blocking(move || t.join().unwrap())
-                .await
-                .unwrap();
-        }
-        Trigger::Task => tokio::spawn(async move { stop.shutdown() }).await.unwrap(),
-    }
+    shut_down_later(stop, trigger, delay).await;
     let (r, free) = acceptor.await.unwrap();
     assert!(
         matches!(r, Err(Error::Shutdown)),
@@ -196,6 +208,104 @@ fn blocking_accept_wakes_on_shutdown_every_time() {
             assert!(
                 free,
                 "round {round}: accept returned before the endpoint was released"
+            );
+        },
+    );
+}
+
+/// Shuts `stop` down from `trigger` after `delay`, from a task of the current runtime.
+async fn shut_down_later(stop: Shutdown, trigger: Trigger, delay: Delay) {
+    match delay {
+        Delay::None => {}
+        Delay::Yield => tokio::task::yield_now().await,
+        Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
+    }
+    match trigger {
+        Trigger::Thread => {
+            let t = std::thread::spawn(move || stop.shutdown());
+            tokio::task::spawn_blocking(move || t.join().unwrap())
+                .await
+                .unwrap();
+        }
+        Trigger::Task => tokio::spawn(async move { stop.shutdown() }).await.unwrap(),
+    }
+}
+
+fn async_connect_wait_wakes_on_shutdown_every_time() {
+    let done = Arc::new(AtomicU64::new(0));
+    for (flavour, make) in flavours() {
+        for trigger in [Trigger::Thread, Trigger::Task] {
+            let counter = done.clone();
+            let rt = Arc::new(make());
+            support::rounds_within(
+                rounds(),
+                HANG,
+                |i| {
+                    format!(
+                        "async connect wait round {i} ({flavour}, shutdown from a {trigger:?}, {:?})",
+                        connect_delay_for(i)
+                    )
+                },
+                move |i| {
+                    rt.block_on(async {
+                        // Nobody ever binds this name: only the shutdown can end the wait.
+                        let name = unique("race-ca");
+                        let stop = Shutdown::new();
+                        let opts = pipette::ClientOptions::new()
+                            .wait(Duration::from_secs(3600))
+                            .shutdown(&stop);
+                        let connector = tokio::spawn(async move {
+                            pipette::tokio::Client::connect_with(name.as_str(), &opts)
+                                .await
+                                .map(|_| ())
+                        });
+                        shut_down_later(stop, trigger, connect_delay_for(i)).await;
+                        let r = connector.await.unwrap();
+                        assert!(
+                            matches!(r, Err(Error::Shutdown)),
+                            "expected Shutdown, got {r:?}"
+                        );
+                    });
+                    counter.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+        }
+    }
+    support::note(format!(
+        "an async connect's wait ended on shutdown in {} rounds",
+        done.load(Ordering::Relaxed)
+    ));
+}
+
+fn blocking_connect_wait_wakes_on_shutdown_every_time() {
+    support::rounds_within(
+        rounds() * 2,
+        HANG,
+        |i| {
+            format!(
+                "blocking connect wait round {i} ({:?})",
+                connect_delay_for(i)
+            )
+        },
+        |round| {
+            let name = unique("race-cb");
+            let stop = Shutdown::new();
+            let opts = pipette::ClientOptions::new()
+                .wait(Duration::from_secs(3600))
+                .shutdown(&stop);
+            let connector = std::thread::spawn(move || {
+                pipette::Client::connect_with(name.as_str(), &opts).map(|_| ())
+            });
+            match connect_delay_for(round) {
+                Delay::None => {}
+                Delay::Yield => std::thread::yield_now(),
+                Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
+            }
+            stop.shutdown();
+            let r = connector.join().unwrap();
+            assert!(
+                matches!(r, Err(Error::Shutdown)),
+                "round {round}: expected Shutdown, got {r:?}"
             );
         },
     );
