@@ -78,10 +78,6 @@ impl Connection {
             }
             None => (None, None),
         };
-        // A client reads the server's reply through the reactor before its first message,
-        // so the reactor has seen the socket by then: only a connection that starts with its
-        // reply settled (accepted ones, raw clients) has a fresh first read.
-        let fresh = shared.reply.limit().is_some();
         let shared = Arc::new(shared);
         let mut rx = Receiver::new(our_limit);
         if shared.accepts_descriptors {
@@ -95,7 +91,7 @@ impl Connection {
                 large: None,
                 timeout: None,
                 terminated: false,
-                fresh,
+                fresh: true,
                 shm: shm_recv,
                 #[cfg(unix)]
                 claimed: descriptors::Claimed::default(),
@@ -475,8 +471,13 @@ pub struct RecvHalf {
     timeout: Option<Duration>,
     /// The `Stream` of messages has ended (the peer closed, or a fatal error was yielded).
     terminated: bool,
-    /// No read yet, and the reactor has not seen the socket: the first one bypasses its
-    /// readiness (see `poll_read_into`).
+    /// No message read yet: the first read bypasses the reactor's readiness (see
+    /// `poll_read_into`). On a client too, although it has read the server's reply through
+    /// the reactor by then: the server sends its first answer right after the reply, so
+    /// when the reply came alone the answer has usually arrived by the time this read runs,
+    /// and asking the socket finds it without a turn of the reactor (measured per process:
+    /// waiting for the reactor instead saved the `recv` that failed in about 15 % of the
+    /// connections and cost 0.4–1.1 more `epoll_wait` per connection).
     fresh: bool,
     /// The ring messages arrive through, on a shared-memory connection.
     shm: Option<shm::ShmRecv>,
