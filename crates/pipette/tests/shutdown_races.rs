@@ -82,6 +82,15 @@ fn connect_delay_for(round: u64) -> Delay {
     }
 }
 
+/// Lets `delay` pass on a plain thread (the blocking races' shutdown side).
+fn pause(delay: Delay) {
+    match delay {
+        Delay::None => {}
+        Delay::Yield => std::thread::yield_now(),
+        Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
+    }
+}
+
 type MakeRuntime = fn() -> tokio::runtime::Runtime;
 
 /// Every runtime flavour a race runs in.
@@ -129,6 +138,16 @@ enum Trigger {
 }
 
 fn async_accept_wakes_on_shutdown_every_time() {
+    async_races("async accept", delay_for, async_round);
+}
+
+/// Runs `round` hundreds of times for each runtime flavour and trigger, with the shutdown
+/// landing where `delay` says; `what` names the wait in failures and in the note.
+fn async_races<F, Fut>(what: &'static str, delay: fn(u64) -> Delay, round: F)
+where
+    F: Fn(Trigger, Delay) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let done = Arc::new(AtomicU64::new(0));
     for (flavour, make) in flavours() {
         for trigger in [Trigger::Thread, Trigger::Task] {
@@ -139,21 +158,21 @@ fn async_accept_wakes_on_shutdown_every_time() {
             support::rounds_within(
                 rounds(),
                 HANG,
-                |i| {
+                move |i| {
                     format!(
-                        "async accept round {i} ({flavour}, shutdown from a {trigger:?}, {:?})",
-                        delay_for(i)
+                        "{what} round {i} ({flavour}, shutdown from a {trigger:?}, {:?})",
+                        delay(i)
                     )
                 },
                 move |i| {
-                    rt.block_on(async_round(trigger, delay_for(i)));
+                    rt.block_on(round(trigger, delay(i)));
                     counter.fetch_add(1, Ordering::Relaxed);
                 },
             );
         }
     }
     support::note(format!(
-        "async accept woke on shutdown in {} rounds",
+        "{what} ended on shutdown in {} rounds",
         done.load(Ordering::Relaxed)
     ));
 }
@@ -194,11 +213,7 @@ fn blocking_accept_wakes_on_shutdown_every_time() {
                 let r = server.accept();
                 (r.map(|_| ()), released(&n, &p))
             });
-            match delay_for(round) {
-                Delay::None => {}
-                Delay::Yield => std::thread::yield_now(),
-                Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
-            }
+            pause(delay_for(round));
             stop.shutdown();
             let (r, free) = acceptor.join().unwrap();
             assert!(
@@ -232,49 +247,27 @@ async fn shut_down_later(stop: Shutdown, trigger: Trigger, delay: Delay) {
 }
 
 fn async_connect_wait_wakes_on_shutdown_every_time() {
-    let done = Arc::new(AtomicU64::new(0));
-    for (flavour, make) in flavours() {
-        for trigger in [Trigger::Thread, Trigger::Task] {
-            let counter = done.clone();
-            let rt = Arc::new(make());
-            support::rounds_within(
-                rounds(),
-                HANG,
-                |i| {
-                    format!(
-                        "async connect wait round {i} ({flavour}, shutdown from a {trigger:?}, {:?})",
-                        connect_delay_for(i)
-                    )
-                },
-                move |i| {
-                    rt.block_on(async {
-                        // Nobody ever binds this name: only the shutdown can end the wait.
-                        let name = unique("race-ca");
-                        let stop = Shutdown::new();
-                        let opts = pipette::ClientOptions::new()
-                            .wait(Duration::from_secs(3600))
-                            .shutdown(&stop);
-                        let connector = tokio::spawn(async move {
-                            pipette::tokio::Client::connect_with(name.as_str(), &opts)
-                                .await
-                                .map(|_| ())
-                        });
-                        shut_down_later(stop, trigger, connect_delay_for(i)).await;
-                        let r = connector.await.unwrap();
-                        assert!(
-                            matches!(r, Err(Error::Shutdown)),
-                            "expected Shutdown, got {r:?}"
-                        );
-                    });
-                    counter.fetch_add(1, Ordering::Relaxed);
-                },
-            );
-        }
-    }
-    support::note(format!(
-        "an async connect's wait ended on shutdown in {} rounds",
-        done.load(Ordering::Relaxed)
-    ));
+    async_races("async connect wait", connect_delay_for, async_connect_round);
+}
+
+async fn async_connect_round(trigger: Trigger, delay: Delay) {
+    // Nobody ever binds this name: only the shutdown can end the wait.
+    let name = unique("race-ca");
+    let stop = Shutdown::new();
+    let opts = pipette::ClientOptions::new()
+        .wait(Duration::from_secs(3600))
+        .shutdown(&stop);
+    let connector = tokio::spawn(async move {
+        pipette::tokio::Client::connect_with(name.as_str(), &opts)
+            .await
+            .map(|_| ())
+    });
+    shut_down_later(stop, trigger, delay).await;
+    let r = connector.await.unwrap();
+    assert!(
+        matches!(r, Err(Error::Shutdown)),
+        "expected Shutdown, got {r:?}"
+    );
 }
 
 fn blocking_connect_wait_wakes_on_shutdown_every_time() {
@@ -296,11 +289,7 @@ fn blocking_connect_wait_wakes_on_shutdown_every_time() {
             let connector = std::thread::spawn(move || {
                 pipette::Client::connect_with(name.as_str(), &opts).map(|_| ())
             });
-            match connect_delay_for(round) {
-                Delay::None => {}
-                Delay::Yield => std::thread::yield_now(),
-                Delay::Micros(us) => std::thread::sleep(Duration::from_micros(us)),
-            }
+            pause(connect_delay_for(round));
             stop.shutdown();
             let r = connector.join().unwrap();
             assert!(
