@@ -12,6 +12,7 @@
 //! that flag and signals the eventfd. Each store and the following load are `SeqCst`, so at
 //! least one of the two sees the other: no wake-up is lost.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -316,6 +317,13 @@ pub(crate) struct Tx {
     dir: Direction,
     /// Bytes written so far (ours: never read back from the shared word).
     head: u64,
+    /// The consumer's `tail` as last read (checked then). It only grows, so the room it
+    /// gives is never more than there is; the shared word is read again only when this room
+    /// is too small. A send that found room reads no line the consumer has written since:
+    /// each read of its `tail` is a cache-line transfer from the other CPU, one more on
+    /// every round trip's path, and on the consumer's side its next `tail` store waits for
+    /// the line to come back.
+    seen_tail: Cell<u64>,
 }
 
 impl Tx {
@@ -328,16 +336,26 @@ impl Tx {
                 .expect("one send half per shared-memory connection"),
             dir: link.send,
             head: 0,
+            seen_tail: Cell::new(0),
         }
     }
 
-    /// Room in the ring (checked).
-    fn room(&self) -> io::Result<usize> {
+    /// Room in the ring (checked): what the last `tail` read gives when that is at least
+    /// `want`, else what the consumer's `tail` gives now.
+    fn room(&self, want: usize) -> io::Result<usize> {
+        let size = self.ring_size();
+        // `head - seen_tail <= size`: no send wrote more than the room it was given.
+        let known = size - (self.head - self.seen_tail.get()) as usize;
+        if known >= want {
+            return Ok(known);
+        }
         let tail = self
             .region
             .index(self.dir, Word::Tail)
             .load(Ordering::Acquire);
-        ring::room(self.head, tail, self.ring_size()).map_err(corrupted)
+        let room = ring::room(self.head, tail, size).map_err(corrupted)?;
+        self.seen_tail.set(tail);
+        Ok(room)
     }
 
     /// The size of the ring this half writes.
@@ -382,7 +400,7 @@ impl Tx {
 
     /// `Ok` when the ring has room for `len` bytes now, else `WouldBlock`.
     pub(crate) fn room_for(&self, len: usize) -> io::Result<()> {
-        if self.room()? >= len {
+        if self.room(len)? >= len {
             Ok(())
         } else {
             Err(io::ErrorKind::WouldBlock.into())
@@ -392,7 +410,7 @@ impl Tx {
     /// Writes as much of `a` then `b` as fits, publishes it and wakes a waiting consumer;
     /// `WouldBlock` when the ring is full.
     pub(crate) fn write_now(&mut self, a: &[u8], b: &[u8]) -> io::Result<usize> {
-        let room = self.room()?;
+        let room = self.room(a.len() + b.len())?;
         if room == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
