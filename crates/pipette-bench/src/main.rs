@@ -2,6 +2,8 @@
 //! docs/PERFORMANCE.md. The peers compared (Unix domain sockets, tokio's `UnixStream`, …) are
 //! Unix ones, so the benchmark is built for Unix only.
 
+#[cfg(unix)]
+mod cacheline;
 mod codecs;
 #[cfg(unix)]
 mod instructions;

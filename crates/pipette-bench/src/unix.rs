@@ -780,6 +780,9 @@ async fn aserve<L: ALink>(mut l: L, role: Role) -> io::Result<()> {
 /// to answer a small message, far shorter than an idle period.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// Round trips per measurement of the cache-line latency (`crate::cacheline`): 15–60 ms.
+const CACHELINE_TRIPS: u64 = 20_000;
+
 /// The receive wait strategy of a pipette transport (`None`: its default).
 fn wait_strategy(t: T) -> Option<pipette::WaitStrategy> {
     match t {
@@ -1078,7 +1081,11 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
         transports.len()
     );
     let mut runs = Vec::new();
+    let mut lines = Vec::new();
     for r in 0..cfg.runs {
+        let line = crate::cacheline::round_trip_ns(CACHELINE_TRIPS);
+        eprintln!("run {r}: cache-line round trip between two threads {line:.0} ns");
+        lines.push(format!("{line:.0}"));
         let mut figs = vec![Figures::default(); transports.len()];
         for k in 0..transports.len() {
             let i = (k + r) % transports.len();
@@ -1153,6 +1160,10 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
             s.ratios[sp][4]
         );
     }
+    println!(
+        "cache-line round trip between two threads before each run: {} ns (the host's placement of the CPUs; the shared-memory rows follow it)",
+        lines.join(", ")
+    );
     let _ = fs::remove_dir_all(scratch_dir());
     // Every row, every figure present and positive, or the run failed.
     let complete = s.values.len() == transports.len()
@@ -1376,7 +1387,7 @@ fn profile(t: T, n: usize, work: Workload) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pipette-bench (--compare | --smoke | --alias | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput1m|tput4m|conn] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
+        "usage: pipette-bench (--compare | --smoke | --alias | --cacheline | --plot CSV SVG | --profile TRANSPORT N [rtt|tput64|tput1m|tput4m|conn] | --instructions TRANSPORT N) [--runs N] [--only t1,t2,...] [--csv PATH] [--svg PATH]\n\
          transports: {}",
         ALL.map(T::name).join(", ")
     );
@@ -1417,6 +1428,13 @@ pub(crate) fn main() {
                 };
             }
             "--alias" => mode = Some("alias"),
+            "--cacheline" => {
+                println!(
+                    "{:.0} ns per cache-line round trip between two threads",
+                    crate::cacheline::round_trip_ns(CACHELINE_TRIPS)
+                );
+                return;
+            }
             "--plot" => {
                 // Redraws the plot from a CSV of an earlier run, without measuring.
                 let (Some(c), Some(v)) = (it.next(), it.next()) else {
