@@ -1081,15 +1081,15 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
         transports.len()
     );
     let mut runs = Vec::new();
-    let mut lines = Vec::new();
+    // Per transport, the host's cache-line round trip before and after each of its runs.
+    let mut lines = vec![Vec::new(); transports.len()];
+    let line = || crate::cacheline::round_trip_ns(CACHELINE_TRIPS);
     for r in 0..cfg.runs {
-        let line = crate::cacheline::round_trip_ns(CACHELINE_TRIPS);
-        eprintln!("run {r}: cache-line round trip between two threads {line:.0} ns");
-        lines.push(format!("{line:.0}"));
         let mut figs = vec![Figures::default(); transports.len()];
         for k in 0..transports.len() {
             let i = (k + r) % transports.len();
             let t = transports[i];
+            let before = line();
             let t0 = Instant::now();
             match measure(t, cfg) {
                 Ok(f) => figs[i] = f,
@@ -1098,12 +1098,14 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
                     process::exit(1);
                 }
             }
+            let took = t0.elapsed();
+            let after = line();
             eprintln!(
-                "run {r}: {:<13} {:.1?} {:?}",
+                "run {r}: {:<13} {took:.1?} {:?} (cache line {before:.0} -> {after:.0} ns)",
                 t.name(),
-                t0.elapsed(),
                 figs[i]
             );
+            lines[i].push(format!("{before:.0}->{after:.0}"));
         }
         runs.push(figs);
     }
@@ -1161,9 +1163,16 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
         );
     }
     println!(
-        "cache-line round trip between two threads before each run: {} ns (the host's placement of the CPUs; the shared-memory rows follow it)",
-        lines.join(", ")
+        "\ncache-line round trip between two threads before and after each run, ns (the host's placement of the CPUs; the shared-memory rows follow it):"
     );
+    for (t, l) in transports.iter().zip(&lines) {
+        if matches!(
+            t,
+            T::PipetteShm | T::PipetteShmInPlace | T::PipetteAsyncShm | T::RawUds
+        ) {
+            println!("  {:<19} {}", t.name(), l.join(", "));
+        }
+    }
     let _ = fs::remove_dir_all(scratch_dir());
     // Every row, every figure present and positive, or the run failed.
     let complete = s.values.len() == transports.len()
