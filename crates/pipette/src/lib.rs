@@ -163,3 +163,31 @@ pub mod tarpc;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
+
+// The public handles are `Send + Sync` (a `&Connection` may be shared between threads, a
+// server moved into its accept thread): part of the API, checked wherever the crate builds.
+// A field that is not `Sync` (a `Cell` in a connection's state, say) fails the build here.
+const _: () = {
+    fn send_sync<T: Send + Sync>() {}
+    #[allow(dead_code)]
+    fn public_types() {
+        send_sync::<Client>();
+        send_sync::<Connection>();
+        send_sync::<SendHalf>();
+        send_sync::<RecvHalf>();
+        send_sync::<Server>();
+        send_sync::<Incoming<'static>>();
+        send_sync::<Shutdown>();
+        send_sync::<Stream>();
+        send_sync::<Error>();
+        #[cfg(feature = "tokio")]
+        {
+            send_sync::<tokio::Client>();
+            send_sync::<tokio::Connection>();
+            send_sync::<tokio::SendHalf>();
+            send_sync::<tokio::RecvHalf>();
+            send_sync::<tokio::Server>();
+            send_sync::<tokio::Stream>();
+        }
+    }
+};

@@ -12,9 +12,8 @@
 //! that flag and signals the eventfd. Each store and the following load are `SeqCst`, so at
 //! least one of the two sees the other: no wake-up is lost.
 
-use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -322,8 +321,9 @@ pub(crate) struct Tx {
     /// is too small. A send that found room reads no line the consumer has written since:
     /// each read of its `tail` is a cache-line transfer from the other CPU, one more on
     /// every round trip's path, and on the consumer's side its next `tail` store waits for
-    /// the line to come back.
-    seen_tail: Cell<u64>,
+    /// the line to come back. (Only this half reads and writes it; atomic so that the half
+    /// stays `Sync`.)
+    seen_tail: AtomicU64,
 }
 
 impl Tx {
@@ -336,7 +336,7 @@ impl Tx {
                 .expect("one send half per shared-memory connection"),
             dir: link.send,
             head: 0,
-            seen_tail: Cell::new(0),
+            seen_tail: AtomicU64::new(0),
         }
     }
 
@@ -344,8 +344,12 @@ impl Tx {
     /// `want`, else what the consumer's `tail` gives now.
     fn room(&self, want: usize) -> io::Result<usize> {
         let size = self.ring_size();
-        // `head - seen_tail <= size`: no send wrote more than the room it was given.
-        let known = size - (self.head - self.seen_tail.get()) as usize;
+        // `head - seen_tail <= size` (no send wrote more than the room it was given); were it
+        // ever not, the remembered room is 0 and the shared word is read and checked.
+        let used = self
+            .head
+            .wrapping_sub(self.seen_tail.load(Ordering::Relaxed));
+        let known = (size as u64).saturating_sub(used) as usize;
         if known >= want {
             return Ok(known);
         }
@@ -354,7 +358,7 @@ impl Tx {
             .index(self.dir, Word::Tail)
             .load(Ordering::Acquire);
         let room = ring::room(self.head, tail, size).map_err(corrupted)?;
-        self.seen_tail.set(tail);
+        self.seen_tail.store(tail, Ordering::Relaxed);
         Ok(room)
     }
 
