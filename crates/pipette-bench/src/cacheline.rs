@@ -2,11 +2,12 @@
 //! this process hand a counter to each other through two atomics, each on its own line.
 //!
 //! The shared-memory rows (`pipette-shm*`) cost a few such transfers per message, so they
-//! follow this figure, which the host decides: on this project's 2-vCPU VM it is 60–120 ns
-//! while the host runs the two vCPUs on cores that share a cache and 340–420 ns while it does
+//! follow this figure, which the host decides: on this project's 2-vCPU VM it is 60–110 ns
+//! while the host runs the two vCPUs on cores that share a cache and 330–440 ns while it does
 //! not, and the host moves between the two every few seconds (docs/PERFORMANCE.md, "Machine,
-//! and its two settings"). `--compare` measures it before and after each transport's run so
-//! that a table says which host it was taken on; `--cacheline` prints it alone.
+//! and its two settings"). `--compare` measures it before and after each run of those rows
+//! (and of raw-uds) so that a table says which host it was taken on; `--cacheline` prints it
+//! alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -783,6 +783,15 @@ const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 /// Round trips per measurement of the cache-line latency (`crate::cacheline`): 15–60 ms.
 const CACHELINE_TRIPS: u64 = 20_000;
 
+/// Whether `--compare` records the host's placement of the CPUs around `t`'s runs: the
+/// shared-memory rows, which follow it, and the baseline, to show that it does not.
+fn follows_placement(t: T) -> bool {
+    matches!(
+        t,
+        T::PipetteShm | T::PipetteShmInPlace | T::PipetteAsyncShm | T::RawUds
+    )
+}
+
 /// The receive wait strategy of a pipette transport (`None`: its default).
 fn wait_strategy(t: T) -> Option<pipette::WaitStrategy> {
     match t {
@@ -1081,15 +1090,17 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
         transports.len()
     );
     let mut runs = Vec::new();
-    // Per transport, the host's cache-line round trip before and after each of its runs.
+    // Per transport that follows the host's placement of the CPUs, the cache-line round trip
+    // before and after each of its runs.
     let mut lines = vec![Vec::new(); transports.len()];
-    let line = || crate::cacheline::round_trip_ns(CACHELINE_TRIPS);
+    let line =
+        |t: T| follows_placement(t).then(|| crate::cacheline::round_trip_ns(CACHELINE_TRIPS));
     for r in 0..cfg.runs {
         let mut figs = vec![Figures::default(); transports.len()];
         for k in 0..transports.len() {
             let i = (k + r) % transports.len();
             let t = transports[i];
-            let before = line();
+            let before = line(t);
             let t0 = Instant::now();
             match measure(t, cfg) {
                 Ok(f) => figs[i] = f,
@@ -1099,13 +1110,14 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
                 }
             }
             let took = t0.elapsed();
-            let after = line();
-            eprintln!(
-                "run {r}: {:<13} {took:.1?} {:?} (cache line {before:.0} -> {after:.0} ns)",
-                t.name(),
-                figs[i]
-            );
-            lines[i].push(format!("{before:.0}->{after:.0}"));
+            eprintln!("run {r}: {:<13} {took:.1?} {:?}", t.name(), figs[i]);
+            if let (Some(before), Some(after)) = (before, line(t)) {
+                eprintln!(
+                    "run {r}: {:<13} cache line {before:.0} -> {after:.0} ns",
+                    t.name()
+                );
+                lines[i].push(format!("{before:.0}->{after:.0}"));
+            }
         }
         runs.push(figs);
     }
@@ -1166,10 +1178,7 @@ fn compare(cfg: &Cfg, transports: &[T], csv_path: Option<PathBuf>, svg_path: Opt
         "\ncache-line round trip between two threads before and after each run, ns (the host's placement of the CPUs; the shared-memory rows follow it):"
     );
     for (t, l) in transports.iter().zip(&lines) {
-        if matches!(
-            t,
-            T::PipetteShm | T::PipetteShmInPlace | T::PipetteAsyncShm | T::RawUds
-        ) {
+        if !l.is_empty() {
             println!("  {:<19} {}", t.name(), l.join(", "));
         }
     }
