@@ -14,6 +14,11 @@ divided by that round's baseline. Prints each binary's median ratio and range.
     TRANSPORT  the transport under test (pipette, pipette-async, ...)
     --qos0     hold a PM QoS request of 0 during every run (../shared/tools/pm-qos-zero, or
                $PM_QOS_ZERO), as tuned's latency-performance profile does
+    --cacheline  before and after each round, the host's cache-line round trip between two
+               threads (`BIN --cacheline` of the last BIN); the medians are then also given
+               per placement (the figures, not the ratios: the baseline does not follow it),
+               near (< 200 ns both times) and far (> 250 ns both times), which the
+               shared-memory transports follow (docs/PERFORMANCE.md, "Machine")
 
 Example (a build before and after a change, 11 rounds, both settings):
 
@@ -33,7 +38,10 @@ import sys
 
 def figure(prefix, binary, transport, workload, n):
     """One run's figure: the first number of the last line pipette-bench prints."""
-    cmd = prefix + [binary, "--profile", transport, str(n), workload]
+    if transport is None:
+        cmd = [binary, "--cacheline"]
+    else:
+        cmd = prefix + [binary, "--profile", transport, str(n), workload]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
@@ -41,10 +49,16 @@ def figure(prefix, binary, transport, workload, n):
     return float(lines[-1].split()[0])
 
 
+def cacheline(binary):
+    """The host's cache-line round trip between two threads, ns (`pipette-bench --cacheline`)."""
+    return figure([], binary, None, None, None)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--qos0", action="store_true", help="hold a PM QoS request of 0")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--cacheline", action="store_true", help="record the host's placement")
     p.add_argument("workload", choices=["conn", "rtt", "tput64", "tput4m"])
     p.add_argument("n", type=int)
     p.add_argument("baseline")
@@ -63,12 +77,25 @@ def main():
         prefix = [tool]
 
     ratios = {b: [] for b in a.binaries}
+    figures = {b: [] for b in a.binaries}
     baselines = []
-    for _ in range(a.rounds):
+    placements = []
+    for r in range(a.rounds):
+        before = cacheline(a.binaries[-1]) if a.cacheline else None
         base = figure(prefix, a.binaries[0], a.baseline, a.workload, a.n)
         baselines.append(base)
         for b in a.binaries:
-            ratios[b].append(figure(prefix, b, a.transport, a.workload, a.n) / base)
+            figures[b].append(figure(prefix, b, a.transport, a.workload, a.n))
+            ratios[b].append(figures[b][-1] / base)
+        if a.cacheline:
+            after = cacheline(a.binaries[-1])
+            place = "near" if max(before, after) < 200 else "far" if min(before, after) > 250 else "mixed"
+            placements.append(place)
+            print(
+                f"round {r}: cache line {before:.0f} -> {after:.0f} ns ({place}); "
+                + ", ".join(f"{figures[b][-1]:.4g} ({ratios[b][-1]:.3g})" for b in a.binaries),
+                flush=True,
+            )
 
     setting = "PM QoS 0" if a.qos0 else "default"
     unit = "us" if a.workload == "rtt" else ("connections/s" if a.workload == "conn" else "MiB/s")
@@ -78,8 +105,15 @@ def main():
         + (" (lower is better)" if a.workload == "rtt" else "")
     )
     for b, v in ratios.items():
-        v.sort()
-        print(f"  {b}: median {statistics.median(v):.3f}, range {v[0]:.2f}-{v[-1]:.2f}")
+        line = (
+            f"  {b}: median {statistics.median(v):.3g}, range {min(v):.3g}-{max(v):.3g}"
+            f" ({statistics.median(figures[b]):.4g} {unit})"
+        )
+        for place in ("near", "far"):
+            w = [x for x, p in zip(figures[b], placements) if p == place]
+            if w:
+                line += f"; {place} ({len(w)}): {statistics.median(w):.4g} {unit}, {min(w):.4g}-{max(w):.4g}"
+        print(line)
 
 
 if __name__ == "__main__":
